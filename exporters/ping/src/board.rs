@@ -63,15 +63,13 @@ struct StatusResponse {
 /// Routes of the board: `GET /` (the page) and `GET /api/status` (JSON). Merge them into
 /// the kit's router with no landing page, so that the board owns `/`.
 pub fn routes(source: Arc<dyn StatusSnapshot>) -> Router {
-    Router::new()
-        .route("/", get(page))
-        .route(
-            "/api/status",
-            get(move || {
-                let source = source.clone();
-                async move { status(source.as_ref()) }
-            }),
-        )
+    Router::new().route("/", get(page)).route(
+        "/api/status",
+        get(move || {
+            let source = source.clone();
+            async move { status(source.as_ref()) }
+        }),
+    )
 }
 
 /// Only what the page itself needs: inline style and script, `fetch` to its own origin.
