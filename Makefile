@@ -25,3 +25,7 @@ release:
 
 ## bench: every benchmark against its peer (long; not part of make test).
 bench: bench-ports
+
+## bench-ports: vigia-ports vs node_exporter tcpstat, psutil and ss at 20k and 100k connections.
+bench-ports:
+	CARGO=$(CARGO) bench/ports/run

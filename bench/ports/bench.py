@@ -1,0 +1,499 @@
+#!/usr/bin/env python3
+"""vigia-ports benchmark: scrape latency and peak RSS against its peers, with N real TCP
+connections held open on loopback.
+
+For each N the same sockets are read, in the same run, by:
+  - vigia-ports (release build, the 10 holder ports configured), GET /metrics;
+  - node_exporter --collector.disable-defaults --collector.tcpstat, GET /metrics
+    (host-wide counts per state only: no per-port breakdown);
+  - the seed's method: psutil.net_connections(kind="tcp") then counting per port,
+    in its own Python process (psutil_count.py);
+  - `ss -tan | awk -f ss_count.awk`.
+
+Latency is the median of --scrapes timed runs after one warm-up; HTTP scrapes are timed
+from connect to the last byte of the body on loopback, psutil and ss from the start to
+the end of one full read+count. Peak RSS is VmHWM from /proc/PID/status.
+
+Before timing anything, vigia's per-port counts must equal the ss counter's for every
+configured port, side and state: otherwise the speed number would be meaningless.
+
+Needs (Debian bookworm): prometheus-node-exporter, python3-psutil, iproute2 (ss), awk.
+"""
+
+import argparse
+import collections
+import ctypes
+import datetime
+import http.client
+import json
+import os
+import platform
+import re
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+LOOPBACK = "127.0.0.1"
+PORT_COUNT = 10
+# Below the default ephemeral range (32768-60999), so no client socket anywhere on the
+# machine gets one of these as its local port by chance and skews the per-port counts.
+PORT_SEARCH = range(27000, 32000)
+NODE_EXPORTER = "prometheus-node-exporter"
+PR_SET_PDEATHSIG = 1
+
+# ss's state names -> the label values vigia-ports exposes.
+SS_STATES = {
+    "ESTAB": "established",
+    "SYN-SENT": "syn_sent",
+    "SYN-RECV": "syn_recv",
+    "FIN-WAIT-1": "fin_wait1",
+    "FIN-WAIT-2": "fin_wait2",
+    "TIME-WAIT": "time_wait",
+    "UNCONN": "close",
+    "CLOSE": "close",
+    "CLOSE-WAIT": "close_wait",
+    "LAST-ACK": "last_ack",
+    "LISTEN": "listen",
+    "CLOSING": "closing",
+}
+
+# The issue's targets for vigia-ports.
+TARGET_VS_NODE = 0.25  # at most this fraction of node_exporter's scrape time at 20k
+TARGET_VS_PSUTIL = 40.0  # at least this many times faster than psutil
+TARGET_RSS_MIB = 10.0
+
+SAMPLE_RE = re.compile(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})?\s+(\S+)')
+LABEL_RE = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"')
+
+
+class BenchError(Exception):
+    pass
+
+
+def fail(msg):
+    print(f"bench-ports: {msg}", file=sys.stderr)
+    sys.exit(1)
+
+
+def parse_args():
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--vigia", required=True, help="path of the vigia-ports release binary")
+    p.add_argument("--connections", default="20000,100000",
+                   help="comma-separated connection counts (default: 20000,100000)")
+    p.add_argument("--scrapes", type=int, default=7, help="timed runs per tool (after one warm-up)")
+    p.add_argument("--results", default=os.path.join(HERE, "..", "RESULTS.md"),
+                   help="Markdown file whose vigia-ports section is rewritten")
+    p.add_argument("--no-write", action="store_true", help="print the table only")
+    p.add_argument("--holder-timeout", type=float, default=420.0,
+                   help="seconds after which the connection holder exits by itself")
+    a = p.parse_args()
+    try:
+        a.connections = [int(x) for x in a.connections.split(",")]
+    except ValueError:
+        p.error("--connections must be comma-separated integers")
+    if any(not 100 <= n <= 200_000 for n in a.connections):
+        p.error("--connections values must be between 100 and 200000")
+    if not 5 <= a.scrapes <= 50:
+        p.error("--scrapes must be between 5 and 50")
+    return a
+
+
+def check_tools(vigia):
+    missing = []
+    for tool, package in (("ss", "iproute2"), ("awk", "mawk or gawk"),
+                          (NODE_EXPORTER, "prometheus-node-exporter")):
+        if shutil.which(tool) is None:
+            missing.append(f"{tool} (Debian package {package})")
+    try:
+        import psutil  # noqa: F401
+    except ImportError:
+        missing.append(f"the psutil module for {sys.executable} (Debian package python3-psutil)")
+    if missing:
+        fail("missing: " + "; ".join(missing))
+    if not os.access(vigia, os.X_OK):
+        fail(f"{vigia} is not an executable (build it: cargo build --release -p vigia-ports)")
+
+
+def port_is_free(port):
+    """Free to listen on, and no socket on the machine uses it on either side."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        try:
+            s.bind((LOOPBACK, port))
+        except OSError:
+            return False
+    out = subprocess.run(["ss", "-Htan", f"( sport = :{port} or dport = :{port} )"],
+                         capture_output=True, text=True, check=True).stdout
+    return not out.strip()
+
+
+def pick_bench_ports():
+    ports = []
+    for port in PORT_SEARCH:
+        if port_is_free(port):
+            ports.append(port)
+            if len(ports) == PORT_COUNT:
+                return ports
+    fail(f"could not find {PORT_COUNT} free ports in {PORT_SEARCH.start}-{PORT_SEARCH.stop - 1}")
+
+
+def free_http_port():
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((LOOPBACK, 0))
+        return s.getsockname()[1]
+
+
+def vmhwm_kib(pid):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+    raise BenchError(f"no VmHWM for pid {pid}")
+
+
+def http_get(port, path, timeout=30.0):
+    conn = http.client.HTTPConnection(LOOPBACK, port, timeout=timeout)
+    try:
+        conn.request("GET", path)
+        resp = conn.getresponse()
+        body = resp.read()
+        return resp.status, body
+    finally:
+        conn.close()
+
+
+def timed_scrape(port):
+    start = time.perf_counter()
+    status, body = http_get(port, "/metrics")
+    elapsed = time.perf_counter() - start
+    if status != 200:
+        raise BenchError(f"GET /metrics on port {port} answered {status}: {body[:200]!r}")
+    return elapsed, body.decode()
+
+
+def wait_http(proc, name, port, path, deadline_s=20.0):
+    end = time.monotonic() + deadline_s
+    while time.monotonic() < end:
+        if proc.poll() is not None:
+            raise BenchError(f"{name} exited with status {proc.returncode} before answering")
+        try:
+            status, _ = http_get(port, path, timeout=2.0)
+            if status == 200:
+                return
+        except OSError:
+            pass
+        time.sleep(0.1)
+    raise BenchError(f"{name} did not answer {path} on port {port} within {deadline_s:.0f}s")
+
+
+def parse_samples(text, metric):
+    for line in text.splitlines():
+        if not line.startswith(metric):
+            continue
+        m = SAMPLE_RE.match(line)
+        if m and m.group(1) == metric:
+            yield dict(LABEL_RE.findall(m.group(2) or "")), float(m.group(3))
+
+
+def vigia_port_counts(text, ports):
+    counts = {}
+    for labels, value in parse_samples(text, "vigia_port_connections"):
+        port = int(labels["port"])
+        if port in ports and value:
+            counts[(port, labels["side"], labels["state"])] = int(value)
+    return counts
+
+
+def ss_count(ports):
+    """Runs `ss -tan | awk -f ss_count.awk`; returns (seconds, counts, ss peak RSS KiB)."""
+    start = time.perf_counter()
+    ss = subprocess.Popen(["ss", "-tan"], stdout=subprocess.PIPE)
+    awk = subprocess.Popen(["awk", "-v", "ports=" + ",".join(map(str, ports)),
+                            "-f", os.path.join(HERE, "ss_count.awk")],
+                           stdin=ss.stdout, stdout=subprocess.PIPE, text=True)
+    ss.stdout.close()
+    out, _ = awk.communicate()
+    _, ss_status, ss_usage = os.wait4(ss.pid, 0)
+    ss.returncode = os.waitstatus_to_exitcode(ss_status)
+    elapsed = time.perf_counter() - start
+    if ss.returncode != 0 or awk.returncode != 0:
+        raise BenchError(f"ss -tan | awk failed (ss {ss.returncode}, awk {awk.returncode})")
+    counts = {}
+    for line in out.splitlines():
+        port, side, state, n = line.split()
+        key = (int(port), side, SS_STATES.get(state, state.lower()))
+        counts[key] = counts.get(key, 0) + int(n)
+    return elapsed, counts, ss_usage.ru_maxrss
+
+
+def check_counts_match(vigia, ss, ports, expected_connections):
+    if vigia != ss:
+        lines = [f"  port {p} {side} {state}: vigia {vigia.get((p, side, state), 0)}, "
+                 f"ss {ss.get((p, side, state), 0)}"
+                 for (p, side, state) in sorted(set(vigia) | set(ss))
+                 if vigia.get((p, side, state), 0) != ss.get((p, side, state), 0)]
+        raise BenchError("vigia-ports and ss disagree on the configured ports:\n"
+                         + "\n".join(lines))
+    # Every connection shows up once per side: a count far off means the holder's
+    # sockets were not all seen, and the comparison would be about something else.
+    local = sum(n for (_, side, state), n in ss.items() if side == "local" and state != "listen")
+    if local < expected_connections:
+        raise BenchError(f"ss sees {local} accepted sockets on the ports, expected "
+                         f"{expected_connections}")
+
+
+def median_ms(seconds):
+    return statistics.median(seconds) * 1000.0
+
+
+def die_with_parent():
+    """Runs in each child before exec: if the harness is killed outright (even by
+    SIGKILL), the kernel sends the child SIGTERM, so no exporter outlives the run."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+
+
+class Run:
+    """Everything started for one connection count; stopped in reverse order."""
+
+    def __init__(self):
+        self.procs = []  # (name, Popen)
+
+    def start(self, name, argv, **kw):
+        proc = subprocess.Popen(argv, preexec_fn=die_with_parent, **kw)
+        self.procs.append((name, proc))
+        return proc
+
+    def stop(self):
+        for name, proc in reversed(self.procs):
+            if proc.poll() is not None:
+                continue
+            if proc.stdin:
+                proc.stdin.close()  # the holder's signal to clean up
+            else:
+                proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                print(f"bench-ports: {name} did not stop; killing it", file=sys.stderr)
+                proc.kill()
+                proc.wait()
+        self.procs.clear()
+
+
+def bench_one(n, a, ports, workdir):
+    run = Run()
+    try:
+        holder = run.start("holder", [sys.executable, os.path.join(HERE, "holder.py"),
+                                      "--connections", str(n),
+                                      "--ports", ",".join(map(str, ports)),
+                                      "--timeout", str(a.holder_timeout)],
+                           stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        line = holder.stdout.readline()
+        if not line:
+            raise BenchError(f"connection holder exited with status {holder.wait()}")
+        held = json.loads(line)
+        print(f"  holding {held['connections']} connections ({held['close_wait']} in "
+              f"CLOSE_WAIT/FIN_WAIT2) from {held['sources']} source addresses, "
+              f"set up in {held['setup_seconds']} s", flush=True)
+
+        config = os.path.join(workdir, "vigia-ports.yml")
+        with open(config, "w") as f:
+            f.write("ports: [" + ", ".join(map(str, ports)) + "]\n")
+        vigia_port = free_http_port()
+        vigia_cmd = [a.vigia, "--config.file", config,
+                     "--web.listen-address", f"{LOOPBACK}:{vigia_port}"]
+        vigia = run.start("vigia-ports", vigia_cmd, stdout=subprocess.DEVNULL)
+        node_port = free_http_port()
+        node_cmd = [NODE_EXPORTER, "--collector.disable-defaults", "--collector.tcpstat",
+                    f"--web.listen-address={LOOPBACK}:{node_port}"]
+        node = run.start("node_exporter", node_cmd,
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_http(vigia, "vigia-ports", vigia_port, "/-/ready")
+        wait_http(node, "node_exporter", node_port, "/metrics")
+
+        # Sanity first: the counts vigia exposes are the ones ss sees.
+        _, vigia_text = timed_scrape(vigia_port)
+        _, ss_counts, _ = ss_count(ports)
+        vigia_counts = vigia_port_counts(vigia_text, set(ports))
+        check_counts_match(vigia_counts, ss_counts, ports, n)
+        print(f"  sanity: vigia-ports and ss agree on all {len(ss_counts)} "
+              f"(port, side, state) series of the {len(ports)} ports", flush=True)
+
+        # One warm-up each, then the timed runs, interleaved so a burst of load from
+        # elsewhere on the machine hits every tool alike.
+        times = collections.defaultdict(list)
+        ss_rss = 0
+        for i in range(a.scrapes + 1):
+            t_vigia, _ = timed_scrape(vigia_port)
+            t_node, _ = timed_scrape(node_port)
+            t_ss, _, rss = ss_count(ports)
+            ss_rss = max(ss_rss, rss)
+            if i > 0:
+                times["vigia"].append(t_vigia)
+                times["node"].append(t_node)
+                times["ss"].append(t_ss)
+
+        psutil_run = subprocess.run(
+            [sys.executable, os.path.join(HERE, "psutil_count.py"),
+             "--ports", ",".join(map(str, ports)), "--iterations", str(a.scrapes + 1)],
+            capture_output=True, text=True, timeout=600)
+        if psutil_run.returncode != 0:
+            raise BenchError(f"psutil_count.py failed: {psutil_run.stderr.strip()}")
+        psutil_result = json.loads(psutil_run.stdout)
+        times["psutil"] = psutil_result["seconds"][1:]
+
+        rows = [
+            ("vigia-ports", median_ms(times["vigia"]), vmhwm_kib(vigia.pid), "yes"),
+            ("node_exporter 1.5 tcpstat", median_ms(times["node"]), vmhwm_kib(node.pid), "no"),
+            ("psutil (seed's method)", median_ms(times["psutil"]), psutil_result["vmhwm_kib"], "yes"),
+            ("ss -tan \\| awk", median_ms(times["ss"]), ss_rss, "yes"),
+        ]
+        # For the record, without this run's temporary path and free ports.
+        commands = {
+            "vigia": ["vigia-ports", "--config.file", "vigia-ports.yml",
+                      "--web.listen-address", f"{LOOPBACK}:<free port>"],
+            "node": node_cmd[:-1] + [f"--web.listen-address={LOOPBACK}:<free port>"],
+        }
+        return rows, commands
+    finally:
+        run.stop()
+
+
+def machine():
+    cpu = "unknown CPU"
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    mem_gib = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    return (f"{os.cpu_count()} CPUs ({cpu}), {mem_gib:.0f} GiB RAM, "
+            f"Linux {platform.release()}")
+
+
+def evaluate(results):
+    """Notes on the issue's targets, one line each, saying met or missed."""
+    notes = []
+    by_n = {n: {tool: (ms, rss) for tool, ms, rss, _ in rows} for n, rows in results}
+    for n, tools in by_n.items():
+        vigia_ms, vigia_rss = tools["vigia-ports"]
+        node_ms = tools["node_exporter 1.5 tcpstat"][0]
+        psutil_ms = tools["psutil (seed's method)"][0]
+        ratio_node = vigia_ms / node_ms
+        speedup = psutil_ms / vigia_ms
+        rss_mib = vigia_rss / 1024
+        marks = []
+        if n == 20_000:
+            marks.append(f"{ratio_node:.2f}x node_exporter's time (target ≤ {TARGET_VS_NODE}: "
+                         f"{'met' if ratio_node <= TARGET_VS_NODE else 'MISSED'})")
+        else:
+            marks.append(f"{ratio_node:.2f}x node_exporter's time")
+        marks.append(f"{speedup:.0f}x faster than psutil (target ≥ {TARGET_VS_PSUTIL:.0f}x: "
+                     f"{'met' if speedup >= TARGET_VS_PSUTIL else 'MISSED'})")
+        marks.append(f"peak RSS {rss_mib:.1f} MiB (target < {TARGET_RSS_MIB:.0f} MiB: "
+                     f"{'met' if rss_mib < TARGET_RSS_MIB else 'MISSED'})")
+        notes.append(f"- {n:,} connections: vigia-ports at " + "; ".join(marks) + ".")
+    return notes
+
+
+def table(results):
+    lines = ["| connections | tool | median scrape (ms) | peak RSS (MiB) | per-port breakdown |",
+             "|---:|---|---:|---:|:---:|"]
+    for n, rows in results:
+        for tool, ms, rss_kib, per_port in rows:
+            lines.append(f"| {n:,} | {tool} | {ms:.1f} | {rss_kib / 1024:.1f} | {per_port} |")
+    return lines
+
+
+def section(results, notes, a, commands):
+    today = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d")
+    out = ["## vigia-ports", "",
+           f"Run on {today} with `make bench-ports`; machine: {machine()}.", ""]
+    out += table(results)
+    out += ["", "Against the issue's targets:", ""] + notes
+    out += ["",
+            f"How it is measured (`bench/ports/bench.py`): `bench/ports/holder.py` opens N real "
+            f"TCP connections on loopback (N client plus N accepted sockets, over {PORT_COUNT} "
+            f"listening ports and one 127.77.0.x source address per 10,000 clients; 10 % "
+            f"half-closed by the client, so CLOSE_WAIT and FIN_WAIT2 are populated too). "
+            f"Every tool reads the same sockets in the same run. Median of {a.scrapes} runs "
+            f"after one warm-up: HTTP exporters from connect to the last byte of "
+            f"`GET /metrics` on loopback (classic text, no compression); psutil and ss for one "
+            f"full read and count per port, side and state. Peak RSS is `VmHWM` of the "
+            f"exporter process after all scrapes, of the psutil process, and `ru_maxrss` of "
+            f"the `ss` process. Before timing, vigia-ports' per-port counts are checked equal "
+            f"to the ss counter's for every configured port, side and state. Other work on "
+            f"the machine (other sockets in the table, CPU load) is not controlled.",
+            "",
+            "Commands (the 10 ports and the listen ports are picked free at run time):",
+            "",
+            "```",
+            " ".join(commands["vigia"]) + "   # vigia-ports.yml: ports: [<the 10 ports>]",
+            " ".join(commands["node"]),
+            "python3 bench/ports/psutil_count.py --ports <the 10 ports> --iterations "
+            f"{a.scrapes + 1}",
+            "ss -tan | awk -v ports=<the 10 ports> -f bench/ports/ss_count.awk",
+            "```",
+            ""]
+    return out
+
+
+def write_results(path, lines):
+    """Replaces the `## vigia-ports` section of `path`, keeping every other section."""
+    try:
+        with open(path) as f:
+            old = f.read().splitlines()
+    except FileNotFoundError:
+        old = ["# Benchmarks", "",
+               "Recorded by `make bench`; every section says how it was measured.", ""]
+    start = next((i for i, l in enumerate(old) if l.strip() == "## vigia-ports"), None)
+    if start is None:
+        new = old + ([""] if old and old[-1] else []) + lines
+    else:
+        end = next((i for i in range(start + 1, len(old)) if old[i].startswith("## ")),
+                   len(old))
+        new = old[:start] + lines + old[end:]
+    with open(path, "w") as f:
+        f.write("\n".join(new).rstrip("\n") + "\n")
+
+
+def main():
+    # `timeout` in bench/ports/run stops us with SIGTERM: turn it into SystemExit so the
+    # finally blocks stop the exporters and the holder.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit("bench-ports: terminated"))
+    a = parse_args()
+    check_tools(a.vigia)
+    ports = pick_bench_ports()
+    print(f"bench-ports: ports {ports[0]}..{ports[-1]}; connections {a.connections}", flush=True)
+    results = []
+    commands = None
+    with tempfile.TemporaryDirectory(prefix="vigia-bench-ports-") as workdir:
+        for n in a.connections:
+            print(f"bench-ports: {n:,} connections", flush=True)
+            try:
+                rows, commands = bench_one(n, a, ports, workdir)
+            except (BenchError, OSError, subprocess.SubprocessError) as e:
+                fail(str(e))
+            results.append((n, rows))
+    lines = table(results)
+    notes = evaluate(results)
+    print()
+    print("\n".join(lines))
+    print()
+    print("\n".join(notes))
+    if not a.no_write:
+        write_results(os.path.abspath(a.results), section(results, notes, a, commands))
+        print(f"\nbench-ports: wrote the vigia-ports section of {os.path.relpath(a.results)}")
+
+
+if __name__ == "__main__":
+    main()
