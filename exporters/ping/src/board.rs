@@ -110,3 +110,187 @@ fn status(source: &dyn StatusSnapshot) -> Response {
     // A stale answer from a cache would show a dead host as alive.
     ([(header::CACHE_CONTROL, "no-store")], Json(body)).into_response()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::body::{to_bytes, Body};
+    use axum::http::{Request, StatusCode};
+    use tower::ServiceExt;
+
+    struct Fixed(Vec<TargetView>);
+
+    impl StatusSnapshot for Fixed {
+        fn snapshot(&self) -> Vec<TargetView> {
+            self.0.clone()
+        }
+    }
+
+    fn view(name: &str, status: &'static str) -> TargetView {
+        TargetView {
+            name: name.to_string(),
+            address: "127.0.0.9".to_string(),
+            labels: BTreeMap::from([("kind".to_string(), "dslam".to_string())]),
+            site: Some("north".to_string()),
+            status,
+            last_rtt_seconds: Some(0.0123),
+            loss_ratio: Some(0.2),
+            status_since_seconds: 1_700_000_000.5,
+            last_round_seconds: Some(1_700_000_100.0),
+        }
+    }
+
+    async fn get(router: Router, uri: &str) -> (StatusCode, axum::http::HeaderMap, String) {
+        let response = router
+            .oneshot(Request::get(uri).body(Body::empty()).unwrap())
+            .await
+            .unwrap();
+        let status = response.status();
+        let headers = response.headers().clone();
+        let body = to_bytes(response.into_body(), 4 << 20).await.unwrap();
+        (status, headers, String::from_utf8(body.to_vec()).unwrap())
+    }
+
+    fn header<'a>(headers: &'a axum::http::HeaderMap, name: &str) -> &'a str {
+        headers
+            .get(name)
+            .unwrap_or_else(|| panic!("no {name} header"))
+            .to_str()
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn api_status_returns_every_target_with_the_server_time() {
+        let mut never_probed = view("olt-2", "unknown");
+        never_probed.site = None;
+        never_probed.labels.clear();
+        never_probed.last_rtt_seconds = None;
+        never_probed.loss_ratio = None;
+        never_probed.last_round_seconds = None;
+        let source = Arc::new(Fixed(vec![view("dslam-1", "warning"), never_probed]));
+
+        let before = SystemTime::now().duration_since(UNIX_EPOCH).unwrap();
+        let (status, headers, body) = get(routes(source), "/api/status").await;
+        let after = SystemTime::now().duration_since(UNIX_EPOCH).unwrap();
+
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(header(&headers, "content-type"), "application/json");
+        assert_eq!(header(&headers, "cache-control"), "no-store");
+        let json: serde_json::Value = serde_json::from_str(&body).unwrap();
+        let generated_at = json["generated_at"].as_f64().unwrap();
+        assert!(
+            generated_at >= before.as_secs_f64() && generated_at <= after.as_secs_f64(),
+            "generated_at {generated_at} is not the server's time"
+        );
+        assert_eq!(
+            json["targets"],
+            serde_json::json!([
+                {
+                    "name": "dslam-1",
+                    "address": "127.0.0.9",
+                    "labels": {"kind": "dslam"},
+                    "site": "north",
+                    "status": "warning",
+                    "last_rtt_seconds": 0.0123,
+                    "loss_ratio": 0.2,
+                    "status_since_seconds": 1_700_000_000.5,
+                    "last_round_seconds": 1_700_000_100.0
+                },
+                {
+                    "name": "olt-2",
+                    "address": "127.0.0.9",
+                    "labels": {},
+                    "site": null,
+                    "status": "unknown",
+                    "last_rtt_seconds": null,
+                    "loss_ratio": null,
+                    "status_since_seconds": 1_700_000_000.5,
+                    "last_round_seconds": null
+                }
+            ])
+        );
+    }
+
+    #[tokio::test]
+    async fn api_status_with_no_targets_is_an_empty_list() {
+        let (status, _, body) = get(routes(Arc::new(Fixed(vec![]))), "/api/status").await;
+        assert_eq!(status, StatusCode::OK);
+        let json: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(json["targets"], serde_json::json!([]));
+    }
+
+    #[tokio::test]
+    async fn page_is_one_self_contained_html_document() {
+        let (status, headers, body) = get(routes(Arc::new(Fixed(vec![]))), "/").await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(header(&headers, "content-type"), "text/html; charset=utf-8");
+        let csp = header(&headers, "content-security-policy");
+        assert!(csp.starts_with("default-src 'none';"), "{csp}");
+        assert!(csp.contains("connect-src 'self'"), "{csp}");
+        assert!(body.starts_with("<!doctype html>"));
+        // The style sheet and script are inlined, not left as placeholders.
+        assert!(!body.contains("/*BOARD_CSS*/") && !body.contains("/*BOARD_JS*/"));
+        assert!(body.contains(".status-down {"), "style sheet not inlined");
+        assert!(body.contains("fetch(\"api/status\""), "script not inlined");
+    }
+
+    /// Every `src=`, `href=`, `url(`, `@import` and `action=` value of the page.
+    fn references(page: &str) -> Vec<String> {
+        let mut found = Vec::new();
+        for marker in ["src=", "href=", "action=", "url(", "@import"] {
+            for (at, _) in page.match_indices(marker) {
+                let rest = page[at + marker.len()..].trim_start();
+                let rest = rest.trim_start_matches(['"', '\'']);
+                let end = rest
+                    .find(|c: char| c == '"' || c == '\'' || c == ')' || c.is_whitespace())
+                    .unwrap_or(rest.len());
+                found.push(rest[..end].to_string());
+            }
+        }
+        found
+    }
+
+    #[tokio::test]
+    async fn page_loads_nothing_from_outside_its_origin() {
+        let (_, _, body) = get(routes(Arc::new(Fixed(vec![]))), "/").await;
+        assert!(!body.contains("http://"), "page names an http:// URL");
+        assert!(!body.contains("https://"), "page names an https:// URL");
+        let refs = references(&body);
+        // The only reference is the link to the JSON for browsers without JavaScript.
+        assert_eq!(refs, vec!["api/status".to_string()]);
+        for r in refs {
+            assert!(
+                !r.starts_with("//") && !r.contains(':'),
+                "external reference {r}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_reference_scanner_sees_external_urls() {
+        // Guards the test above against a scanner that finds nothing.
+        let refs = references("<img src=\"//cdn.example/x.png\"><link href='a.css'>");
+        assert_eq!(refs, vec!["//cdn.example/x.png", "a.css"]);
+        assert_eq!(references("body{background:url(x.png)}"), vec!["x.png"]);
+    }
+
+    #[tokio::test]
+    async fn page_script_never_parses_data_as_html() {
+        let (_, _, body) = get(routes(Arc::new(Fixed(vec![]))), "/").await;
+        for sink in [
+            "innerHTML",
+            "outerHTML",
+            "insertAdjacentHTML",
+            "document.write",
+            "eval(",
+        ] {
+            assert!(!body.contains(sink), "page uses {sink}");
+        }
+    }
+
+    #[tokio::test]
+    async fn other_paths_are_not_found() {
+        let (status, _, _) = get(routes(Arc::new(Fixed(vec![]))), "/api/nothing").await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+    }
+}

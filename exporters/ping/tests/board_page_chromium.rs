@@ -1,0 +1,274 @@
+//! The status board page in headless Chromium, fed by a fixed snapshot so every case the
+//! page handles is on screen at once: grouping by site, down tiles first, the downtime
+//! stopwatch against a browser whose clock is wrong, refresh without reload, a hostile
+//! target name, and the "stale" warning when the exporter stops answering.
+//! Needs the Debian package `chromium`; screenshots go to `target/test-output/board/`.
+
+#[allow(dead_code)]
+#[path = "../src/board.rs"]
+mod board;
+mod board_support;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use board::{StatusSnapshot, TargetView};
+use board_support::cdp::Browser;
+use serde_json::Value;
+
+#[derive(Default)]
+struct Editable(Mutex<Vec<TargetView>>);
+
+impl StatusSnapshot for Editable {
+    fn snapshot(&self) -> Vec<TargetView> {
+        self.0.lock().unwrap().clone()
+    }
+}
+
+fn now() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64()
+}
+
+fn target(
+    name: &str,
+    site: Option<&str>,
+    status: &'static str,
+    rtt_ms: Option<f64>,
+    since_ago: f64,
+) -> TargetView {
+    let mut labels = BTreeMap::from([("kind".to_string(), "dslam".to_string())]);
+    if let Some(s) = site {
+        labels.insert("site".to_string(), s.to_string());
+    }
+    TargetView {
+        name: name.to_string(),
+        address: format!("198.18.0.{}", name.len()),
+        labels,
+        site: site.map(str::to_string),
+        status,
+        last_rtt_seconds: rtt_ms.map(|ms| ms / 1000.0),
+        loss_ratio: match status {
+            "down" => Some(1.0),
+            "warning" => Some(0.4),
+            "unknown" => None,
+            _ => Some(0.0),
+        },
+        status_since_seconds: now() - since_ago,
+        last_round_seconds: (status != "unknown").then(now),
+    }
+}
+
+const HOSTILE_NAME: &str = "<img src=x onerror=\"document.title='pwned'\">";
+
+/// Makes the browser's clock two hours fast: the stopwatch must follow the server's clock.
+const SKEWED_CLOCK: &str = r#"(() => {
+  const Real = Date, skew = 2 * 3600 * 1000;
+  class Skewed extends Real {
+    constructor(...a) { if (a.length === 0) { super(Real.now() + skew); } else { super(...a); } }
+    static now() { return Real.now() + skew; }
+  }
+  globalThis.Date = Skewed;
+})();"#;
+
+/// Serves the board on 127.0.0.1 from its own runtime, so that dropping the runtime closes
+/// every connection at once, as a crashed exporter would.
+fn serve(source: Arc<Editable>) -> (tokio::runtime::Runtime, SocketAddr) {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let listener = rt
+        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+        .unwrap();
+    let addr = listener.local_addr().unwrap();
+    rt.spawn(async move {
+        axum::serve(listener, board::routes(source)).await.unwrap();
+    });
+    (rt, addr)
+}
+
+fn tile_statuses(browser: &mut Browser, page: &board_support::cdp::Page) -> Value {
+    browser.eval(
+        page,
+        r#"Array.from(document.querySelectorAll("section.group")).map(s => ({
+             heading: s.querySelector("h2") ? s.querySelector("h2").firstChild.textContent : null,
+             tiles: Array.from(s.querySelectorAll(".tile")).map(t => [
+               t.querySelector(".name").textContent, t.className,
+               t.querySelector(".word").textContent])
+           }))"#,
+    )
+}
+
+/// Seconds shown by the stopwatch of the tile named `name` (hh:mm:ss, optional "Nd ").
+fn stopwatch_seconds(browser: &mut Browser, page: &board_support::cdp::Page, name: &str) -> u64 {
+    let text = browser.eval(
+        page,
+        &format!(
+            r#"(() => {{ const t = Array.from(document.querySelectorAll(".tile"))
+                 .find(t => t.dataset.target === {name:?});
+               const s = t && t.querySelector(".stopwatch .elapsed");
+               return s ? s.textContent : null; }})()"#
+        ),
+    );
+    let text = text
+        .as_str()
+        .unwrap_or_else(|| panic!("no stopwatch on {name}"));
+    let (days, hms) = match text.split_once("d ") {
+        Some((d, rest)) => (d.parse::<u64>().unwrap(), rest),
+        None => (0, text),
+    };
+    let parts: Vec<u64> = hms
+        .split(':')
+        .map(|p| p.parse().unwrap_or_else(|_| panic!("stopwatch {text:?}")))
+        .collect();
+    assert_eq!(parts.len(), 3, "stopwatch {text:?} is not hh:mm:ss");
+    assert!(parts[1] < 60 && parts[2] < 60, "stopwatch {text:?}");
+    days * 86400 + parts[0] * 3600 + parts[1] * 60 + parts[2]
+}
+
+#[test]
+fn board_page_in_chromium_shows_groups_stopwatch_refresh_and_staleness() {
+    let source = Arc::new(Editable::default());
+    *source.0.lock().unwrap() = vec![
+        target("dslam-1", Some("north"), "ok", Some(0.42), 9000.0),
+        target("dslam-2", Some("north"), "warning", Some(312.4), 60.0),
+        target("olt-1", Some("north"), "down", Some(2.0), 3725.0),
+        target(
+            "router-core",
+            Some("south"),
+            "down",
+            None,
+            2.0 * 86400.0 + 10.0,
+        ),
+        target("server-9", Some("south"), "ok", Some(11.0), 100.0),
+        target(HOSTILE_NAME, None, "ok", Some(1.5), 100.0),
+        target("new-olt", None, "unknown", None, 5.0),
+    ];
+    let (server, addr) = serve(source.clone());
+    let url = format!("http://{addr}/");
+
+    let mut browser = Browser::launch();
+    let page = browser.open(&url, 1920, 1080, Some(SKEWED_CLOCK));
+    browser.wait_for(
+        &page,
+        "document.querySelectorAll('.tile').length === 7",
+        Duration::from_secs(20),
+        "seven tiles",
+    );
+
+    // Sites in name order, targets without a site last; down first within a site.
+    let groups = tile_statuses(&mut browser, &page);
+    let expected = serde_json::json!([
+        {"heading": "north", "tiles": [
+            ["olt-1", "tile status-down", "down"],
+            ["dslam-2", "tile status-warning", "warning"],
+            ["dslam-1", "tile status-ok", "ok"]]},
+        {"heading": "south", "tiles": [
+            ["router-core", "tile status-down", "down"],
+            ["server-9", "tile status-ok", "ok"]]},
+        {"heading": "No site", "tiles": [
+            ["new-olt", "tile status-unknown", "unknown"],
+            [HOSTILE_NAME, "tile status-ok", "ok"]]}
+    ]);
+    assert_eq!(groups, expected);
+
+    // Counts per status in the header.
+    let counts = browser.eval(
+        &page,
+        "['down','warning','unknown','ok'].map(s => document.getElementById('count-' + s).textContent)",
+    );
+    assert_eq!(counts, serde_json::json!(["2", "1", "1", "3"]));
+
+    // The hostile name is text, not markup.
+    let injected = browser.eval(
+        &page,
+        "document.querySelectorAll('main img').length + ':' + document.title",
+    );
+    assert_eq!(injected, "0:(2 down) vigia-ping status");
+
+    // RTT and loss as the seed showed them: milliseconds and percent.
+    let dslam2 = browser.eval(
+        &page,
+        r#"(() => { const t = document.querySelector('.tile[data-target="dslam-2"]');
+             return [t.querySelector('.address').textContent, t.querySelector('.rtt').textContent,
+                     t.querySelector('.loss').textContent]; })()"#,
+    );
+    assert_eq!(dslam2, serde_json::json!(["198.18.0.7", "312 ms", "40 %"]));
+
+    // The stopwatch counts on the server's clock (the browser's is two hours fast) and
+    // advances by itself between two readings of the same page.
+    let first = stopwatch_seconds(&mut browser, &page, "olt-1");
+    assert!(
+        (3725..3725 + 15).contains(&first),
+        "olt-1 down for {first} s, expected about 3725 s"
+    );
+    let long = stopwatch_seconds(&mut browser, &page, "router-core");
+    assert!(
+        (2 * 86400 + 10..2 * 86400 + 25).contains(&long),
+        "router-core down for {long} s"
+    );
+    let marker = browser.eval(&page, "window.__sameDocument = 42");
+    assert_eq!(marker, 42);
+    std::thread::sleep(Duration::from_secs(3));
+    let second = stopwatch_seconds(&mut browser, &page, "olt-1");
+    assert!(
+        (first + 2..=first + 4).contains(&second),
+        "stopwatch went from {first} s to {second} s in 3 s"
+    );
+    assert!(browser
+        .eval(
+            &page,
+            "!!document.querySelector('.tile:not(.status-down) .stopwatch')"
+        )
+        .as_bool()
+        .is_some_and(|b| !b));
+
+    browser.screenshot(&page, &board_support::output_dir().join("fake-wall.png"));
+    browser.resize(&page, 390, 844, true);
+    let columns = browser.eval(
+        &page,
+        "getComputedStyle(document.querySelector('.tiles')).gridTemplateColumns.split(' ').length",
+    );
+    assert!(
+        columns.as_u64().is_some_and(|c| (1..=2).contains(&c)),
+        "a phone gets one or two columns, not {columns}"
+    );
+    browser.screenshot(&page, &board_support::output_dir().join("fake-phone.png"));
+    browser.resize(&page, 1920, 1080, false);
+
+    // A change on the server shows up without reloading the page.
+    source.0.lock().unwrap()[0] = target("dslam-1", Some("north"), "down", Some(0.42), 1.0);
+    browser.wait_for(
+        &page,
+        "document.querySelector('.tile[data-target=\"dslam-1\"]').classList.contains('status-down')",
+        Duration::from_secs(15),
+        "dslam-1 to turn red after a refresh",
+    );
+    assert_eq!(browser.eval(&page, "window.__sameDocument"), 42);
+    assert_eq!(
+        browser.eval(&page, "document.getElementById('count-down').textContent"),
+        "3"
+    );
+    let fresh = browser.eval(&page, "document.getElementById('freshness').className");
+    assert_eq!(fresh, "freshness");
+
+    // The exporter goes away: the board says so instead of showing old colours as current.
+    server.shutdown_background();
+    let stale = browser.wait_for(
+        &page,
+        "document.getElementById('freshness').classList.contains('stale') && document.getElementById('freshness').textContent",
+        Duration::from_secs(20),
+        "the stale warning",
+    );
+    assert!(
+        stale.as_str().is_some_and(|s| s.starts_with("STALE")),
+        "{stale}"
+    );
+    browser.screenshot(&page, &board_support::output_dir().join("fake-stale.png"));
+}
