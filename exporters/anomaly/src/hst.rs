@@ -1,0 +1,525 @@
+//! Streaming Half-Space Trees (Tan, Ting and Liu, "Fast Anomaly Detection for Streaming
+//! Data", IJCAI 2011).
+//!
+//! Each tree halves a random work space around the unit cube: a node splits one dimension
+//! (chosen by a seeded hash of the node's position) at the middle of its current extent.
+//! The reference mass profile counts how many points of the previous full window fall in
+//! each node. A new point descends until it reaches a node holding fewer than
+//! `window_size / 10` reference points (or the maximum depth); `mass * 2^depth` there is a
+//! density estimate, large where the reference window was dense.
+//!
+//! The paper keeps two counters per node of a complete tree (`2^(depth+1)` nodes per tree)
+//! and swaps them every window. Descent never goes below a node under the size limit, so
+//! only nodes whose parent holds at least `window_size / 10` reference points are ever
+//! read. This implementation keeps the latest window's points instead and, at each swap,
+//! rebuilds exactly those nodes from them: the same scores, with at most
+//! `1 + 2 * depth * 10` nodes per tree however deep the trees are.
+
+use crate::config::{AnomalyConfig, ConfigProblem};
+use crate::rng::{mix, SplitMix64};
+use crate::scaling::{quantile, saturate, Feature, Range};
+use crate::{Detector, DimsMismatch, Score};
+
+/// Scale factor from the median absolute deviation to a standard deviation under a
+/// normal distribution.
+const MAD_TO_SIGMA: f64 = 1.4826;
+
+/// Smallest spread used for a feature's z-score, as a share of its learned width, so a
+/// feature that never moved still yields a finite (large) z-score when it does.
+const MIN_SPREAD_SHARE: f64 = 0.01;
+
+/// Features per tree.
+pub const SUBSPACE: usize = 3;
+
+/// Largest reported |z|: beyond this every explanation says the same thing.
+const MAX_Z: f64 = 1e6;
+
+/// Half-Space Trees ensemble with per-feature scaling and robust z-score explanations.
+#[derive(Debug, Clone)]
+pub struct HalfSpaceTrees {
+    config: AnomalyConfig,
+    features: Vec<Feature>,
+    trees: Vec<Tree>,
+    /// Latest window, row-major (`window_size` rows of `dims` transformed values).
+    latest: Vec<f64>,
+    reference: Option<Reference>,
+    /// Last finite transformed value per feature, the stand-in for NaN during warm-up.
+    last_finite: Vec<f64>,
+    /// Scratch row of normalized values, reused to avoid an allocation per point.
+    normalized: Vec<f64>,
+    /// Scratch per-tree scores.
+    tree_scores: Vec<f64>,
+    /// For each feature, the trees whose subspace holds it.
+    trees_by_feature: Vec<Vec<usize>>,
+}
+
+/// What the detector knows about the reference window.
+#[derive(Debug, Clone)]
+struct Reference {
+    ranges: Vec<Range>,
+    median: Vec<f64>,
+    spread: Vec<f64>,
+}
+
+#[derive(Debug, Clone)]
+struct Tree {
+    seed: u64,
+    /// Features this tree splits (a random subspace).
+    subspace: Vec<usize>,
+    /// Median leave-one-out log-mass of the reference points in this tree: the level a
+    /// score of 0 stands for.
+    typical_log_mass: f64,
+    /// Reference points outside the work space. They form one more cell, as large as the
+    /// whole work space, so a lasting shift beyond it is learned like any other region.
+    outside_mass: u32,
+    /// Work space per dimension: `[s - 2 max(s, 1-s), s + 2 max(s, 1-s)]` for a uniform
+    /// random `s`, as in the paper, so every tree covers the unit cube off-centre.
+    space_low: Vec<f64>,
+    space_high: Vec<f64>,
+    nodes: Vec<Node>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Node {
+    /// Reference points in this node.
+    mass: u32,
+    /// Index of the left child; the right child follows it. 0 marks a leaf (the root is
+    /// never anyone's child).
+    left: u32,
+    dim: u32,
+    split: f64,
+}
+
+impl Node {
+    const LEAF: Node = Node {
+        mass: 0,
+        left: 0,
+        dim: 0,
+        split: 0.0,
+    };
+}
+
+impl HalfSpaceTrees {
+    /// A detector over `features` (their count fixes the input dimension). Fails on an
+    /// invalid configuration or an empty feature list.
+    pub fn new(config: &AnomalyConfig, features: Vec<Feature>) -> Result<Self, ConfigProblem> {
+        config.validate("anomaly")?;
+        if features.is_empty() {
+            return Err(ConfigProblem::new(
+                "features",
+                "the detector needs at least one feature",
+            ));
+        }
+        if features.len() > u32::MAX as usize {
+            return Err(ConfigProblem::new("features", "too many features"));
+        }
+        let dims = features.len();
+        let mut rng = SplitMix64::new(config.seed);
+        let subspace_size = dims.min(SUBSPACE);
+        // Features are dealt to trees from shuffled decks so that each one is covered by
+        // about `trees * SUBSPACE / dims` trees, never by none.
+        if config.trees * subspace_size < dims {
+            return Err(ConfigProblem::new(
+                "anomaly.trees",
+                format!(
+                    "{} trees of {subspace_size} features cannot cover {dims} features; \
+                     use at least {}",
+                    config.trees,
+                    dims.div_ceil(subspace_size)
+                ),
+            ));
+        }
+        let mut deck: Vec<usize> = Vec::with_capacity(dims);
+        let trees = (0..config.trees)
+            .map(|_| {
+                let seed = rng.next_u64();
+                let mut subspace = Vec::with_capacity(subspace_size);
+                while subspace.len() < subspace_size {
+                    if deck.is_empty() {
+                        deck.extend(0..dims);
+                        shuffle(&mut deck, &mut rng);
+                    }
+                    let feature = deck.pop().unwrap_or_default();
+                    if !subspace.contains(&feature) {
+                        subspace.push(feature);
+                    } else {
+                        // Seen in this tree already: put it back for a later tree.
+                        deck.insert(0, feature);
+                    }
+                }
+                subspace.sort_unstable();
+                let mut space_low = Vec::with_capacity(dims);
+                let mut space_high = Vec::with_capacity(dims);
+                for _ in 0..dims {
+                    let s = rng.next_f64();
+                    let half = 2.0 * s.max(1.0 - s);
+                    space_low.push(s - half);
+                    space_high.push(s + half);
+                }
+                Tree {
+                    seed,
+                    typical_log_mass: 0.0,
+                    outside_mass: 0,
+                    subspace,
+                    space_low,
+                    space_high,
+                    nodes: vec![Node::LEAF],
+                }
+            })
+            .collect::<Vec<Tree>>();
+        let trees_by_feature = (0..dims)
+            .map(|feature| {
+                trees
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, tree)| tree.subspace.contains(&feature))
+                    .map(|(index, _)| index)
+                    .collect()
+            })
+            .collect();
+        Ok(Self {
+            tree_scores: vec![0.0; trees.len()],
+            trees_by_feature,
+            config: config.clone(),
+            trees,
+            latest: Vec::with_capacity(config.window_size * dims),
+            reference: None,
+            last_finite: vec![0.0; dims],
+            normalized: vec![0.0; dims],
+            features,
+        })
+    }
+
+    pub fn features(&self) -> &[Feature] {
+        &self.features
+    }
+
+    pub fn config(&self) -> &AnomalyConfig {
+        &self.config
+    }
+
+    /// Points still needed before the first score (0 once warm).
+    pub fn warmup_remaining(&self) -> usize {
+        if self.reference.is_some() {
+            0
+        } else {
+            self.config.window_size - self.latest.len() / self.dims()
+        }
+    }
+
+    /// Nodes currently held by all trees together (the memory the profiles use).
+    pub fn node_count(&self) -> usize {
+        self.trees.iter().map(|tree| tree.nodes.len()).sum()
+    }
+
+    fn size_limit(&self) -> u32 {
+        (self.config.window_size / 10).max(1) as u32
+    }
+
+    /// The anomaly score of a normalized point: per tree `1 - log_mass / typical`, averaged
+    /// over the trees that cover each feature, and the largest of those averages.
+    fn ensemble_score(&mut self, point: &[f64]) -> f64 {
+        for (tree, score) in self.trees.iter().zip(self.tree_scores.iter_mut()) {
+            *score = if tree.typical_log_mass > 0.0 {
+                (1.0 - tree.log_mass(point, false) / tree.typical_log_mass).clamp(0.0, 1.0)
+            } else {
+                0.0
+            };
+        }
+        self.trees_by_feature
+            .iter()
+            .map(|trees| {
+                trees.iter().map(|&t| self.tree_scores[t]).sum::<f64>() / trees.len() as f64
+            })
+            .fold(0.0, f64::max)
+    }
+
+    /// Ends a window: the latest points become the reference profile.
+    fn swap_windows(&mut self) {
+        let dims = self.dims();
+        let rows = self.latest.len() / dims;
+        let mut column = vec![0.0; rows];
+        let mut ranges = Vec::with_capacity(dims);
+        let mut median = Vec::with_capacity(dims);
+        let mut spread = Vec::with_capacity(dims);
+        for feature in 0..dims {
+            for (row, value) in column.iter_mut().enumerate() {
+                *value = self.latest[row * dims + feature];
+            }
+            column.sort_by(f64::total_cmp);
+            let window_range = Range::of_sorted(&column);
+            let range = match &self.reference {
+                Some(previous) => {
+                    let mut range = previous.ranges[feature];
+                    range.follow(window_range);
+                    range
+                }
+                None => window_range,
+            };
+            let mid = quantile(&column, 0.5);
+            for value in column.iter_mut() {
+                *value = (*value - mid).abs();
+            }
+            column.sort_by(f64::total_cmp);
+            let mad = quantile(&column, 0.5);
+            let (_, width) = range.origin_and_width();
+            spread.push((MAD_TO_SIGMA * mad).max(MIN_SPREAD_SHARE * width));
+            median.push(mid);
+            ranges.push(range);
+        }
+
+        let normalized: Vec<f64> = self
+            .latest
+            .chunks_exact(dims)
+            .flat_map(|row| {
+                row.iter()
+                    .zip(&ranges)
+                    .map(|(t, range)| range.normalize(*t))
+            })
+            .collect();
+        let size_limit = self.size_limit();
+        let max_depth = self.config.depth as u32;
+        let mut order: Vec<u32> = Vec::with_capacity(rows);
+        for tree in &mut self.trees {
+            order.clear();
+            order.extend(0..rows as u32);
+            tree.rebuild(&normalized, dims, &mut order, size_limit, max_depth);
+        }
+
+        let mut log_masses: Vec<f64> = Vec::with_capacity(rows);
+        for tree in &mut self.trees {
+            log_masses.clear();
+            log_masses.extend(
+                normalized
+                    .chunks_exact(dims)
+                    .map(|row| tree.log_mass(row, true)),
+            );
+            log_masses.sort_by(f64::total_cmp);
+            tree.typical_log_mass = if log_masses.is_empty() {
+                0.0
+            } else {
+                quantile(&log_masses, 0.5)
+            };
+        }
+
+        self.reference = Some(Reference {
+            ranges,
+            median,
+            spread,
+        });
+        self.latest.clear();
+    }
+}
+
+impl Detector for HalfSpaceTrees {
+    fn score_and_learn(&mut self, x: &[f64]) -> Result<Score, DimsMismatch> {
+        let dims = self.dims();
+        if x.len() != dims {
+            return Err(DimsMismatch {
+                expected: dims,
+                got: x.len(),
+            });
+        }
+        let mut non_finite_inputs = 0;
+        let start = self.latest.len();
+        for (feature, &raw) in x.iter().enumerate() {
+            // NaN stands in as a neutral value: the reference median once there is one,
+            // the last usable value before that.
+            let fallback = match &self.reference {
+                Some(reference) => reference.median[feature],
+                None => self.last_finite[feature],
+            };
+            let transformed = if raw.is_nan() {
+                non_finite_inputs += 1;
+                fallback
+            } else {
+                let (value, replaced) = saturate(raw);
+                non_finite_inputs += usize::from(replaced);
+                let transformed = self.features[feature].scaling.transform(value);
+                if !replaced {
+                    self.last_finite[feature] = transformed;
+                }
+                transformed
+            };
+            self.latest.push(transformed);
+        }
+
+        let mut contributions = vec![0.0; dims];
+        let mut value = 0.0;
+        if let Some(reference) = &self.reference {
+            let row = &self.latest[start..];
+            let mut normalized = std::mem::take(&mut self.normalized);
+            for feature in 0..dims {
+                let t = row[feature];
+                normalized[feature] = reference.ranges[feature].normalize(t);
+                let z = (t - reference.median[feature]) / reference.spread[feature];
+                contributions[feature] = z.clamp(-MAX_Z, MAX_Z);
+            }
+            value = self.ensemble_score(&normalized);
+            self.normalized = normalized;
+        }
+        let score = Score {
+            value,
+            warm: self.reference.is_some(),
+            contributions,
+            non_finite_inputs,
+        };
+
+        if self.latest.len() == self.config.window_size * dims {
+            self.swap_windows();
+        }
+        Ok(score)
+    }
+
+    fn warm(&self) -> bool {
+        self.reference.is_some()
+    }
+
+    fn dims(&self) -> usize {
+        self.features.len()
+    }
+}
+
+impl Tree {
+    /// Rebuilds the mass profile from `points` (row-major, normalized).
+    fn rebuild(
+        &mut self,
+        points: &[f64],
+        dims: usize,
+        order: &mut [u32],
+        size_limit: u32,
+        max_depth: u32,
+    ) {
+        self.nodes.clear();
+        self.nodes.push(Node::LEAF);
+        let mut low = self.space_low.clone();
+        let mut high = self.space_high.clone();
+        let mut kept = 0;
+        for i in 0..order.len() {
+            let row = order[i] as usize;
+            if self.covers(&points[row * dims..(row + 1) * dims]) {
+                order.swap(i, kept);
+                kept += 1;
+            }
+        }
+        self.outside_mass = (order.len() - kept) as u32;
+        let order = &mut order[..kept];
+        let mut grow = Grow {
+            points,
+            dims,
+            size_limit,
+            max_depth,
+            low: &mut low,
+            high: &mut high,
+        };
+        grow.node(self, 0, 1, 0, order);
+    }
+
+    /// `log2(1 + mass * 2^depth)` at the node where `point` stops. With `leave_one_out`
+    /// the point is taken to be one of the reference points and not counted in its own
+    /// mass, so reference points are measured the way new points are.
+    fn log_mass(&self, point: &[f64], leave_one_out: bool) -> f64 {
+        let (mass, depth) = self.terminal(point);
+        let mass = if leave_one_out {
+            mass.saturating_sub(1)
+        } else {
+            mass
+        };
+        (1.0 + f64::from(mass) * f64::from(depth).exp2()).log2()
+    }
+
+    /// Mass and depth of the node where `point` stops descending.
+    fn terminal(&self, point: &[f64]) -> (u32, u32) {
+        if !self.covers(point) {
+            return (self.outside_mass, 0);
+        }
+        let mut index = 0;
+        let mut depth = 0;
+        loop {
+            let node = self.nodes[index];
+            if node.left == 0 {
+                return (node.mass, depth);
+            }
+            index = node.left as usize + usize::from(point[node.dim as usize] >= node.split);
+            depth += 1;
+        }
+    }
+
+    /// Whether `point` lies inside this tree's work space.
+    fn covers(&self, point: &[f64]) -> bool {
+        self.subspace
+            .iter()
+            .all(|&d| point[d] >= self.space_low[d] && point[d] < self.space_high[d])
+    }
+
+    /// The split dimension of the node at heap position `position`: fixed by the tree's
+    /// seed, so rebuilding a window never reshapes the tree.
+    fn split_dim(&self, position: u64) -> usize {
+        let pick = mix(self.seed ^ position.wrapping_mul(0x9E37_79B9_7F4A_7C15));
+        self.subspace[(pick % self.subspace.len() as u64) as usize]
+    }
+}
+
+/// State of one rebuild: the window's points and the current node's extent.
+struct Grow<'a> {
+    points: &'a [f64],
+    dims: usize,
+    size_limit: u32,
+    max_depth: u32,
+    low: &'a mut [f64],
+    high: &'a mut [f64],
+}
+
+impl Grow<'_> {
+    fn node(
+        &mut self,
+        tree: &mut Tree,
+        index: usize,
+        position: u64,
+        depth: u32,
+        members: &mut [u32],
+    ) {
+        let mass = members.len() as u32;
+        tree.nodes[index].mass = mass;
+        if mass < self.size_limit || depth == self.max_depth {
+            return;
+        }
+        let dim = tree.split_dim(position);
+        let split = 0.5 * (self.low[dim] + self.high[dim]);
+        let mut left_count = 0;
+        for i in 0..members.len() {
+            if self.points[members[i] as usize * self.dims + dim] < split {
+                members.swap(i, left_count);
+                left_count += 1;
+            }
+        }
+        let left = tree.nodes.len();
+        tree.nodes.push(Node::LEAF);
+        tree.nodes.push(Node::LEAF);
+        tree.nodes[index] = Node {
+            mass,
+            left: left as u32,
+            dim: dim as u32,
+            split,
+        };
+        let (left_members, right_members) = members.split_at_mut(left_count);
+
+        let saved = self.high[dim];
+        self.high[dim] = split;
+        self.node(tree, left, position * 2, depth + 1, left_members);
+        self.high[dim] = saved;
+
+        let saved = self.low[dim];
+        self.low[dim] = split;
+        self.node(tree, left + 1, position * 2 + 1, depth + 1, right_members);
+        self.low[dim] = saved;
+    }
+}
+
+/// Fisher-Yates shuffle driven by the detector's seeded generator.
+fn shuffle(items: &mut [usize], rng: &mut SplitMix64) {
+    for i in (1..items.len()).rev() {
+        let j = (rng.next_u64() % (i as u64 + 1)) as usize;
+        items.swap(i, j);
+    }
+}
