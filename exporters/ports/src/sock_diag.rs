@@ -1,0 +1,433 @@
+//! Reads the kernel's TCP socket table through netlink `NETLINK_SOCK_DIAG`, as `ss` does:
+//! one dump request per address family, the multipart reply read into one reused buffer,
+//! and from each `inet_diag_msg` only the state and the two ports.
+//!
+//! Hand-rolled on `libc` because the netlink crates build an owned message (with its
+//! attribute list) per socket, and a busy host has 100,000 sockets per scrape.
+
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+
+use anyhow::{anyhow, bail, Context};
+
+use crate::counts::ConnectionCounts;
+
+// Kernel ABI constants (linux/netlink.h, linux/sock_diag.h, linux/inet_diag.h).
+const NLMSG_HDRLEN: usize = 16;
+const NLMSG_NOOP: u16 = 1;
+const NLMSG_ERROR: u16 = 2;
+const NLMSG_DONE: u16 = 3;
+const NLM_F_REQUEST: u16 = 0x1;
+const NLM_F_DUMP: u16 = 0x300;
+const SOCK_DIAG_BY_FAMILY: u16 = 20;
+/// `struct inet_diag_req_v2`: family, protocol, ext, pad, states, then a 48-byte sockid.
+const INET_DIAG_REQ_V2_LEN: usize = 56;
+/// `struct inet_diag_msg`: family, state, timer, retrans, 48-byte sockid, then five u32.
+const INET_DIAG_MSG_LEN: usize = 72;
+/// States 1 (ESTABLISHED) through 12 (NEW_SYN_RECV), the set `ss -a` asks for. Bit 13
+/// (BOUND_INACTIVE, bound but never listening or connected) is left out, as `ss` and
+/// `/proc/net/tcp` leave such sockets out.
+const ALL_STATES: u32 = 0x1ffe;
+/// The kernel fills at most about 32 KiB per dump message batch; twice that leaves room.
+const RECV_BUFFER_LEN: usize = 64 * 1024;
+/// A scrape must not hang on a kernel that stops answering.
+const RECV_TIMEOUT_SECS: libc::time_t = 5;
+
+/// A sock_diag reader. Holds only the receive buffer: a new netlink socket is opened per
+/// read, so a read that failed half-way can leave nothing behind for the next one.
+#[derive(Debug)]
+pub struct SockDiag {
+    buf: Vec<u8>,
+}
+
+impl Default for SockDiag {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl SockDiag {
+    pub fn new() -> Self {
+        Self {
+            buf: vec![0; RECV_BUFFER_LEN],
+        }
+    }
+
+    /// Counts every IPv4 and IPv6 TCP socket of the network namespace into `counts`.
+    pub fn read(&mut self, counts: &mut ConnectionCounts) -> anyhow::Result<()> {
+        let socket = open_socket().context("cannot open a NETLINK_SOCK_DIAG socket")?;
+        for (seq, family) in [(1, libc::AF_INET), (2, libc::AF_INET6)] {
+            let name = if family == libc::AF_INET {
+                "IPv4"
+            } else {
+                "IPv6"
+            };
+            send_dump_request(&socket, family as u8, seq)
+                .with_context(|| format!("sock_diag {name} dump request failed"))?;
+            loop {
+                let len = receive(&socket, &mut self.buf)
+                    .with_context(|| format!("sock_diag {name} dump: receive failed"))?;
+                match parse_batch(&self.buf[..len], seq, counts)
+                    .with_context(|| format!("sock_diag {name} dump"))?
+                {
+                    Batch::More => {}
+                    Batch::Done => break,
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+fn open_socket() -> io::Result<OwnedFd> {
+    // SAFETY: plain syscall; the returned descriptor is checked and owned below.
+    let fd = unsafe {
+        libc::socket(
+            libc::AF_NETLINK,
+            libc::SOCK_DGRAM | libc::SOCK_CLOEXEC,
+            libc::NETLINK_SOCK_DIAG,
+        )
+    };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `fd` is a fresh descriptor nobody else owns.
+    let socket = unsafe { OwnedFd::from_raw_fd(fd) };
+    let timeout = libc::timeval {
+        tv_sec: RECV_TIMEOUT_SECS,
+        tv_usec: 0,
+    };
+    // SAFETY: the option value points at a live timeval of the size given.
+    let rc = unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVTIMEO,
+            (&timeout as *const libc::timeval).cast(),
+            std::mem::size_of::<libc::timeval>() as libc::socklen_t,
+        )
+    };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(socket)
+}
+
+/// The dump request: an `nlmsghdr` followed by an `inet_diag_req_v2` for TCP in every
+/// state, no extensions (we read nothing past the fixed message), no socket filter.
+fn dump_request(family: u8, seq: u32) -> [u8; NLMSG_HDRLEN + INET_DIAG_REQ_V2_LEN] {
+    let mut req = [0u8; NLMSG_HDRLEN + INET_DIAG_REQ_V2_LEN];
+    let len = req.len() as u32;
+    req[0..4].copy_from_slice(&len.to_ne_bytes());
+    req[4..6].copy_from_slice(&SOCK_DIAG_BY_FAMILY.to_ne_bytes());
+    req[6..8].copy_from_slice(&(NLM_F_REQUEST | NLM_F_DUMP).to_ne_bytes());
+    req[8..12].copy_from_slice(&seq.to_ne_bytes());
+    // nlmsg_pid 0: the kernel fills in our port id.
+    let body = &mut req[NLMSG_HDRLEN..];
+    body[0] = family;
+    body[1] = libc::IPPROTO_TCP as u8;
+    body[4..8].copy_from_slice(&ALL_STATES.to_ne_bytes());
+    req
+}
+
+fn send_dump_request(socket: &OwnedFd, family: u8, seq: u32) -> io::Result<()> {
+    let req = dump_request(family, seq);
+    // SAFETY: an all-zero sockaddr_nl is valid; the family is set below.
+    let mut kernel: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
+    kernel.nl_family = libc::AF_NETLINK as libc::sa_family_t;
+    loop {
+        // SAFETY: buffer and address point at live values of the lengths given.
+        let sent = unsafe {
+            libc::sendto(
+                socket.as_raw_fd(),
+                req.as_ptr().cast(),
+                req.len(),
+                0,
+                (&kernel as *const libc::sockaddr_nl).cast(),
+                std::mem::size_of::<libc::sockaddr_nl>() as libc::socklen_t,
+            )
+        };
+        if sent >= 0 {
+            if sent as usize != req.len() {
+                return Err(io::Error::new(
+                    io::ErrorKind::WriteZero,
+                    "short write of the dump request",
+                ));
+            }
+            return Ok(());
+        }
+        let err = io::Error::last_os_error();
+        if err.kind() != io::ErrorKind::Interrupted {
+            return Err(err);
+        }
+    }
+}
+
+/// Receives one datagram. `MSG_TRUNC` makes the kernel report the datagram's real size,
+/// so a batch larger than the buffer is an error instead of silently lost sockets.
+fn receive(socket: &OwnedFd, buf: &mut [u8]) -> io::Result<usize> {
+    loop {
+        // SAFETY: `buf` is a live, writable buffer of the length given.
+        let n = unsafe {
+            libc::recv(
+                socket.as_raw_fd(),
+                buf.as_mut_ptr().cast(),
+                buf.len(),
+                libc::MSG_TRUNC,
+            )
+        };
+        if n >= 0 {
+            let n = n as usize;
+            if n > buf.len() {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!(
+                        "netlink datagram of {n} bytes exceeds the {}-byte buffer",
+                        buf.len()
+                    ),
+                ));
+            }
+            return Ok(n);
+        }
+        let err = io::Error::last_os_error();
+        match err.kind() {
+            io::ErrorKind::Interrupted => continue,
+            io::ErrorKind::WouldBlock => {
+                return Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    format!("no answer from the kernel within {RECV_TIMEOUT_SECS} s"),
+                ))
+            }
+            _ => return Err(err),
+        }
+    }
+}
+
+/// Whether the dump continues after this datagram.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Batch {
+    More,
+    Done,
+}
+
+fn u16_ne(b: &[u8], at: usize) -> u16 {
+    u16::from_ne_bytes([b[at], b[at + 1]])
+}
+
+fn u32_ne(b: &[u8], at: usize) -> u32 {
+    u32::from_ne_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
+}
+
+fn i32_ne(b: &[u8], at: usize) -> i32 {
+    i32::from_ne_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
+}
+
+/// Counts the sockets in one datagram of a dump reply. Every length is checked before it
+/// is used: a malformed datagram is an error, never a panic or an out-of-bounds read.
+pub fn parse_batch(data: &[u8], seq: u32, counts: &mut ConnectionCounts) -> anyhow::Result<Batch> {
+    let mut offset = 0;
+    while offset < data.len() {
+        let rest = &data[offset..];
+        if rest.len() < NLMSG_HDRLEN {
+            bail!(
+                "truncated netlink header at byte {offset}: {} bytes left",
+                rest.len()
+            );
+        }
+        let len = u32_ne(rest, 0) as usize;
+        let kind = u16_ne(rest, 4);
+        let msg_seq = u32_ne(rest, 8);
+        if len < NLMSG_HDRLEN || len > rest.len() {
+            bail!(
+                "netlink message at byte {offset} claims {len} bytes, {} available",
+                rest.len()
+            );
+        }
+        let payload = &rest[NLMSG_HDRLEN..len];
+        // Messages of another request are not part of this dump.
+        if msg_seq == seq {
+            match kind {
+                NLMSG_DONE => {
+                    // The payload, when present, is the dump's final status.
+                    if payload.len() >= 4 && i32_ne(payload, 0) < 0 {
+                        return Err(errno_error(i32_ne(payload, 0)));
+                    }
+                    return Ok(Batch::Done);
+                }
+                NLMSG_ERROR => {
+                    if payload.len() < 4 {
+                        bail!("truncated NLMSG_ERROR message");
+                    }
+                    let code = i32_ne(payload, 0);
+                    if code != 0 {
+                        return Err(errno_error(code));
+                    }
+                }
+                SOCK_DIAG_BY_FAMILY => {
+                    if payload.len() < INET_DIAG_MSG_LEN {
+                        bail!(
+                            "truncated inet_diag_msg at byte {offset}: {} of {INET_DIAG_MSG_LEN} bytes",
+                            payload.len()
+                        );
+                    }
+                    let state = payload[1];
+                    // idiag_sport and idiag_dport are in network byte order.
+                    let local = u16::from_be_bytes([payload[4], payload[5]]);
+                    let remote = u16::from_be_bytes([payload[6], payload[7]]);
+                    counts.add(state, local, remote);
+                }
+                NLMSG_NOOP => {}
+                other => bail!("unexpected netlink message type {other}"),
+            }
+        }
+        // Messages are padded to 4-byte alignment; the last one may end without padding.
+        offset += (len + 3) & !3;
+    }
+    Ok(Batch::More)
+}
+
+fn errno_error(code: i32) -> anyhow::Error {
+    let err = io::Error::from_raw_os_error(code.saturating_neg());
+    anyhow!("the kernel answered with an error: {err}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::counts::{PortSlots, Side, TcpState};
+
+    fn message(kind: u16, seq: u32, payload: &[u8]) -> Vec<u8> {
+        let len = (NLMSG_HDRLEN + payload.len()) as u32;
+        let mut m = Vec::new();
+        m.extend_from_slice(&len.to_ne_bytes());
+        m.extend_from_slice(&kind.to_ne_bytes());
+        m.extend_from_slice(&0x2u16.to_ne_bytes()); // NLM_F_MULTI
+        m.extend_from_slice(&seq.to_ne_bytes());
+        m.extend_from_slice(&4242u32.to_ne_bytes());
+        m.extend_from_slice(payload);
+        while m.len() % 4 != 0 {
+            m.push(0);
+        }
+        m
+    }
+
+    fn socket(state: u8, local: u16, remote: u16) -> Vec<u8> {
+        let mut p = vec![0u8; INET_DIAG_MSG_LEN];
+        p[0] = libc::AF_INET as u8;
+        p[1] = state;
+        p[4..6].copy_from_slice(&local.to_be_bytes());
+        p[6..8].copy_from_slice(&remote.to_be_bytes());
+        // Bytes past the ports (addresses, inode, ...) are deliberately noise.
+        for b in &mut p[8..] {
+            *b = 0xa5;
+        }
+        message(SOCK_DIAG_BY_FAMILY, 1, &p)
+    }
+
+    fn counts() -> ConnectionCounts {
+        ConnectionCounts::new(PortSlots::new(&[22, 443]))
+    }
+
+    #[test]
+    fn request_asks_for_tcp_in_all_states() {
+        let r = dump_request(libc::AF_INET6 as u8, 7);
+        assert_eq!(u32_ne(&r, 0) as usize, r.len());
+        assert_eq!(u16_ne(&r, 4), SOCK_DIAG_BY_FAMILY);
+        assert_eq!(u16_ne(&r, 6), NLM_F_REQUEST | NLM_F_DUMP);
+        assert_eq!(u32_ne(&r, 8), 7);
+        assert_eq!(r[16], libc::AF_INET6 as u8);
+        assert_eq!(r[17], libc::IPPROTO_TCP as u8);
+        assert_eq!(r[18], 0, "no extensions requested");
+        assert_eq!(u32_ne(&r, 20), 0x1ffe);
+    }
+
+    #[test]
+    fn counts_sockets_until_done() {
+        let mut c = counts();
+        let mut batch = Vec::new();
+        batch.extend(socket(10, 22, 0));
+        batch.extend(socket(1, 22, 51000));
+        batch.extend(socket(1, 51000, 443));
+        batch.extend(socket(12, 22, 51001));
+        assert_eq!(parse_batch(&batch, 1, &mut c).unwrap(), Batch::More);
+        let done = message(NLMSG_DONE, 1, &0i32.to_ne_bytes());
+        let mut last = socket(6, 51002, 443);
+        last.extend(done);
+        assert_eq!(parse_batch(&last, 1, &mut c).unwrap(), Batch::Done);
+        assert_eq!(c.port(0, Side::Local, TcpState::Listen), 1);
+        assert_eq!(c.port(0, Side::Local, TcpState::Established), 1);
+        assert_eq!(c.port(0, Side::Local, TcpState::SynRecv), 1);
+        assert_eq!(c.port(1, Side::Remote, TcpState::Established), 1);
+        assert_eq!(c.port(1, Side::Remote, TcpState::TimeWait), 1);
+        assert_eq!(c.host(TcpState::Established), 2);
+    }
+
+    #[test]
+    fn empty_datagram_and_other_sequences_are_not_counted() {
+        let mut c = counts();
+        assert_eq!(parse_batch(&[], 1, &mut c).unwrap(), Batch::More);
+        let mut stale = socket(1, 22, 1);
+        stale[8..12].copy_from_slice(&9u32.to_ne_bytes());
+        assert_eq!(parse_batch(&stale, 1, &mut c).unwrap(), Batch::More);
+        assert_eq!(c.host(TcpState::Established), 0);
+    }
+
+    #[test]
+    fn kernel_errors_are_reported() {
+        let mut c = counts();
+        let mut payload = (-libc::EPERM).to_ne_bytes().to_vec();
+        payload.extend_from_slice(&[0; 16]); // the echoed request header
+        let e = parse_batch(&message(NLMSG_ERROR, 1, &payload), 1, &mut c).unwrap_err();
+        assert!(e.to_string().contains("not permitted"), "{e}");
+        let e = parse_batch(
+            &message(NLMSG_DONE, 1, &(-libc::EINTR).to_ne_bytes()),
+            1,
+            &mut c,
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("Interrupted"), "{e}");
+        let e = parse_batch(&message(NLMSG_ERROR, 1, &[1, 2]), 1, &mut c).unwrap_err();
+        assert!(e.to_string().contains("truncated"), "{e}");
+    }
+
+    #[test]
+    fn truncated_input_is_an_error_at_every_cut() {
+        let mut batch = socket(1, 22, 51000);
+        batch.extend(socket(1, 51000, 443));
+        batch.extend(message(NLMSG_DONE, 1, &0i32.to_ne_bytes()));
+        let first_len = socket(1, 22, 51000).len();
+        for cut in 1..batch.len() {
+            let mut c = counts();
+            let result = parse_batch(&batch[..cut], 1, &mut c);
+            if cut == first_len || cut == 2 * first_len {
+                // Cut exactly between messages: a valid datagram, the dump goes on.
+                assert_eq!(result.unwrap(), Batch::More, "cut at {cut}");
+            } else {
+                assert!(result.is_err(), "cut at {cut} was accepted");
+            }
+        }
+    }
+
+    #[test]
+    fn bogus_lengths_do_not_panic() {
+        let mut c = counts();
+        let mut m = socket(1, 22, 1);
+        m[0..4].copy_from_slice(&3u32.to_ne_bytes());
+        assert!(parse_batch(&m, 1, &mut c).is_err());
+        m[0..4].copy_from_slice(&u32::MAX.to_ne_bytes());
+        assert!(parse_batch(&m, 1, &mut c).is_err());
+        let short = message(SOCK_DIAG_BY_FAMILY, 1, &[0, 1, 0, 0, 0, 22]);
+        assert!(parse_batch(&short, 1, &mut c).is_err());
+        assert!(parse_batch(&message(77, 1, &[]), 1, &mut c).is_err());
+    }
+
+    #[test]
+    fn reads_this_hosts_socket_table() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let mut c = ConnectionCounts::new(PortSlots::new(&[port]));
+        SockDiag::new().read(&mut c).unwrap();
+        assert_eq!(c.port(0, Side::Local, TcpState::Listen), 1);
+        assert!(c.host(TcpState::Listen) >= 1);
+    }
+}
