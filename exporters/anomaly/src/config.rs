@@ -8,7 +8,7 @@ use serde::Deserialize;
 ///
 /// ```yaml
 /// anomaly:
-///   trees: 25
+///   trees: 50
 ///   depth: 15
 ///   window_size: 250
 ///   threshold: 0.7
@@ -17,7 +17,9 @@ use serde::Deserialize;
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AnomalyConfig {
-    /// Number of half-space trees in the ensemble. More trees give a smoother score.
+    /// Number of half-space trees in the ensemble. Each splits 3 features, so every
+    /// feature is covered by about `trees * 3 / features` trees; more trees give a
+    /// smoother score and fewer false positives.
     pub trees: usize,
     /// Maximum depth of each tree. Descent also stops where the reference window holds
     /// fewer than `window_size / 10` points, so small feature vectors rarely reach it.
@@ -33,7 +35,9 @@ pub struct AnomalyConfig {
 
 impl Default for AnomalyConfig {
     fn default() -> Self {
-        // Trees, depth and window are the values of Tan, Ting and Liu (2011).
+        // Depth and window are the values of Tan, Ting and Liu (2011). The paper's 25
+        // trees split every feature; ours split 3 each, and 50 is the smallest count that
+        // kept calm false positives under 1 % at 12 features (25 gave 1.0 to 1.2 %).
         Self {
             trees: 50,
             depth: 15,

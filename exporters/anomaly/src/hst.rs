@@ -12,8 +12,13 @@
 //! and swaps them every window. Descent never goes below a node under the size limit, so
 //! only nodes whose parent holds at least `window_size / 10` reference points are ever
 //! read. This implementation keeps the latest window's points instead and, at each swap,
-//! rebuilds exactly those nodes from them: the same scores, with at most
+//! rebuilds exactly those nodes from them: the same masses, with at most
 //! `1 + 2 * depth * 10` nodes per tree however deep the trees are.
+//!
+//! Two departures from the paper, both for feature vectors where one or two features
+//! carry the news: each tree splits a random subspace of [`FEATURES_PER_TREE`] features, and the
+//! ensemble score is the largest per-feature mean of per-tree scores (see the crate
+//! documentation for the measurements behind them).
 
 use crate::config::{AnomalyConfig, ConfigProblem};
 use crate::rng::{mix, SplitMix64};
@@ -28,8 +33,10 @@ const MAD_TO_SIGMA: f64 = 1.4826;
 /// feature that never moved still yields a finite (large) z-score when it does.
 const MIN_SPREAD_SHARE: f64 = 0.01;
 
-/// Features per tree.
-pub const SUBSPACE: usize = 3;
+/// Features each tree splits. Three keeps every tree's cells small enough, with a window
+/// of a few hundred points, to tell a shifted feature from its usual range; two gave more
+/// false positives and all features diluted single-feature shifts (crate documentation).
+pub const FEATURES_PER_TREE: usize = 3;
 
 /// Largest reported |z|: beyond this every explanation says the same thing.
 const MAX_Z: f64 = 1e6;
@@ -115,9 +122,9 @@ impl HalfSpaceTrees {
         }
         let dims = features.len();
         let mut rng = SplitMix64::new(config.seed);
-        let subspace_size = dims.min(SUBSPACE);
+        let subspace_size = dims.min(FEATURES_PER_TREE);
         // Features are dealt to trees from shuffled decks so that each one is covered by
-        // about `trees * SUBSPACE / dims` trees, never by none.
+        // about `trees * FEATURES_PER_TREE / dims` trees, never by none.
         if config.trees * subspace_size < dims {
             return Err(ConfigProblem::new(
                 "anomaly.trees",
