@@ -13,7 +13,7 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
@@ -156,7 +156,7 @@ pub async fn bind(addr: SocketAddr) -> Result<TcpListener, String> {
 }
 
 /// Serves `router` on `listener` until `shutdown`, then lets in-flight requests finish
-/// for at most `grace`.
+/// for at most `grace`. `web` adds TLS, basic auth, response headers and a rate limit.
 pub async fn serve(
     listener: TcpListener,
     router: Router,
@@ -164,15 +164,25 @@ pub async fn serve(
     shutdown: Shutdown,
     grace: Duration,
 ) {
-    let router = match &web.auth {
-        Some(auth) => router.layer(axum::middleware::from_fn_with_state(
-            auth.clone(),
-            crate::web_config::require_basic_auth,
-        )),
-        None => router,
-    };
+    let router = web.apply(router);
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
-    let builder = Arc::new(auto::Builder::new(TokioExecutor::new()));
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    // A timer enables hyper's header read timeout, so a client that opens a connection
+    // and never finishes its request headers cannot hold it forever.
+    builder.http1().timer(TokioTimer::new());
+    if !web.http2() {
+        builder = builder.http1_only();
+    }
+    let builder = Arc::new(builder);
+    if let Ok(addr) = listener.local_addr() {
+        tracing::info!(
+            address = %addr,
+            tls = web.is_tls(),
+            basic_auth = web.has_basic_auth(),
+            http2 = web.http2(),
+            "listening"
+        );
+    }
     loop {
         let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -190,7 +200,7 @@ pub async fn serve(
         let service = TowerToHyperService::new(router.clone());
         let builder = builder.clone();
         let watcher = graceful.watcher();
-        let tls = web.tls.clone();
+        let tls = web.tls_acceptor().cloned();
         tokio::spawn(async move {
             match tls {
                 None => {
@@ -201,7 +211,7 @@ pub async fn serve(
                 }
                 Some(acceptor) => {
                     let handshake =
-                        tokio::time::timeout(Duration::from_secs(10), acceptor.accept(stream));
+                        tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, accept_tls(&acceptor, stream));
                     let stream = match handshake.await {
                         Ok(Ok(s)) => s,
                         Ok(Err(e)) => {
@@ -228,6 +238,37 @@ pub async fn serve(
     {
         tracing::warn!("in-flight requests did not finish within {grace:?}");
     }
+}
+
+const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The first byte of every TLS connection: a handshake record.
+const TLS_HANDSHAKE_RECORD: u8 = 0x16;
+
+/// Completes the TLS handshake. A client speaking plain HTTP to the TLS port gets a 400
+/// saying so (as Go's servers answer), instead of a connection reset that leaves an
+/// operator guessing.
+async fn accept_tls(
+    acceptor: &tokio_rustls::TlsAcceptor,
+    stream: tokio::net::TcpStream,
+) -> std::io::Result<tokio_rustls::server::TlsStream<tokio::net::TcpStream>> {
+    let mut first = [0u8; 1];
+    if stream.peek(&mut first).await? == 1 && first[0] != TLS_HANDSHAKE_RECORD {
+        use tokio::io::AsyncWriteExt;
+        let mut stream = stream;
+        let _ = stream
+            .write_all(
+                b"HTTP/1.0 400 Bad Request\r\nContent-Type: text/plain\r\nConnection: close\r\n\r\n\
+                  Client sent an HTTP request to an HTTPS server.\n",
+            )
+            .await;
+        let _ = stream.shutdown().await;
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            "plain HTTP on the TLS port",
+        ));
+    }
+    acceptor.accept(stream).await
 }
 
 #[allow(dead_code)]

@@ -187,23 +187,22 @@ fn parse_port(text: &str) -> Result<u16, &'static str> {
 }
 
 /// The listen address: `--web.listen-address` if given, else `0.0.0.0:$PROMETHEUS_PORT`
-/// if that is set, else the default `0.0.0.0:9470`.
+/// if that is set, else the default `0.0.0.0:9470`. A bad `PROMETHEUS_PORT` is an error
+/// even when the flag wins: a typo in the environment should not go unnoticed.
 pub fn listen_address(
     flag: Option<SocketAddr>,
     prometheus_port: Option<&OsStr>,
 ) -> Result<SocketAddr, ConfigError> {
-    if let Some(addr) = flag {
-        return Ok(addr);
-    }
-    match seed_var(SEED_LISTEN_PORT_VAR, prometheus_port)? {
-        None => Ok(DEFAULT_LISTEN),
+    let seed = match seed_var(SEED_LISTEN_PORT_VAR, prometheus_port)? {
+        None => None,
         Some(raw) => {
             let raw = raw.trim();
             let port = parse_port(raw)
                 .map_err(|why| ConfigError::new(SEED_LISTEN_PORT_VAR, format!("{raw:?} {why}")))?;
-            Ok(SocketAddr::new(Ipv4Addr::UNSPECIFIED.into(), port))
+            Some(SocketAddr::new(Ipv4Addr::UNSPECIFIED.into(), port))
         }
-    }
+    };
+    Ok(flag.or(seed).unwrap_or(DEFAULT_LISTEN))
 }
 
 #[cfg(test)]
@@ -301,6 +300,8 @@ mod tests {
         assert_eq!(listen_address(None, None).unwrap(), DEFAULT_LISTEN);
         for bad in ["", "abc", "0", "65536", "80.5"] {
             let e = listen_address(None, Some(OsStr::new(bad))).unwrap_err();
+            assert_eq!(e.path, SEED_LISTEN_PORT_VAR, "{bad:?}");
+            let e = listen_address(Some(flag), Some(OsStr::new(bad))).unwrap_err();
             assert_eq!(e.path, SEED_LISTEN_PORT_VAR, "{bad:?}");
         }
     }
