@@ -1,0 +1,163 @@
+//! vigia-host: host metrics under node_exporter's names, containers under cAdvisor's,
+//! an inventory snapshot, energy and an anomaly score. This file only wires things up.
+
+mod config;
+mod cpu;
+mod diskstats;
+mod filesystem;
+mod loadavg;
+mod meminfo;
+mod metrics;
+mod netdev;
+mod os;
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::Parser;
+use vigia_kit::server::{Landing, Readiness};
+use vigia_kit::web_config::WebConfig;
+use vigia_kit::{CommonArgs, Metrics};
+
+use crate::config::{compile, HostConfig};
+
+const PROGRAM: &str = "vigia-host";
+const DEFAULT_LISTEN: &str = "0.0.0.0:9472";
+
+#[derive(Debug, Parser)]
+#[command(name = PROGRAM, version = vigia_kit::VERSION, about = "Host, container, inventory, energy and anomaly metrics")]
+struct Cli {
+    #[command(flatten)]
+    common: CommonArgs,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    vigia_kit::logging::init(cli.common.log_format);
+    let config: HostConfig =
+        match vigia_kit::config::load(cli.common.config_file.as_deref(), "VIGIA_HOST") {
+            Ok(c) => c,
+            Err(e) => return vigia_kit::exit_config_error(PROGRAM, e),
+        };
+    let web = match &cli.common.web_config_file {
+        Some(path) => match WebConfig::load(path) {
+            Ok(w) => w,
+            Err(e) => return vigia_kit::exit_config_error(PROGRAM, e),
+        },
+        None => WebConfig::none(),
+    };
+    if cli.common.check_config {
+        println!("{PROGRAM}: configuration is valid");
+        return ExitCode::SUCCESS;
+    }
+    let default_listen: SocketAddr = DEFAULT_LISTEN.parse().expect("constant address");
+    let listen = cli.common.listen_address_or(default_listen);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => return vigia_kit::exit_config_error(PROGRAM, format!("cannot start: {e}")),
+    };
+    runtime.block_on(run(config, listen, web))
+}
+
+/// Whether a root directory is usable; when not, the collectors under it are disabled
+/// and the reason logged once, instead of failing every scrape.
+fn root_usable(path: &Path, field: &str) -> bool {
+    if path.is_dir() {
+        return true;
+    }
+    tracing::warn!(
+        root = %path.display(),
+        field,
+        "root directory not found: collectors reading it are disabled"
+    );
+    false
+}
+
+fn register_collectors(config: &HostConfig, metrics: &mut Metrics) {
+    let on = &config.collectors;
+    let proc_ok = root_usable(&config.procfs_root, "procfs_root");
+    let rootfs_ok = root_usable(&config.rootfs, "rootfs");
+    let procfs_root = config.procfs_root.clone();
+    // Regexes were compiled once in validation; recompiling cannot fail here.
+    let re = |p: &str| compile(p, "").ok().flatten();
+    if proc_ok {
+        if on.cpu {
+            metrics.register_source(cpu::CpuCollector {
+                procfs_root: procfs_root.clone(),
+            });
+        }
+        if on.diskstats {
+            metrics.register_source(diskstats::DiskstatsCollector {
+                procfs_root: procfs_root.clone(),
+                device_exclude: re(&config.diskstats.device_exclude),
+            });
+        }
+        if on.filesystem && rootfs_ok {
+            metrics.register_source(filesystem::FilesystemCollector {
+                procfs_root: procfs_root.clone(),
+                rootfs: config.rootfs.clone(),
+                mount_points_exclude: re(&config.filesystem.mount_points_exclude),
+                fs_types_exclude: re(&config.filesystem.fs_types_exclude),
+            });
+        }
+        if on.loadavg {
+            metrics.register_source(loadavg::LoadavgCollector {
+                procfs_root: procfs_root.clone(),
+            });
+        }
+        if on.meminfo {
+            metrics.register_source(meminfo::MeminfoCollector {
+                procfs_root: procfs_root.clone(),
+            });
+        }
+        if on.netdev {
+            metrics.register_source(netdev::NetdevCollector {
+                procfs_root: procfs_root.clone(),
+                device_exclude: re(&config.netdev.device_exclude),
+            });
+        }
+        if on.stat {
+            metrics.register_source(cpu::StatCollector {
+                procfs_root: procfs_root.clone(),
+            });
+        }
+    }
+    if on.os && rootfs_ok {
+        metrics.register_source(os::OsCollector {
+            rootfs: config.rootfs.clone(),
+        });
+    }
+    if on.time {
+        metrics.register_source(os::TimeCollector);
+    }
+    if on.uname {
+        metrics.register_source(os::UnameCollector);
+    }
+}
+
+async fn run(config: HostConfig, listen: SocketAddr, web: WebConfig) -> ExitCode {
+    let mut metrics = Metrics::new(PROGRAM);
+    register_collectors(&config, &mut metrics);
+    let listener = match vigia_kit::server::bind(listen).await {
+        Ok(l) => l,
+        Err(e) => return vigia_kit::exit_config_error(PROGRAM, e),
+    };
+    let (_trigger, shutdown) = vigia_kit::shutdown::Shutdown::on_signals();
+    let metrics = Arc::new(metrics);
+    let ready = Readiness::new(true);
+    let landing = Landing {
+        title: "vigia-host".to_string(),
+        description: "Host metrics (node_exporter names), containers (cAdvisor names), inventory, energy and anomaly score".to_string(),
+        links: Vec::new(),
+    };
+    let router = vigia_kit::server::router(metrics, ready, Some(landing), axum::Router::new());
+    vigia_kit::server::serve(listener, router, web, shutdown, Duration::from_secs(5)).await;
+    ExitCode::SUCCESS
+}

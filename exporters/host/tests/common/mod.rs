@@ -1,0 +1,193 @@
+//! What the integration tests share: starting exporters as real processes on free
+//! loopback ports, scraping them over HTTP and parsing the text exposition format.
+
+#![allow(dead_code)]
+
+use std::collections::{BTreeMap, HashMap};
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A process killed when the test ends, however it ends.
+pub struct Running {
+    pub child: Child,
+    pub addr: SocketAddr,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn free_port() -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+    l.local_addr().unwrap()
+}
+
+/// Fails the test, with the package to install, when a tool CI must provide is missing.
+pub fn require_tool(binary: &str, package: &str) -> String {
+    for dir in ["/usr/bin", "/usr/sbin", "/bin", "/sbin", "/usr/local/bin"] {
+        let p = Path::new(dir).join(binary);
+        if p.exists() {
+            return p.display().to_string();
+        }
+    }
+    panic!("{binary} is not installed: apt-get install {package} (CI installs it)");
+}
+
+/// `GET path` over HTTP/1.0; returns (status, body).
+pub fn http_get(addr: SocketAddr, path: &str) -> std::io::Result<(u16, String)> {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
+    s.set_read_timeout(Some(Duration::from_secs(20)))?;
+    write!(
+        s,
+        "GET {path} HTTP/1.0\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw)?;
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    Ok((status, body.to_string()))
+}
+
+/// Polls `/metrics` until it answers 200, for at most `limit`.
+pub fn wait_until_serving(run: &mut Running, limit: Duration) {
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        if let Ok(Some(status)) = run.child.try_wait() {
+            panic!("exporter at {} exited early: {status}", run.addr);
+        }
+        if let Ok((200, _)) = http_get(run.addr, "/metrics") {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!(
+        "exporter at {} did not serve /metrics within {limit:?}",
+        run.addr
+    );
+}
+
+/// Starts vigia-host with the given environment (config through `VIGIA_HOST__...`).
+pub fn start_vigia_host(env: &[(&str, &str)]) -> Running {
+    start_vigia_host_with_args(env, &[])
+}
+
+pub fn start_vigia_host_with_args(env: &[(&str, &str)], args: &[&str]) -> Running {
+    let addr = free_port();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_vigia-host"));
+    cmd.arg(format!("--web.listen-address={addr}"))
+        .args(args)
+        .env_remove("VIGIA_CONFIG_FILE")
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let child = cmd.spawn().expect("start vigia-host");
+    let mut run = Running { child, addr };
+    wait_until_serving(&mut run, Duration::from_secs(15));
+    run
+}
+
+pub type LabelSet = BTreeMap<String, String>;
+
+/// One scrape: (metric name, labels) → value.
+#[derive(Debug, Clone, Default)]
+pub struct Scrape {
+    pub series: HashMap<(String, LabelSet), f64>,
+}
+
+impl Scrape {
+    pub fn parse(text: &str) -> Scrape {
+        let mut series = HashMap::new();
+        for line in text.lines() {
+            if line.starts_with('#') || line.trim().is_empty() {
+                continue;
+            }
+            let (name_labels, value) = match line.rfind('}') {
+                Some(end) => (&line[..=end], line[end + 1..].trim()),
+                None => line.split_once(' ').expect("sample line has a value"),
+            };
+            let value = value.split_whitespace().next().unwrap_or("");
+            let value: f64 = match value {
+                "+Inf" => f64::INFINITY,
+                "-Inf" => f64::NEG_INFINITY,
+                v => v
+                    .parse()
+                    .unwrap_or_else(|_| panic!("bad value in {line:?}")),
+            };
+            let (name, labels) = match name_labels.split_once('{') {
+                Some((n, rest)) => (n.to_string(), parse_labels(rest.trim_end_matches('}'))),
+                None => (name_labels.trim().to_string(), LabelSet::new()),
+            };
+            series.insert((name, labels), value);
+        }
+        Scrape { series }
+    }
+
+    pub fn fetch(addr: SocketAddr) -> Scrape {
+        let (status, body) = http_get(addr, "/metrics").expect("scrape");
+        assert_eq!(status, 200, "scrape of {addr} answered {status}: {body}");
+        Scrape::parse(&body)
+    }
+
+    /// All label sets of one family.
+    pub fn family(&self, name: &str) -> BTreeMap<LabelSet, f64> {
+        self.series
+            .iter()
+            .filter(|((n, _), _)| n == name)
+            .map(|((_, l), v)| (l.clone(), *v))
+            .collect()
+    }
+
+    pub fn value(&self, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+        let set: LabelSet = labels
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        self.series.get(&(name.to_string(), set)).copied()
+    }
+}
+
+fn parse_labels(s: &str) -> LabelSet {
+    let mut out = LabelSet::new();
+    let mut chars = s.chars().peekable();
+    loop {
+        while chars.peek() == Some(&',') || chars.peek() == Some(&' ') {
+            chars.next();
+        }
+        let key: String = chars.by_ref().take_while(|c| *c != '=').collect();
+        if key.is_empty() {
+            break;
+        }
+        assert_eq!(
+            chars.next(),
+            Some('"'),
+            "label {key} is not quoted in {s:?}"
+        );
+        let mut value = String::new();
+        while let Some(c) = chars.next() {
+            match c {
+                '\\' => match chars.next() {
+                    Some('n') => value.push('\n'),
+                    Some(o) => value.push(o),
+                    None => break,
+                },
+                '"' => break,
+                c => value.push(c),
+            }
+        }
+        out.insert(key, value);
+    }
+    out
+}

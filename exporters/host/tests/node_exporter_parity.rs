@@ -1,0 +1,191 @@
+//! vigia-host next to the real node_exporter (Debian `prometheus-node-exporter`), same
+//! machine, same moment: every family of the core set exists in both with the same label
+//! sets, and the values agree.
+//!
+//! Tolerances: constants (MemTotal, SwapTotal, filesystem sizes, boot time, uname and
+//! os-release labels) must be equal. Counters are read interleaved — vigia, node_exporter,
+//! vigia, node_exporter, two seconds apart — so each node_exporter reading must lie between
+//! the vigia readings before and after it (a counter that only grows can do nothing else);
+//! that also bounds their rates against each other. Moving gauges (free memory, free
+//! space, load) must agree within the stated slack.
+
+mod common;
+
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use common::{
+    free_port, require_tool, start_vigia_host, wait_until_serving, LabelSet, Running, Scrape,
+};
+
+/// The upstream node_exporter 1.5 defaults vigia-host uses. Debian patches its package's
+/// defaults (drops /run, /mnt, /media and the `lo` device), so the test passes them.
+const MOUNT_POINTS_EXCLUDE: &str =
+    "^/(dev|proc|run/credentials/.+|sys|var/lib/docker/.+|var/lib/containers/storage/.+)($|/)";
+
+const COUNTERS: &[&str] = &[
+    "node_cpu_seconds_total",
+    "node_network_receive_bytes_total",
+    "node_network_receive_packets_total",
+    "node_network_receive_errs_total",
+    "node_network_receive_drop_total",
+    "node_network_transmit_bytes_total",
+    "node_network_transmit_packets_total",
+    "node_network_transmit_errs_total",
+    "node_network_transmit_drop_total",
+    "node_disk_read_bytes_total",
+    "node_disk_written_bytes_total",
+    "node_disk_io_time_seconds_total",
+];
+
+const EQUAL_GAUGES: &[&str] = &[
+    "node_memory_MemTotal_bytes",
+    "node_memory_SwapTotal_bytes",
+    "node_filesystem_size_bytes",
+    "node_boot_time_seconds",
+    "node_uname_info",
+    "node_os_info",
+];
+
+const MOVING_GAUGES: &[&str] = &[
+    "node_memory_MemFree_bytes",
+    "node_memory_MemAvailable_bytes",
+    "node_memory_Buffers_bytes",
+    "node_memory_Cached_bytes",
+    "node_memory_SwapFree_bytes",
+    "node_filesystem_free_bytes",
+    "node_filesystem_avail_bytes",
+    "node_load1",
+    "node_load5",
+    "node_load15",
+    "node_time_seconds",
+];
+
+fn start_node_exporter() -> Running {
+    let bin = require_tool("prometheus-node-exporter", "prometheus-node-exporter");
+    let addr = free_port();
+    let mut cmd = Command::new(bin);
+    cmd.arg(format!("--web.listen-address={addr}"))
+        .arg("--collector.disable-defaults")
+        .args([
+            "--collector.cpu",
+            "--collector.loadavg",
+            "--collector.meminfo",
+            "--collector.filesystem",
+            "--collector.netdev",
+            "--collector.diskstats",
+            "--collector.stat",
+            "--collector.time",
+            "--collector.uname",
+            "--collector.os",
+        ])
+        .arg(format!(
+            "--collector.filesystem.mount-points-exclude={MOUNT_POINTS_EXCLUDE}"
+        ))
+        .arg("--collector.netdev.device-exclude=")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    let child = cmd.spawn().expect("start node_exporter");
+    let mut run = Running { child, addr };
+    wait_until_serving(&mut run, Duration::from_secs(15));
+    run
+}
+
+fn labels_of(s: &Scrape, family: &str) -> Vec<LabelSet> {
+    s.family(family).into_keys().collect()
+}
+
+/// Slack for gauges that move between two reads a few milliseconds apart.
+fn slack(family: &str, a: f64, b: f64, size: Option<f64>) -> f64 {
+    const MIB: f64 = 1024.0 * 1024.0;
+    match family {
+        f if f.starts_with("node_load") => (0.25 * a.max(b)).max(1.0),
+        "node_time_seconds" => 5.0,
+        f if f.starts_with("node_filesystem") => (0.01 * size.unwrap_or(0.0)).max(256.0 * MIB),
+        _ => (0.05 * a.max(b)).max(128.0 * MIB),
+    }
+}
+
+#[test]
+fn core_set_matches_node_exporter_1_5() {
+    let node = start_node_exporter();
+    let vigia = start_vigia_host(&[]);
+
+    let v1 = Scrape::fetch(vigia.addr);
+    let n1 = Scrape::fetch(node.addr);
+    std::thread::sleep(Duration::from_secs(2));
+    let v2 = Scrape::fetch(vigia.addr);
+    let n2 = Scrape::fetch(node.addr);
+
+    let mut failures = Vec::new();
+    for family in COUNTERS.iter().chain(EQUAL_GAUGES).chain(MOVING_GAUGES) {
+        let ours = labels_of(&v1, family);
+        let theirs = labels_of(&n1, family);
+        if theirs.is_empty() {
+            failures.push(format!("{family}: node_exporter has no such family"));
+            continue;
+        }
+        if ours != theirs {
+            failures.push(format!(
+                "{family}: label sets differ\n  vigia-host:    {ours:?}\n  node_exporter: {theirs:?}"
+            ));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+
+    for family in EQUAL_GAUGES {
+        for (labels, theirs) in n1.family(family) {
+            let ours = v1.family(family)[&labels];
+            if ours != theirs {
+                failures.push(format!(
+                    "{family}{labels:?}: vigia {ours} != node_exporter {theirs}"
+                ));
+            }
+        }
+    }
+    for family in MOVING_GAUGES {
+        for (labels, theirs) in n1.family(family) {
+            let ours = v1.family(family)[&labels];
+            let size = n1
+                .family("node_filesystem_size_bytes")
+                .get(&labels)
+                .copied();
+            let tol = slack(family, ours, theirs, size);
+            if (ours - theirs).abs() > tol {
+                failures.push(format!(
+                    "{family}{labels:?}: vigia {ours} vs node_exporter {theirs} (tolerance {tol})"
+                ));
+            }
+        }
+    }
+    for family in COUNTERS {
+        // /proc/stat idle and iowait may step back by a tick on some kernels.
+        let eps = if family.starts_with("node_cpu") {
+            0.05
+        } else {
+            0.0
+        };
+        let (a1, b1, a2, b2) = (
+            v1.family(family),
+            n1.family(family),
+            v2.family(family),
+            n2.family(family),
+        );
+        for (labels, nb1) in &b1 {
+            let (va1, va2, nb2) = (a1[labels], a2[labels], b2[labels]);
+            if !(va1 <= nb1 + eps && *nb1 <= va2 + eps && va2 <= nb2 + eps) {
+                failures.push(format!(
+                    "{family}{labels:?}: readings out of order: vigia {va1}, node_exporter {nb1}, vigia {va2}, node_exporter {nb2}"
+                ));
+            }
+        }
+    }
+    // The interleaving check passes trivially if nothing moves: make sure CPU time did.
+    let busy: f64 = v2.family("node_cpu_seconds_total").values().sum::<f64>()
+        - v1.family("node_cpu_seconds_total").values().sum::<f64>();
+    assert!(
+        busy > 1.0,
+        "CPU time advanced only {busy}s in 2s on all CPUs"
+    );
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
