@@ -392,6 +392,11 @@ impl From<usize> for FieldValue {
 /// field with an empty key are left out; a repeated tag or field key keeps its last value.
 /// A point whose measurement is empty or starts with `#` (a comment in line protocol),
 /// or that has no field left, is not written and counts as dropped with `reason="invalid"`.
+///
+/// One difference between servers remains: the crate escapes a backslash in a name or
+/// tag value as `\\`, which InfluxDB 3.x reads back as one backslash but 1.x and 2.x
+/// store as two. Tag values that are host names, addresses, ports and states never meet
+/// it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Point {
     measurement: String,
