@@ -1,1 +1,231 @@
-fn main() {}
+//! vigia-ping: ICMP echo to thousands of targets with an ok / warning / down status per
+//! target, a JSON-lines transition log, round rows in InfluxDB and the NOC status board.
+//! This file only wires the parts together.
+
+mod board;
+mod config;
+mod metrics;
+mod probe;
+mod resolve;
+mod rounds;
+mod schedule;
+mod status;
+mod transitions;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use clap::Parser;
+use vigia_kit::influx::InfluxWriter;
+use vigia_kit::server::{self, Readiness};
+use vigia_kit::shutdown::Shutdown;
+use vigia_kit::web_config::WebConfig;
+use vigia_kit::{exit_config_error, CommonArgs, Metrics};
+
+use crate::config::{Config, ENV_PREFIX};
+use crate::metrics::{ExporterMetrics, TargetMetrics};
+use crate::probe::Prober;
+use crate::rounds::RoundWriter;
+use crate::schedule::{ProbeContext, Scheduler};
+use crate::status::StatusTable;
+use crate::transitions::TransitionLog;
+
+const PROGRAM: &str = "vigia-ping";
+const DEFAULT_LISTEN: &str = "0.0.0.0:9471";
+
+#[derive(Debug, Parser)]
+#[command(
+    name = PROGRAM,
+    version = vigia_kit::VERSION,
+    about = "ICMP echo to many targets with ok / warning / down status, for Prometheus, InfluxDB and a NOC status board"
+)]
+struct Args {
+    #[command(flatten)]
+    common: CommonArgs,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    vigia_kit::logging::init(args.common.log_format);
+    let config: Config =
+        match vigia_kit::config::load(args.common.config_file.as_deref(), ENV_PREFIX) {
+            Ok(c) => c,
+            Err(e) => return exit_config_error(PROGRAM, e),
+        };
+    let web = match &args.common.web_config_file {
+        Some(path) => match WebConfig::load(path) {
+            Ok(w) => w,
+            Err(e) => return exit_config_error(PROGRAM, e),
+        },
+        None => WebConfig::none(),
+    };
+    if args.common.check_config {
+        println!("{PROGRAM}: configuration is valid");
+        return ExitCode::SUCCESS;
+    }
+    let listen = args
+        .common
+        .listen_address_or(DEFAULT_LISTEN.parse().expect("valid default address"));
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => return exit_config_error(PROGRAM, format!("cannot start the runtime: {e}")),
+    };
+    runtime.block_on(run(config, listen, web))
+}
+
+async fn run(config: Config, listen: SocketAddr, web: WebConfig) -> ExitCode {
+    let file_targets = match &config.targets_file {
+        Some(path) => match config::read_targets_file(path) {
+            Ok(t) => t,
+            Err(e) => return exit_config_error(PROGRAM, e),
+        },
+        None => Vec::new(),
+    };
+    let specs = match config.all_targets(&file_targets) {
+        Ok(s) => s,
+        Err(e) => return exit_config_error(PROGRAM, e),
+    };
+    let transitions = match &config.transition_log {
+        Some(c) => match TransitionLog::open(c) {
+            Ok(log) => Some(Mutex::new(log)),
+            Err(e) => {
+                return exit_config_error(
+                    PROGRAM,
+                    format!(
+                        "invalid configuration: field `transition_log.path`: cannot open {}: {e}",
+                        c.path.display()
+                    ),
+                )
+            }
+        },
+        None => None,
+    };
+    let prober = match Prober::open(config.socket) {
+        Ok(p) => p,
+        Err(e) => return exit_config_error(PROGRAM, e),
+    };
+
+    let mut metrics = Metrics::new(PROGRAM);
+    let exporter_metrics = ExporterMetrics::register(&mut metrics, config.targets_file.is_some());
+    for (family, kind) in prober.kinds() {
+        exporter_metrics
+            .socket_info
+            .get_or_create(&vec![
+                ("family".to_string(), family.to_string()),
+                ("type".to_string(), kind.as_str().to_string()),
+            ])
+            .set(1);
+    }
+    let influx = match &config.influxdb {
+        Some(c) => match InfluxWriter::start(c, &mut metrics) {
+            Ok(w) => Some(w),
+            Err(e) => return exit_config_error(PROGRAM, e),
+        },
+        None => None,
+    };
+    let table = Arc::new(StatusTable::default());
+    metrics.register_source(TargetMetrics {
+        table: table.clone(),
+    });
+    let errors = metrics.errors();
+    errors.touch("transition_log");
+
+    let listener = match server::bind(listen).await {
+        Ok(l) => l,
+        Err(e) => return exit_config_error(PROGRAM, e),
+    };
+    let (_trigger, shutdown) = Shutdown::on_signals();
+    let ready = Readiness::new(false);
+    let ctx = Arc::new(ProbeContext {
+        prober,
+        table: table.clone(),
+        transitions,
+        rounds: RoundWriter::new(influx.clone()),
+        ready: ready.clone(),
+        errors,
+        lookup: resolve::system_lookup(),
+    });
+    let mut scheduler = Scheduler::new(ctx);
+    scheduler.apply(specs);
+    if config.targets_file.is_some() {
+        exporter_metrics.targets_file_reload_success.set(1);
+    }
+
+    let router = server::router(Arc::new(metrics), ready, None, board::routes(table.clone()));
+    tracing::info!(address = %listen, targets = table.entries().len(), "listening");
+    // Without a targets file the scheduler stays here, alive until shutdown.
+    let mut fixed_targets = None;
+    let watcher = match config.targets_file.clone() {
+        Some(path) => Some(tokio::spawn(watch_targets_file(
+            config.clone(),
+            path,
+            scheduler,
+            exporter_metrics.clone(),
+            shutdown.clone(),
+        ))),
+        None => {
+            fixed_targets = Some(scheduler);
+            None
+        }
+    };
+    server::serve(listener, router, web, shutdown, Duration::from_secs(5)).await;
+    if let Some(w) = watcher {
+        w.abort();
+    }
+    drop(fixed_targets);
+    if let Some(w) = influx {
+        w.shutdown(Duration::from_secs(5)).await;
+    }
+    ExitCode::SUCCESS
+}
+
+/// Polls the targets file's modification time and size; a changed file is read,
+/// validated with the rest of the config and applied, or rejected (logged, counted) with
+/// the previous list kept.
+async fn watch_targets_file(
+    config: Config,
+    path: PathBuf,
+    mut scheduler: Scheduler,
+    metrics: ExporterMetrics,
+    shutdown: Shutdown,
+) {
+    let stamp = |p: &PathBuf| -> Option<(SystemTime, u64)> {
+        let m = std::fs::metadata(p).ok()?;
+        Some((m.modified().ok()?, m.len()))
+    };
+    let mut last = stamp(&path);
+    let mut ticker = tokio::time::interval(config.targets_file_check_interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = ticker.tick() => {}
+            _ = shutdown.wait() => break,
+        }
+        let now = stamp(&path);
+        if now == last {
+            continue;
+        }
+        last = now;
+        let result = config::read_targets_file(&path).and_then(|t| config.all_targets(&t));
+        match result {
+            Ok(specs) => {
+                tracing::info!(path = %path.display(), "targets file changed");
+                scheduler.apply(specs);
+                metrics.targets_file_reload_success.set(1);
+            }
+            Err(e) => {
+                tracing::error!(path = %path.display(), error = %e, "targets file rejected; keeping the previous targets");
+                metrics.targets_file_reload_errors.inc();
+                metrics.targets_file_reload_success.set(0);
+            }
+        }
+    }
+    scheduler.stop();
+}

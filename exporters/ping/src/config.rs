@@ -1,0 +1,692 @@
+//! What vigia-ping reads: the YAML config (plus `VIGIA_PING__...` environment overrides)
+//! and the optional targets file a NOC edits by hand.
+//!
+//! Everything is validated once, at load, into [`TargetSpec`]s that carry every setting
+//! already resolved against the defaults, so the probe loop never sees a bad value.
+
+use std::collections::{BTreeMap, HashSet};
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+use vigia_kit::{ConfigError, Validate};
+
+/// Environment prefix for overrides: `VIGIA_PING__DEFAULTS__INTERVAL=1s`.
+pub const ENV_PREFIX: &str = "VIGIA_PING";
+
+/// Label names a target may not define: the exporter sets them itself, or Prometheus
+/// gives them a meaning (`le` on the RTT histogram, `status` on `vigia_ping_status`).
+const RESERVED_LABELS: [&str; 4] = ["target", "address", "status", "le"];
+
+/// Largest ICMP payload accepted; jumbo frames, not fragmented monsters.
+const MAX_PAYLOAD: usize = 9000;
+const MAX_COUNT: u32 = 1000;
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Which ICMP socket to open: raw needs CAP_NET_RAW, datagram needs the process's
+    /// group inside `net.ipv4.ping_group_range`.
+    #[serde(default)]
+    pub socket: SocketMode,
+    #[serde(default)]
+    pub defaults: Defaults,
+    #[serde(default)]
+    pub targets: Vec<TargetConfig>,
+    /// A plain-text list of targets, re-read when it changes (see [`parse_targets_file`]).
+    #[serde(default)]
+    pub targets_file: Option<PathBuf>,
+    /// How often the targets file's modification time is checked.
+    #[serde(default = "default_targets_file_check", with = "humantime_serde")]
+    pub targets_file_check_interval: Duration,
+    #[serde(default)]
+    pub transition_log: Option<TransitionLogConfig>,
+    /// Each round's result as a row of `vigia_ping_round`.
+    #[serde(default)]
+    pub influxdb: Option<vigia_kit::influx::InfluxConfig>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SocketMode {
+    /// Raw when the process has CAP_NET_RAW, else datagram.
+    #[default]
+    Auto,
+    Raw,
+    Datagram,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Defaults {
+    /// Time between the starts of two rounds (the seed pings every 10 s).
+    #[serde(default = "default_interval", with = "humantime_serde")]
+    pub interval: Duration,
+    /// Echo requests per round, spread evenly over the interval (the seed sends 5).
+    #[serde(default = "default_count")]
+    pub count: u32,
+    /// How long one echo request waits for its reply.
+    #[serde(default = "default_timeout", with = "humantime_serde")]
+    pub timeout: Duration,
+    /// A round whose average RTT is above this is a warning.
+    #[serde(default = "default_warning_rtt", with = "humantime_serde")]
+    pub warning_rtt: Duration,
+    /// A round whose loss ratio (0..1) is above this is a warning.
+    #[serde(default)]
+    pub warning_loss: f64,
+    /// Rounds in a row without any reply before a target is down.
+    #[serde(default = "default_down_after")]
+    pub down_after: u32,
+    /// How often host names are resolved again.
+    #[serde(default = "default_resolve_interval", with = "humantime_serde")]
+    pub resolve_interval: Duration,
+    /// ICMP payload bytes per echo request (ping's default is 56).
+    #[serde(default = "default_payload_size")]
+    pub payload_size: usize,
+}
+
+impl Default for Defaults {
+    fn default() -> Self {
+        Self {
+            interval: default_interval(),
+            count: default_count(),
+            timeout: default_timeout(),
+            warning_rtt: default_warning_rtt(),
+            warning_loss: 0.0,
+            down_after: default_down_after(),
+            resolve_interval: default_resolve_interval(),
+            payload_size: default_payload_size(),
+        }
+    }
+}
+
+fn default_interval() -> Duration {
+    Duration::from_secs(10)
+}
+fn default_count() -> u32 {
+    5
+}
+fn default_timeout() -> Duration {
+    Duration::from_secs(1)
+}
+fn default_warning_rtt() -> Duration {
+    Duration::from_millis(200)
+}
+fn default_down_after() -> u32 {
+    1
+}
+fn default_resolve_interval() -> Duration {
+    Duration::from_secs(300)
+}
+fn default_payload_size() -> usize {
+    56
+}
+fn default_targets_file_check() -> Duration {
+    Duration::from_secs(5)
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TargetConfig {
+    pub name: String,
+    /// An IPv4 or IPv6 address, or a host name resolved every `resolve_interval`.
+    pub address: String,
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    #[serde(default, with = "humantime_serde")]
+    pub interval: Option<Duration>,
+    #[serde(default)]
+    pub count: Option<u32>,
+    #[serde(default, with = "humantime_serde")]
+    pub timeout: Option<Duration>,
+    #[serde(default, with = "humantime_serde")]
+    pub warning_rtt: Option<Duration>,
+    #[serde(default)]
+    pub warning_loss: Option<f64>,
+    #[serde(default)]
+    pub down_after: Option<u32>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TransitionLogConfig {
+    pub path: PathBuf,
+    /// The file is rotated before it would grow past this many bytes.
+    #[serde(default = "default_log_max_bytes")]
+    pub max_bytes: u64,
+    /// Rotated files kept (`path.1` is the newest).
+    #[serde(default = "default_log_keep")]
+    pub keep: u32,
+}
+
+fn default_log_max_bytes() -> u64 {
+    10 * 1024 * 1024
+}
+fn default_log_keep() -> u32 {
+    5
+}
+
+/// Where a target's address points.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Host {
+    Ip(IpAddr),
+    Name(String),
+}
+
+/// One target with every setting resolved against the defaults and validated.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TargetSpec {
+    pub name: String,
+    /// The address as configured (an IP or a host name): the `address` label.
+    pub address: String,
+    pub host: Host,
+    pub labels: BTreeMap<String, String>,
+    pub interval: Duration,
+    pub count: u32,
+    pub timeout: Duration,
+    pub warning_rtt: Duration,
+    pub warning_loss: f64,
+    pub down_after: u32,
+    pub resolve_interval: Duration,
+    pub payload_size: usize,
+}
+
+impl TargetSpec {
+    /// Time between two echo requests of one round: the round fills the interval, so
+    /// a short outage is seen by one of them wherever it falls.
+    pub fn spacing(&self) -> Duration {
+        self.interval / self.count
+    }
+}
+
+impl Validate for Config {
+    fn validate(&self) -> Result<(), ConfigError> {
+        self.defaults.validate()?;
+        if self.targets_file_check_interval.is_zero() {
+            return Err(ConfigError::new(
+                "targets_file_check_interval",
+                "must be greater than 0",
+            ));
+        }
+        if let Some(log) = &self.transition_log {
+            if log.path.as_os_str().is_empty() {
+                return Err(ConfigError::new("transition_log.path", "must not be empty"));
+            }
+            if log.max_bytes < 1024 {
+                return Err(ConfigError::new(
+                    "transition_log.max_bytes",
+                    format!("{} is too small; use at least 1024", log.max_bytes),
+                ));
+            }
+            if log.keep == 0 {
+                return Err(ConfigError::new(
+                    "transition_log.keep",
+                    "must be at least 1 (rotated files kept)",
+                ));
+            }
+        }
+        if let Some(influx) = &self.influxdb {
+            influx.validate("influxdb")?;
+        }
+        self.inline_targets()?;
+        if let Some(path) = &self.targets_file {
+            self.all_targets(&read_targets_file(path)?)?;
+        }
+        Ok(())
+    }
+}
+
+impl Defaults {
+    fn validate(&self) -> Result<(), ConfigError> {
+        check_settings(
+            "defaults",
+            self.interval,
+            self.count,
+            self.timeout,
+            self.warning_loss,
+            self.down_after,
+        )?;
+        if self.resolve_interval.is_zero() {
+            return Err(ConfigError::new(
+                "defaults.resolve_interval",
+                "must be greater than 0",
+            ));
+        }
+        if self.payload_size > MAX_PAYLOAD {
+            return Err(ConfigError::new(
+                "defaults.payload_size",
+                format!(
+                    "{} bytes is more than the {MAX_PAYLOAD} allowed",
+                    self.payload_size
+                ),
+            ));
+        }
+        Ok(())
+    }
+}
+
+fn check_settings(
+    at: &str,
+    interval: Duration,
+    count: u32,
+    timeout: Duration,
+    warning_loss: f64,
+    down_after: u32,
+) -> Result<(), ConfigError> {
+    if interval.is_zero() {
+        return Err(ConfigError::new(
+            format!("{at}.interval"),
+            "must be greater than 0",
+        ));
+    }
+    if count == 0 || count > MAX_COUNT {
+        return Err(ConfigError::new(
+            format!("{at}.count"),
+            format!("{count} is out of range 1..={MAX_COUNT}"),
+        ));
+    }
+    if timeout.is_zero() {
+        return Err(ConfigError::new(
+            format!("{at}.timeout"),
+            "must be greater than 0",
+        ));
+    }
+    let spacing = interval / count;
+    if timeout > spacing {
+        return Err(ConfigError::new(
+            format!("{at}.timeout"),
+            format!(
+                "{} is longer than interval / count ({} / {count} = {}); a round must end before the next begins",
+                humantime::format_duration(timeout),
+                humantime::format_duration(interval),
+                humantime::format_duration(spacing),
+            ),
+        ));
+    }
+    if !(0.0..1.0).contains(&warning_loss) {
+        return Err(ConfigError::new(
+            format!("{at}.warning_loss"),
+            format!("{warning_loss} is not a loss ratio in 0 ..< 1"),
+        ));
+    }
+    if down_after == 0 {
+        return Err(ConfigError::new(
+            format!("{at}.down_after"),
+            "must be at least 1 round",
+        ));
+    }
+    Ok(())
+}
+
+impl Config {
+    /// The targets written in the config file itself, validated.
+    pub fn inline_targets(&self) -> Result<Vec<TargetSpec>, ConfigError> {
+        let mut names = HashSet::new();
+        let mut specs = Vec::with_capacity(self.targets.len());
+        for (i, t) in self.targets.iter().enumerate() {
+            let at = format!("targets[{i}]");
+            let spec = self.spec(&at, t)?;
+            if !names.insert(spec.name.clone()) {
+                return Err(ConfigError::new(
+                    format!("{at}.name"),
+                    format!("duplicate target name {:?}", spec.name),
+                ));
+            }
+            specs.push(spec);
+        }
+        Ok(specs)
+    }
+
+    /// Inline targets plus the targets file's entries; names must be unique across both.
+    pub fn all_targets(&self, from_file: &[FileTarget]) -> Result<Vec<TargetSpec>, ConfigError> {
+        let mut specs = self.inline_targets()?;
+        let mut names: HashSet<String> = specs.iter().map(|s| s.name.clone()).collect();
+        for ft in from_file {
+            let at = ft.origin.clone();
+            let spec = self.spec(&at, &ft.target)?;
+            if !names.insert(spec.name.clone()) {
+                return Err(ConfigError::new(
+                    at,
+                    format!("duplicate target name {:?}", spec.name),
+                ));
+            }
+            specs.push(spec);
+        }
+        Ok(specs)
+    }
+
+    fn spec(&self, at: &str, t: &TargetConfig) -> Result<TargetSpec, ConfigError> {
+        let field = |f: &str| {
+            if at.starts_with("targets[") {
+                format!("{at}.{f}")
+            } else {
+                // A targets-file line: the origin already says where.
+                format!("{at}: {f}")
+            }
+        };
+        if t.name.trim().is_empty() {
+            return Err(ConfigError::new(field("name"), "must not be empty"));
+        }
+        if t.name.chars().any(char::is_control) {
+            return Err(ConfigError::new(
+                field("name"),
+                "must not contain control characters",
+            ));
+        }
+        let host = parse_host(&t.address).map_err(|m| ConfigError::new(field("address"), m))?;
+        for (k, v) in &t.labels {
+            check_label_name(k).map_err(|m| ConfigError::new(field(&format!("labels.{k}")), m))?;
+            if v.chars().any(char::is_control) {
+                return Err(ConfigError::new(
+                    field(&format!("labels.{k}")),
+                    "value must not contain control characters",
+                ));
+            }
+        }
+        let d = &self.defaults;
+        let spec = TargetSpec {
+            name: t.name.clone(),
+            address: t.address.clone(),
+            host,
+            labels: t.labels.clone(),
+            interval: t.interval.unwrap_or(d.interval),
+            count: t.count.unwrap_or(d.count),
+            timeout: t.timeout.unwrap_or(d.timeout),
+            warning_rtt: t.warning_rtt.unwrap_or(d.warning_rtt),
+            warning_loss: t.warning_loss.unwrap_or(d.warning_loss),
+            down_after: t.down_after.unwrap_or(d.down_after),
+            resolve_interval: d.resolve_interval,
+            payload_size: d.payload_size,
+        };
+        let overrides = t.interval.is_some()
+            || t.count.is_some()
+            || t.timeout.is_some()
+            || t.warning_loss.is_some()
+            || t.down_after.is_some();
+        if overrides {
+            let prefix = if at.starts_with("targets[") {
+                at.to_string()
+            } else {
+                format!("{at}:")
+            };
+            check_settings(
+                &prefix,
+                spec.interval,
+                spec.count,
+                spec.timeout,
+                spec.warning_loss,
+                spec.down_after,
+            )?;
+        }
+        Ok(spec)
+    }
+}
+
+/// An IP address, or a syntactically valid host name (checked here so that a typo is a
+/// startup error, not a resolve error at 3 a.m.).
+pub fn parse_host(address: &str) -> Result<Host, String> {
+    let address = address.trim();
+    if address.is_empty() {
+        return Err("must not be empty".into());
+    }
+    if let Ok(ip) = address.parse::<IpAddr>() {
+        if ip.is_unspecified() || ip.is_multicast() {
+            return Err(format!("{address} cannot be pinged as a single host"));
+        }
+        return Ok(Host::Ip(ip));
+    }
+    let name = address.strip_suffix('.').unwrap_or(address);
+    let labels: Vec<&str> = name.split('.').collect();
+    let valid_label = |l: &&str| {
+        !l.is_empty()
+            && l.len() <= 63
+            && !l.starts_with('-')
+            && !l.ends_with('-')
+            && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+    };
+    let all_numeric_tail = labels
+        .last()
+        .is_some_and(|l| l.chars().all(|c| c.is_ascii_digit()));
+    if name.len() > 253 || !labels.iter().all(valid_label) || all_numeric_tail {
+        return Err(format!(
+            "{address:?} is neither an IP address nor a valid host name"
+        ));
+    }
+    Ok(Host::Name(name.to_ascii_lowercase()))
+}
+
+fn check_label_name(name: &str) -> Result<(), String> {
+    let mut chars = name.chars();
+    let valid = matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_');
+    if !valid {
+        return Err(format!(
+            "{name:?} is not a valid Prometheus label name ([a-zA-Z_][a-zA-Z0-9_]*)"
+        ));
+    }
+    if name.starts_with("__") {
+        return Err(format!(
+            "{name:?}: names starting with __ are reserved by Prometheus"
+        ));
+    }
+    if RESERVED_LABELS.contains(&name) {
+        return Err(format!(
+            "{name:?} clashes with a label vigia-ping sets itself ({})",
+            RESERVED_LABELS.join(", ")
+        ));
+    }
+    Ok(())
+}
+
+/// A target read from the targets file, with the line it came from.
+#[derive(Debug, Clone)]
+pub struct FileTarget {
+    /// `<file> line <n>`, used as the field path of errors.
+    pub origin: String,
+    pub target: TargetConfig,
+}
+
+/// Reads and parses the targets file.
+pub fn read_targets_file(path: &Path) -> Result<Vec<FileTarget>, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        ConfigError::new(
+            "targets_file",
+            format!("cannot read {}: {e}", path.display()),
+        )
+    })?;
+    parse_targets_file(&text, &path.display().to_string())
+}
+
+/// The targets file: one target per line, `name address [label=value ...]`, fields
+/// separated by spaces or tabs. `#` starts a comment; blank lines are ignored. A label
+/// value with spaces is written in double quotes: `site="San Martín"`.
+pub fn parse_targets_file(text: &str, file: &str) -> Result<Vec<FileTarget>, ConfigError> {
+    let mut out = Vec::new();
+    for (i, raw) in text.lines().enumerate() {
+        let origin = format!("targets_file {file} line {}", i + 1);
+        let words = split_words(raw).map_err(|m| ConfigError::new(&origin, m))?;
+        if words.is_empty() {
+            continue;
+        }
+        if words.len() < 2 {
+            return Err(ConfigError::new(
+                &origin,
+                "expected `name address [label=value ...]`",
+            ));
+        }
+        let mut labels = BTreeMap::new();
+        for w in &words[2..] {
+            let Some((k, v)) = w.split_once('=') else {
+                return Err(ConfigError::new(
+                    &origin,
+                    format!("{w:?} is not a label=value pair"),
+                ));
+            };
+            if labels.insert(k.to_string(), v.to_string()).is_some() {
+                return Err(ConfigError::new(
+                    &origin,
+                    format!("label {k:?} given twice"),
+                ));
+            }
+        }
+        out.push(FileTarget {
+            origin,
+            target: TargetConfig {
+                name: words[0].clone(),
+                address: words[1].clone(),
+                labels,
+                interval: None,
+                count: None,
+                timeout: None,
+                warning_rtt: None,
+                warning_loss: None,
+                down_after: None,
+            },
+        });
+    }
+    Ok(out)
+}
+
+/// Splits a line on whitespace up to a `#` comment; double quotes group words.
+fn split_words(line: &str) -> Result<Vec<String>, String> {
+    let mut words = Vec::new();
+    let mut cur = String::new();
+    let mut in_word = false;
+    let mut quoted = false;
+    for c in line.chars() {
+        match c {
+            '"' => {
+                quoted = !quoted;
+                in_word = true;
+            }
+            '#' if !quoted => break,
+            c if c.is_whitespace() && !quoted => {
+                if in_word {
+                    words.push(std::mem::take(&mut cur));
+                    in_word = false;
+                }
+            }
+            c => {
+                cur.push(c);
+                in_word = true;
+            }
+        }
+    }
+    if quoted {
+        return Err("unterminated double quote".into());
+    }
+    if in_word {
+        words.push(cur);
+    }
+    Ok(words)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(yaml: &str) -> Result<Config, ConfigError> {
+        let mut tree = vigia_kit::config::parse_yaml(yaml, "test.yaml")?;
+        vigia_kit::config::apply_env_overrides(&mut tree, ENV_PREFIX, Vec::new())?;
+        let c: Config = vigia_kit::config::from_value(tree)?;
+        c.validate()?;
+        Ok(c)
+    }
+
+    #[test]
+    fn defaults_apply_and_overrides_win() {
+        let c = load(
+            "targets:\n  - {name: a, address: 127.0.0.1, labels: {site: norte}}\n  - {name: b, address: Router-1.example, interval: 20s, count: 2}\n",
+        )
+        .unwrap();
+        let t = c.inline_targets().unwrap();
+        assert_eq!(t[0].interval, Duration::from_secs(10));
+        assert_eq!(t[0].count, 5);
+        assert_eq!(t[0].spacing(), Duration::from_secs(2));
+        assert_eq!(t[0].host, Host::Ip("127.0.0.1".parse().unwrap()));
+        assert_eq!(t[1].interval, Duration::from_secs(20));
+        assert_eq!(t[1].count, 2);
+        assert_eq!(t[1].host, Host::Name("router-1.example".into()));
+    }
+
+    #[test]
+    fn errors_name_the_field() {
+        let cases = [
+            ("bogus: 1\n", "bogus"),
+            ("defaults: {interval: 0s}\n", "defaults.interval"),
+            ("defaults: {count: 0}\n", "defaults.count"),
+            ("defaults: {timeout: 3s}\n", "defaults.timeout"),
+            ("defaults: {down_after: 0}\n", "defaults.down_after"),
+            ("defaults: {warning_loss: 1.5}\n", "defaults.warning_loss"),
+            (
+                "targets: [{name: a, address: 300.1.2.3}]\n",
+                "targets[0].address",
+            ),
+            (
+                "targets: [{name: a, address: 'a b'}]\n",
+                "targets[0].address",
+            ),
+            (
+                "targets: [{name: a, address: 127.0.0.1, interval: 0s}]\n",
+                "targets[0].interval",
+            ),
+            (
+                "targets: [{name: a, address: 127.0.0.1}, {name: a, address: 127.0.0.2}]\n",
+                "targets[1].name",
+            ),
+            (
+                "targets: [{name: a, address: 127.0.0.1, labels: {target: x}}]\n",
+                "targets[0].labels.target",
+            ),
+            (
+                "targets: [{name: a, address: 127.0.0.1, labels: {1site: x}}]\n",
+                "targets[0].labels.1site",
+            ),
+            (
+                "targets: [{name: a, address: 127.0.0.1, colour: red}]\n",
+                "targets[0]",
+            ),
+            (
+                "transition_log: {path: x.log, keep: 0}\n",
+                "transition_log.keep",
+            ),
+        ];
+        for (yaml, field) in cases {
+            let e = load(yaml).expect_err(yaml);
+            assert!(
+                e.path.starts_with(field) || e.message.contains(field),
+                "{yaml}: {e}"
+            );
+        }
+    }
+
+    #[test]
+    fn targets_file_lines() {
+        let text = "# NOC list\n\ndslam-1 198.18.0.1 site=centro kind=dslam\nolt-2\t198.18.0.2 site=\"San Martín\" # fibre\n";
+        let t = parse_targets_file(text, "t.txt").unwrap();
+        assert_eq!(t.len(), 2);
+        assert_eq!(t[1].target.labels["site"], "San Martín");
+        assert_eq!(t[1].origin, "targets_file t.txt line 4");
+        let e = parse_targets_file("x 127.0.0.1 site\n", "t.txt").unwrap_err();
+        assert_eq!(e.path, "targets_file t.txt line 1");
+        let e = parse_targets_file("lonely\n", "t.txt").unwrap_err();
+        assert!(e.message.contains("name address"));
+
+        let c = load("targets: [{name: dslam-1, address: 127.0.0.1}]\n").unwrap();
+        let e = c.all_targets(&t).unwrap_err();
+        assert!(e.message.contains("duplicate"), "{e}");
+        let bad = parse_targets_file("x 1.2.3.4.5\n", "t.txt").unwrap();
+        let e = c.all_targets(&bad).unwrap_err();
+        assert_eq!(e.path, "targets_file t.txt line 1: address");
+    }
+
+    #[test]
+    fn host_names() {
+        assert!(parse_host("::1").is_ok());
+        assert!(parse_host("0.0.0.0").is_err());
+        assert!(parse_host("-bad.example").is_err());
+        assert!(parse_host("good.example.").is_ok());
+        assert!(parse_host("1.2.3").is_err());
+    }
+}

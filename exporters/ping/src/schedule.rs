@@ -1,0 +1,215 @@
+//! The probe loops: one Tokio task per target (no thread per ping), started at an offset
+//! within the interval so that a thousand targets do not fire in the same millisecond,
+//! and the reconciliation that starts, stops and restarts them when the target list
+//! changes.
+
+use std::collections::hash_map::DefaultHasher;
+use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use tokio::task::JoinHandle;
+use tokio::time::{Instant, MissedTickBehavior};
+use vigia_kit::metrics::ErrorCounter;
+use vigia_kit::server::Readiness;
+
+use crate::config::TargetSpec;
+use crate::probe::Prober;
+use crate::resolve::{AddressResolver, LookupFn};
+use crate::rounds::RoundWriter;
+use crate::status::{RoundResult, StatusTable, TargetEntry, Transition};
+use crate::transitions::{TransitionLog, TransitionRecord};
+
+/// What every probe loop shares.
+pub struct ProbeContext {
+    pub prober: Prober,
+    pub table: Arc<StatusTable>,
+    pub transitions: Option<Mutex<TransitionLog>>,
+    pub rounds: RoundWriter,
+    pub ready: Readiness,
+    pub errors: ErrorCounter,
+    pub lookup: LookupFn,
+}
+
+struct Running {
+    entry: Arc<TargetEntry>,
+    task: JoinHandle<()>,
+}
+
+/// Owns the probe tasks.
+pub struct Scheduler {
+    ctx: Arc<ProbeContext>,
+    running: HashMap<String, Running>,
+}
+
+impl Scheduler {
+    pub fn new(ctx: Arc<ProbeContext>) -> Self {
+        Self {
+            ctx,
+            running: HashMap::new(),
+        }
+    }
+
+    /// Makes the running targets match `specs`: removed ones stop and leave the table
+    /// (and /metrics), changed ones restart with fresh state, unchanged ones go on.
+    pub fn apply(&mut self, specs: Vec<TargetSpec>) {
+        let mut next: HashMap<String, Running> = HashMap::with_capacity(specs.len());
+        let mut order = Vec::with_capacity(specs.len());
+        let (mut added, mut kept) = (0usize, 0usize);
+        for spec in specs {
+            let name = spec.name.clone();
+            let running = match self.running.remove(&name) {
+                Some(r) if r.entry.spec == spec => {
+                    kept += 1;
+                    r
+                }
+                other => {
+                    if let Some(old) = other {
+                        old.task.abort();
+                    }
+                    added += 1;
+                    let entry = Arc::new(TargetEntry::new(spec, SystemTime::now()));
+                    let task = tokio::spawn(probe_loop(self.ctx.clone(), entry.clone()));
+                    Running { entry, task }
+                }
+            };
+            order.push(running.entry.clone());
+            next.insert(name, running);
+        }
+        let removed = self.running.len();
+        for (_, old) in self.running.drain() {
+            old.task.abort();
+        }
+        self.running = next;
+        self.ctx.table.replace(order);
+        tracing::info!(
+            targets = self.running.len(),
+            added,
+            kept,
+            removed,
+            "target list applied"
+        );
+        if self.running.is_empty() {
+            self.ctx.ready.set(true);
+        }
+    }
+
+    pub fn stop(&mut self) {
+        for (_, r) in self.running.drain() {
+            r.task.abort();
+        }
+    }
+}
+
+impl Drop for Scheduler {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Where in the interval a target starts: stable per name, so a restart keeps the
+/// spread, and uniform over the interval.
+fn start_offset(name: &str, interval: Duration) -> Duration {
+    let mut h = DefaultHasher::new();
+    name.hash(&mut h);
+    let nanos = interval.as_nanos().max(1) as u64;
+    Duration::from_nanos(h.finish() % nanos)
+}
+
+async fn probe_loop(ctx: Arc<ProbeContext>, entry: Arc<TargetEntry>) {
+    let spec = entry.spec.clone();
+    let payload = vec![0u8; spec.payload_size];
+    // A lookup may take at most half an interval (and 5 s), so the round still fits.
+    let wait = (spec.interval / 2).min(Duration::from_secs(5));
+    let mut resolver = AddressResolver::new(
+        spec.host.clone(),
+        spec.resolve_interval,
+        wait,
+        ctx.lookup.clone(),
+    );
+    let first = Instant::now() + start_offset(&spec.name, spec.interval);
+    let mut ticker = tokio::time::interval_at(first, spec.interval);
+    // A stalled machine skips rounds instead of firing a burst of them to catch up.
+    ticker.set_missed_tick_behavior(MissedTickBehavior::Skip);
+    loop {
+        let start = ticker.tick().await;
+        let started = SystemTime::now();
+        let round = match resolver.address().await {
+            Ok(ip) => ctx.prober.round(&spec, ip, start, started, &payload).await,
+            Err(e) => {
+                tracing::warn!(target = %spec.name, error = %e, "target not probed this round");
+                RoundResult {
+                    started,
+                    ip: None,
+                    sent: 0,
+                    rtts: Vec::new(),
+                    send_errors: 0,
+                    resolve_error: true,
+                }
+            }
+        };
+        let now = SystemTime::now();
+        let transition = entry.record(&round, now);
+        let status = entry.state().machine.status();
+        ctx.rounds.write(&entry, &round, status);
+        if let Some(t) = transition {
+            log_transition(&ctx, &entry, &round, t, now);
+        }
+        if !ctx.ready.is_ready() && ctx.table.all_probed() {
+            tracing::info!("every target finished its first round; ready");
+            ctx.ready.set(true);
+        }
+    }
+}
+
+fn log_transition(
+    ctx: &ProbeContext,
+    entry: &TargetEntry,
+    round: &RoundResult,
+    t: Transition,
+    now: SystemTime,
+) {
+    let last_rtt = entry.state().last_rtt.map(|d| d.as_secs_f64());
+    tracing::info!(
+        target = %entry.spec.name,
+        address = %entry.spec.address,
+        from = t.from.as_str(),
+        to = t.to.as_str(),
+        "status changed"
+    );
+    let Some(log) = &ctx.transitions else {
+        return;
+    };
+    let record = TransitionRecord::new(
+        now,
+        &entry.spec.name,
+        &entry.spec.address,
+        t,
+        last_rtt,
+        Some(round.loss_ratio()),
+    );
+    let mut log = log.lock().unwrap_or_else(|p| p.into_inner());
+    if let Err(e) = log.append(&record) {
+        tracing::warn!(path = %log.path().display(), error = %e, "cannot write the transition log");
+        ctx.errors.inc("transition_log");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn offsets_spread_over_the_interval() {
+        let interval = Duration::from_secs(1);
+        let mut buckets = [0u32; 10];
+        for i in 0..1000 {
+            let o = start_offset(&format!("t{i}"), interval);
+            assert!(o < interval);
+            buckets[(o.as_millis() / 100) as usize] += 1;
+        }
+        // Roughly uniform: every tenth of the interval gets some of the targets.
+        assert!(buckets.iter().all(|&b| b > 50), "{buckets:?}");
+    }
+}

@@ -1,0 +1,474 @@
+//! Test hosts and a running vigia-ping, shared by the ping tests (and the board's).
+//!
+//! API (use with `mod support;` from a file in `tests/`):
+//! - [`require_tool`]`("ip")`: panics with the Debian package to install when a tool is
+//!   missing (CI installs them; a test must not skip silently).
+//! - [`NetnsHost::new`]`()`: a network namespace joined to this one by a veth pair, with
+//!   addresses in 198.18.0.0/15 ([`NetnsHost::addr`] is the host's, [`NetnsHost::peer`]
+//!   ours). [`NetnsHost::set_echo_ignore`] turns kernel echo replies off/on,
+//!   [`NetnsHost::set_link`] takes the link down/up. Everything is deleted on drop, also
+//!   when the test fails.
+//! - [`Netns::isolated`]`()`: a namespace with only `lo` up, whose `/etc/hosts` and
+//!   `/etc/resolv.conf` are files of the test ([`Netns::write_etc`]), so name resolution
+//!   never leaves the machine.
+//! - [`SlowResponder::start`]`(&host, delay)`: a user-space echo responder inside the host's
+//!   namespace that answers after `delay` (call `set_echo_ignore(true)` first).
+//! - [`Exporter::start`]`(yaml)` / [`Exporter::start_in`]`(&netns, yaml)`: runs the
+//!   vigia-ping binary on a free loopback port; [`Exporter::get`] fetches a path (from
+//!   inside the namespace when there is one); killed on drop.
+//! - [`metric`]`(body, name, labels)`: a sample's value from a /metrics body.
+#![allow(dead_code)]
+
+use std::io::{Read, Write};
+use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+static COUNTER: AtomicU32 = AtomicU32::new(0);
+
+/// Panics, naming the package, when `tool` is not installed.
+pub fn require_tool(tool: &str) {
+    let package = match tool {
+        "ip" => "iproute2",
+        "sysctl" => "procps",
+        "python3" => "python3",
+        "setpriv" => "util-linux",
+        "influxd" => "influxdb",
+        other => other,
+    };
+    let found = std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).any(|d| d.join(tool).is_file()))
+        .unwrap_or(false);
+    assert!(
+        found,
+        "`{tool}` is missing: install the Debian package `{package}` (CI installs it)"
+    );
+}
+
+/// Runs a command, panicking with its output when it fails.
+pub fn run(cmd: &str, args: &[&str]) -> Output {
+    let out = Command::new(cmd)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {cmd}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd} {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+fn unique_id() -> (u32, u32) {
+    (std::process::id(), COUNTER.fetch_add(1, Ordering::SeqCst))
+}
+
+/// A network namespace, deleted on drop with everything running in it.
+pub struct Netns {
+    pub name: String,
+}
+
+impl Netns {
+    /// A namespace with only `lo`, up.
+    pub fn isolated() -> Self {
+        require_tool("ip");
+        let (pid, n) = unique_id();
+        let ns = Netns {
+            name: format!("vigia-{pid}-{n}"),
+        };
+        run("ip", &["netns", "add", &ns.name]);
+        ns.exec_ok(&["ip", "link", "set", "lo", "up"]);
+        ns
+    }
+
+    /// Runs a command inside the namespace and waits for it.
+    pub fn exec(&self, args: &[&str]) -> Output {
+        let mut full = vec!["netns", "exec", &self.name];
+        full.extend_from_slice(args);
+        Command::new("ip")
+            .args(&full)
+            .output()
+            .expect("ip netns exec")
+    }
+
+    pub fn exec_ok(&self, args: &[&str]) -> Output {
+        let out = self.exec(args);
+        assert!(
+            out.status.success(),
+            "in {}: {args:?} failed: {}",
+            self.name,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out
+    }
+
+    pub fn sysctl(&self, key_value: &str) {
+        require_tool("sysctl");
+        self.exec_ok(&["sysctl", "-q", "-w", key_value]);
+    }
+
+    /// Writes `/etc/netns/<name>/<file>`, which `ip netns exec` mounts over `/etc/<file>`
+    /// for programs started in the namespace (hosts, resolv.conf).
+    pub fn write_etc(&self, file: &str, content: &str) {
+        let dir = PathBuf::from("/etc/netns").join(&self.name);
+        std::fs::create_dir_all(&dir).unwrap();
+        // Rewritten in place, not replaced: a bind-mounted file keeps its inode.
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .write(true)
+            .truncate(true)
+            .open(dir.join(file))
+            .unwrap();
+        f.write_all(content.as_bytes()).unwrap();
+    }
+
+    /// Runs `f` on a thread that entered this namespace (sockets it opens live there).
+    pub fn enter<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> T {
+        in_netns(&self.name, f)
+    }
+}
+
+/// Runs `f` on a thread that entered the namespace `name`.
+pub fn in_netns<T: Send + 'static>(name: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
+    let path = format!("/var/run/netns/{name}");
+    std::thread::spawn(move || {
+        let file = std::fs::File::open(&path).expect("open netns");
+        // SAFETY: setns on a namespace file descriptor affects only this thread.
+        let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
+        assert_eq!(rc, 0, "setns: {}", std::io::Error::last_os_error());
+        f()
+    })
+    .join()
+    .expect("thread in netns")
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        if let Ok(out) = Command::new("ip")
+            .args(["netns", "pids", &self.name])
+            .output()
+        {
+            for pid in String::from_utf8_lossy(&out.stdout).split_whitespace() {
+                if let Ok(pid) = pid.parse::<i32>() {
+                    // SAFETY: plain kill(2) of a process that runs in our test namespace.
+                    unsafe { libc::kill(pid, libc::SIGKILL) };
+                }
+            }
+        }
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .status();
+        let _ = std::fs::remove_dir_all(PathBuf::from("/etc/netns").join(&self.name));
+    }
+}
+
+/// A remote host: a namespace behind a veth pair, addressed in 198.18.0.0/15.
+pub struct NetnsHost {
+    pub ns: Netns,
+    /// The host's address (inside the namespace).
+    pub addr: Ipv4Addr,
+    /// Our side of the link.
+    pub peer: Ipv4Addr,
+    veth: String,
+    veth_inside: String,
+}
+
+impl NetnsHost {
+    pub fn new() -> Self {
+        require_tool("ip");
+        let ns = Netns::isolated();
+        let (pid, n) = unique_id();
+        let veth = format!("vg{}h{n}", pid % 10_000_000);
+        let veth_inside = format!("vg{}p{n}", pid % 10_000_000);
+        // One /30 out of the benchmarking range per host, skipping blocks in use.
+        let mut block = (pid.wrapping_mul(97).wrapping_add(n * 4099)) % 32768;
+        let in_use = String::from_utf8_lossy(&run("ip", &["-4", "-o", "addr"]).stdout).to_string();
+        let (peer, addr) = loop {
+            let base = u32::from(Ipv4Addr::new(198, 18, 0, 0)) + block * 4;
+            let peer = Ipv4Addr::from(base + 1);
+            if !in_use.contains(&format!(" {peer}/")) {
+                break (peer, Ipv4Addr::from(base + 2));
+            }
+            block = (block + 1) % 32768;
+        };
+        let host = NetnsHost {
+            ns,
+            addr,
+            peer,
+            veth: veth.clone(),
+            veth_inside: veth_inside.clone(),
+        };
+        run(
+            "ip",
+            &[
+                "link",
+                "add",
+                &veth,
+                "type",
+                "veth",
+                "peer",
+                "name",
+                &veth_inside,
+            ],
+        );
+        run("ip", &["link", "set", &veth_inside, "netns", &host.ns.name]);
+        run("ip", &["addr", "add", &format!("{peer}/30"), "dev", &veth]);
+        run("ip", &["link", "set", &veth, "up"]);
+        host.ns.exec_ok(&[
+            "ip",
+            "addr",
+            "add",
+            &format!("{addr}/30"),
+            "dev",
+            &veth_inside,
+        ]);
+        host.ns.exec_ok(&["ip", "link", "set", &veth_inside, "up"]);
+        host
+    }
+
+    /// Kernel echo replies off (`true`) or on, inside the host.
+    pub fn set_echo_ignore(&self, ignore: bool) {
+        self.ns.sysctl(&format!(
+            "net.ipv4.icmp_echo_ignore_all={}",
+            u8::from(ignore)
+        ));
+    }
+
+    /// The host's side of the link down (`false`) or up.
+    pub fn set_link(&self, up: bool) {
+        self.ns.exec_ok(&[
+            "ip",
+            "link",
+            "set",
+            &self.veth_inside,
+            if up { "up" } else { "down" },
+        ]);
+    }
+}
+
+impl Drop for NetnsHost {
+    fn drop(&mut self) {
+        // Deleting one end of a veth pair deletes both.
+        let _ = Command::new("ip")
+            .args(["link", "del", &self.veth])
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
+/// An ICMP echo responder in user space that answers after a delay.
+pub struct SlowResponder {
+    child: Child,
+}
+
+impl SlowResponder {
+    pub fn start(host: &NetnsHost, delay: Duration) -> Self {
+        require_tool("python3");
+        let script =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/slow_icmp_responder.py");
+        let child = Command::new("ip")
+            .args(["netns", "exec", &host.ns.name, "python3"])
+            .arg(&script)
+            .arg(format!("{}", delay.as_secs_f64()))
+            // Stops by itself after this many seconds even if the test dies.
+            .arg("300")
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("start the responder");
+        // Let it open its socket before the first request.
+        std::thread::sleep(Duration::from_millis(300));
+        SlowResponder { child }
+    }
+}
+
+impl Drop for SlowResponder {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A free TCP port on 127.0.0.1 (free when asked; good enough for tests).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A running vigia-ping.
+pub struct Exporter {
+    child: Child,
+    pub addr: SocketAddr,
+    pub dir: tempfile::TempDir,
+    netns: Option<String>,
+}
+
+pub fn binary() -> &'static str {
+    env!("CARGO_BIN_EXE_vigia-ping")
+}
+
+impl Exporter {
+    /// Starts vigia-ping with `yaml` as its config file; `{dir}` in the YAML is replaced by
+    /// the exporter's own temporary directory. Waits until /-/healthy answers.
+    pub fn start(yaml: &str) -> Self {
+        Self::launch(None, yaml, &[])
+    }
+
+    /// As [`Exporter::start`], with extra environment variables.
+    pub fn start_with_env(yaml: &str, env: &[(&str, &str)]) -> Self {
+        Self::launch(None, yaml, env)
+    }
+
+    /// As [`Exporter::start`], inside `ns`.
+    pub fn start_in(ns: &Netns, yaml: &str) -> Self {
+        Self::launch(Some(ns), yaml, &[])
+    }
+
+    fn launch(ns: Option<&Netns>, yaml: &str, env: &[(&str, &str)]) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("vigia-ping.yaml");
+        std::fs::write(&config, yaml.replace("{dir}", dir.path().to_str().unwrap())).unwrap();
+        let port = match ns {
+            // A fresh namespace has every port free.
+            Some(_) => 9471,
+            None => free_port(),
+        };
+        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+        let mut cmd = match ns {
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", &ns.name, binary()]);
+                c
+            }
+            None => Command::new(binary()),
+        };
+        cmd.arg("--config.file")
+            .arg(&config)
+            .arg("--web.listen-address")
+            .arg(addr.to_string())
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(dir.path().join("stderr.log")).unwrap());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let child = cmd.spawn().expect("start vigia-ping");
+        let mut e = Exporter {
+            child,
+            addr,
+            dir,
+            netns: ns.map(|n| n.name.clone()),
+        };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(status) = e.child.try_wait().unwrap() {
+                panic!("vigia-ping exited with {status}: {}", e.stderr());
+            }
+            if e.try_get("/-/healthy").is_some_and(|(s, _)| s == 200) {
+                return e;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "vigia-ping did not start: {}",
+                e.stderr()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn stderr(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("stderr.log")).unwrap_or_default()
+    }
+
+    /// GET `path`; `None` when the connection fails.
+    pub fn try_get(&self, path: &str) -> Option<(u16, String)> {
+        let addr = self.addr;
+        let path = path.to_string();
+        match &self.netns {
+            None => http_get(addr, &path),
+            Some(ns) => in_netns(ns, move || http_get(addr, &path)),
+        }
+    }
+
+    /// GET `path`, panicking when the exporter does not answer.
+    pub fn get(&self, path: &str) -> (u16, String) {
+        self.try_get(path)
+            .unwrap_or_else(|| panic!("no answer for {path}: {}", self.stderr()))
+    }
+
+    pub fn metrics(&self) -> String {
+        let (status, body) = self.get("/metrics");
+        assert_eq!(status, 200);
+        body
+    }
+
+    /// Polls /metrics until `cond` holds, or panics after `within` with the last body.
+    pub fn wait_metrics(
+        &self,
+        within: Duration,
+        what: &str,
+        cond: impl Fn(&str) -> bool,
+    ) -> String {
+        let deadline = Instant::now() + within;
+        loop {
+            let body = self.metrics();
+            if cond(&body) {
+                return body;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "timed out waiting for {what}; last /metrics:\n{body}\nlog:\n{}",
+                self.stderr()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        self.child.try_wait().unwrap().is_none()
+    }
+}
+
+impl Drop for Exporter {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A minimal HTTP/1.0 GET; `None` when the connection fails.
+pub fn http_get(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").ok()?;
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf).ok()?;
+    let text = String::from_utf8_lossy(&buf).to_string();
+    let (head, body) = text.split_once("\r\n\r\n")?;
+    let status = head.split_whitespace().nth(1)?.parse().ok()?;
+    Some((status, body.to_string()))
+}
+
+/// The value of the sample `name{labels...}` whose labels include all of `labels`.
+pub fn metric(body: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    body.lines()
+        .filter(|l| !l.starts_with('#'))
+        .find(|l| {
+            let Some(rest) = l.strip_prefix(name) else {
+                return false;
+            };
+            if !(rest.starts_with('{') || rest.starts_with(' ')) {
+                return false;
+            }
+            labels
+                .iter()
+                .all(|(k, v)| rest.contains(&format!("{k}=\"{v}\"")))
+        })
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
