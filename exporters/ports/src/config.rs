@@ -10,6 +10,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use serde_json::Value;
 use vigia_kit::config::{apply_env_overrides, from_value, parse_yaml};
+use vigia_kit::influx::InfluxConfig;
 use vigia_kit::{ConfigError, Validate};
 
 pub const ENV_PREFIX: &str = "VIGIA_PORTS";
@@ -42,7 +43,9 @@ pub struct Config {
     /// The proc filesystem to read `net/tcp{,6}` from: `/host/proc` in a container.
     #[serde(default = "default_procfs_root")]
     pub procfs_root: PathBuf,
-    // The InfluxDB push is wired once the kit's writer lands.
+    /// Optional push of the same counts to InfluxDB.
+    #[serde(default)]
+    pub influxdb: Option<InfluxConfig>,
     /// How often the counts are pushed to InfluxDB.
     #[serde(default = "default_influxdb_interval", with = "humantime_serde")]
     pub influxdb_interval: Duration,
@@ -88,6 +91,9 @@ impl Validate for Config {
         }
         if self.influxdb_interval < Duration::from_secs(1) {
             return Err(ConfigError::new("influxdb_interval", "must be at least 1s"));
+        }
+        if let Some(influxdb) = &self.influxdb {
+            influxdb.validate("influxdb")?;
         }
         if let Some(host) = &self.host {
             if host.trim().is_empty() {
@@ -228,6 +234,10 @@ mod tests {
         assert_eq!(c.procfs_root, PathBuf::from("/host/proc"));
         assert_eq!(c.influxdb_interval, Duration::from_secs(30));
         assert_eq!(c.host.as_deref(), Some("edge-1"));
+        let c = yaml("ports: [80]\ninfluxdb:\n  url: http://127.0.0.1:8086\n  database: vigia\n")
+            .unwrap();
+        let influxdb = c.influxdb.unwrap();
+        assert_eq!(influxdb.database.as_deref(), Some("vigia"));
     }
 
     #[test]
@@ -245,11 +255,18 @@ mod tests {
                 "influxdb_interval",
             ),
             ("ports: [22]\nprocfs_root: ''\n", "procfs_root"),
+            (
+                "ports: [22]\ninfluxdb:\n  url: http://127.0.0.1:8086\n",
+                "influxdb.database",
+            ),
         ];
         for (text, path) in cases {
             let e = yaml(text).unwrap_err();
             assert_eq!(e.path, path, "{text:?}: {e}");
         }
+        let e = yaml("ports: [22]\ninfluxdb:\n  database: vigia\n").unwrap_err();
+        assert_eq!(e.path, "influxdb");
+        assert!(e.message.contains("`url`"), "{e}");
         let e = yaml("ports: [22]\nport: 80\n").unwrap_err();
         assert!(e.message.contains("port"), "{e}");
         assert!(e.to_string().contains("unknown field"), "{e}");

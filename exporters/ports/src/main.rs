@@ -5,6 +5,7 @@ mod config;
 mod counts;
 mod metrics;
 mod proc_net;
+mod push;
 mod sock_diag;
 mod sockets;
 
@@ -13,6 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Parser;
+use vigia_kit::influx::InfluxWriter;
 use vigia_kit::server::{self, Landing, Readiness};
 use vigia_kit::shutdown::Shutdown;
 use vigia_kit::web_config::WebConfig;
@@ -84,12 +86,30 @@ async fn run(
 ) -> ExitCode {
     let mut metrics = Metrics::new(PROGRAM);
     metrics::register(&mut metrics, table.clone());
+    let writer = match &config.influxdb {
+        Some(influxdb) => match InfluxWriter::start(influxdb, &mut metrics) {
+            Ok(w) => Some(w),
+            Err(e) => return exit_config_error(PROGRAM, e),
+        },
+        None => None,
+    };
 
     let listener = match server::bind(listen).await {
         Ok(l) => l,
         Err(e) => return exit_config_error(PROGRAM, e),
     };
     let (_trigger, shutdown) = Shutdown::on_signals();
+    let pusher = writer.clone().map(|writer| {
+        let host = config.host.clone().unwrap_or_else(push::hostname);
+        push::spawn(
+            table.clone(),
+            writer,
+            config.influxdb_interval,
+            host,
+            metrics.errors(),
+            shutdown.clone(),
+        )
+    });
     let landing = Landing {
         title: "vigia-ports".to_string(),
         description: format!(
@@ -107,5 +127,11 @@ async fn run(
     );
     tracing::info!(source = table.source(), ports = ?config.ports, "counting TCP sockets");
     server::serve(listener, router, web, shutdown, Duration::from_secs(5)).await;
+    if let Some(pusher) = pusher {
+        let _ = pusher.await;
+    }
+    if let Some(writer) = writer {
+        writer.shutdown(Duration::from_secs(5)).await;
+    }
     ExitCode::SUCCESS
 }

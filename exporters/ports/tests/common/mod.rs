@@ -38,13 +38,20 @@ pub fn command() -> Command {
     cmd
 }
 
-/// A loopback port nobody listens on right now.
+/// A port nobody uses right now on any address, chosen at random below the ephemeral
+/// range (so no outgoing connection of another test grabs it before the exporter binds).
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .expect("bind an ephemeral loopback port")
-        .local_addr()
-        .unwrap()
-        .port()
+    let mut seed = run_seed();
+    for _ in 0..1000 {
+        seed = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        let port = 20000 + (seed >> 33) as u16 % 12000;
+        if TcpListener::bind(("0.0.0.0", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port found");
 }
 
 /// Writes `text` to `name` in `dir` and returns the path.
@@ -108,7 +115,8 @@ impl Exporter {
     }
 
     fn wait_ready(&mut self) {
-        let deadline = Instant::now() + Duration::from_secs(20);
+        // Generous: CI machines run many test binaries at once on two cores.
+        let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             if let Ok(Some(status)) = self.child.try_wait() {
                 panic!("vigia-ports exited early with {status}: {}", self.stderr());
@@ -166,7 +174,7 @@ pub fn http_get(addr: SocketAddr, path: &str) -> std::io::Result<(u16, String)> 
     Ok((status, body.to_string()))
 }
 
-/// Runs the exporter to completion (at most 10 s) and returns its status and stderr.
+/// Runs the exporter to completion (at most 30 s) and returns its status and stderr.
 pub fn run_to_exit(cmd: &mut Command) -> (ExitStatus, String) {
     let dir = tempfile::tempdir().unwrap();
     let stderr_path = dir.path().join("stderr.log");
@@ -175,7 +183,7 @@ pub fn run_to_exit(cmd: &mut Command) -> (ExitStatus, String) {
         .stderr(std::fs::File::create(&stderr_path).unwrap())
         .spawn()
         .expect("start vigia-ports");
-    let deadline = Instant::now() + Duration::from_secs(10);
+    let deadline = Instant::now() + Duration::from_secs(30);
     let status = loop {
         if let Some(status) = child.try_wait().unwrap() {
             break status;
@@ -184,7 +192,7 @@ pub fn run_to_exit(cmd: &mut Command) -> (ExitStatus, String) {
             let _ = child.kill();
             let _ = child.wait();
             panic!(
-                "vigia-ports did not exit within 10 s: {}",
+                "vigia-ports did not exit within 30 s: {}",
                 std::fs::read_to_string(&stderr_path).unwrap_or_default()
             );
         }
