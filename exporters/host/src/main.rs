@@ -1,9 +1,11 @@
 //! vigia-host: host metrics under node_exporter's names, containers under cAdvisor's,
 //! an inventory snapshot, energy and an anomaly score. This file only wires things up.
 
+mod cgroups;
 mod config;
 mod cpu;
 mod diskstats;
+mod docker;
 mod filesystem;
 mod loadavg;
 mod meminfo;
@@ -133,6 +135,28 @@ fn register_collectors(config: &HostConfig, metrics: &mut Metrics) {
         metrics.register_source(os::OsCollector {
             rootfs: config.rootfs.clone(),
         });
+    }
+    if on.cgroups {
+        match cgroups::Layout::detect(&config.sysfs_root) {
+            Some(layout) => {
+                tracing::info!(?layout, "containers: cgroup tree found");
+                let names = docker::ContainerNames::connect(
+                    &config.containers.docker_socket,
+                    config.containers.name_cache_size,
+                    tokio::runtime::Handle::current(),
+                    metrics.errors(),
+                );
+                metrics.register_source(cgroups::CgroupsCollector {
+                    layout,
+                    procfs_root: procfs_root.clone(),
+                    names,
+                });
+            }
+            None => tracing::warn!(
+                sysfs_root = %config.sysfs_root.display(),
+                "no cgroup tree under sysfs_root/fs/cgroup: containers collector disabled"
+            ),
+        }
     }
     if on.time {
         metrics.register_source(os::TimeCollector);

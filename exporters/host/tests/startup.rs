@@ -1,0 +1,121 @@
+//! Bad configuration stops vigia-host before it listens, with exit status 2 and the
+//! field's name; missing host roots disable collectors instead of crashing it.
+
+mod common;
+
+use std::process::Command;
+
+use common::{start_vigia_host, Scrape};
+
+fn run_with(env: &[(&str, &str)], args: &[&str]) -> (i32, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_vigia-host"))
+        .args(args)
+        .env_remove("VIGIA_CONFIG_FILE")
+        .envs(env.iter().copied())
+        .output()
+        .expect("run vigia-host");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn bad_config_exits_2_naming_the_field() {
+    let cases: &[(&[(&str, &str)], &str)] = &[
+        (
+            &[("VIGIA_HOST__INVENTORY__TOP_PROCESSES", "0")],
+            "inventory.top_processes",
+        ),
+        (&[("VIGIA_HOST__PROCFS_ROOT", "host/proc")], "procfs_root"),
+        (
+            &[("VIGIA_HOST__FILESYSTEM__FS_TYPES_EXCLUDE", "([")],
+            "filesystem.fs_types_exclude",
+        ),
+        (
+            &[("VIGIA_HOST__ANOMALY__INTERVAL", "often")],
+            "anomaly.interval",
+        ),
+        (&[("VIGIA_HOST__COLLECTORS__GPU", "true")], "gpu"),
+    ];
+    for (env, field) in cases {
+        let (code, stderr) = run_with(env, &["--check-config"]);
+        assert_eq!(code, 2, "{env:?}: {stderr}");
+        assert!(
+            stderr.contains(field),
+            "{env:?}: message does not name {field}: {stderr}"
+        );
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("host.yaml");
+    std::fs::write(
+        &file,
+        "energy:\n  model:\n    idle_watts: -3\n    max_watts: 10\n",
+    )
+    .unwrap();
+    let (code, stderr) = run_with(
+        &[],
+        &[
+            &format!("--config.file={}", file.display()),
+            "--check-config",
+        ],
+    );
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("energy.model.idle_watts"), "{stderr}");
+    let (code, _) = run_with(&[], &["--check-config"]);
+    assert_eq!(code, 0, "defaults are a valid configuration");
+}
+
+#[test]
+fn missing_host_roots_disable_collectors_without_crashing() {
+    let run = start_vigia_host(&[
+        ("VIGIA_HOST__PROCFS_ROOT", "/nonexistent-vigia/proc"),
+        ("VIGIA_HOST__SYSFS_ROOT", "/nonexistent-vigia/sys"),
+        ("VIGIA_HOST__ROOTFS", "/nonexistent-vigia/root"),
+    ]);
+    let s = Scrape::fetch(run.addr);
+    assert!(s.family("node_cpu_seconds_total").is_empty());
+    assert!(s.family("node_filesystem_size_bytes").is_empty());
+    // What needs no root still works.
+    assert_eq!(s.family("node_uname_info").len(), 1);
+    assert_eq!(s.family("node_time_seconds").len(), 1);
+    // And a root that vanishes after start fails its scrape cleanly, visible per collector.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("loadavg"), "0.1 0.2 0.3 1/1 1\n").unwrap();
+    let only_loadavg =
+        start_vigia_host(&[("VIGIA_HOST__PROCFS_ROOT", dir.path().to_str().unwrap())]);
+    let s = Scrape::fetch(only_loadavg.addr);
+    assert_eq!(s.value("node_load5", &[]), Some(0.2));
+    assert_eq!(
+        s.value(
+            "vigia_scrape_collector_success",
+            &[("collector", "loadavg")]
+        ),
+        Some(1.0)
+    );
+    assert_eq!(
+        s.value("vigia_scrape_collector_success", &[("collector", "cpu")]),
+        Some(0.0)
+    );
+    assert_eq!(
+        s.value(
+            "vigia_scrape_collector_success",
+            &[("collector", "meminfo")]
+        ),
+        Some(0.0)
+    );
+    std::fs::remove_file(dir.path().join("loadavg")).unwrap();
+    let s = Scrape::fetch(only_loadavg.addr);
+    assert_eq!(
+        s.value(
+            "vigia_scrape_collector_success",
+            &[("collector", "loadavg")]
+        ),
+        Some(0.0)
+    );
+    assert!(
+        s.value("vigia_errors_total", &[("source", "loadavg")])
+            .unwrap()
+            >= 1.0
+    );
+}
