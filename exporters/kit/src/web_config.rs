@@ -780,16 +780,36 @@ impl CertSource {
                 ),
             )
         })?;
-        let certified = CertifiedKey::from_der(chain, key, provider).map_err(|e| {
-            let field = match e {
-                rustls::Error::InconsistentKeys(_) => cert_field,
-                _ => key_field,
-            };
+        let signing_key = provider.key_provider.load_private_key(key).map_err(|e| {
             ConfigError::new(
-                field,
-                format!("{} with {}: {e}", self.cert.describe(), self.key.describe()),
+                key_field,
+                format!("{}: unusable private key: {e}", self.key.describe()),
             )
         })?;
+        if let Err(e) = webpki::EndEntityCert::try_from(&chain[0]) {
+            return Err(ConfigError::new(
+                cert_field,
+                format!(
+                    "{}: not a valid X.509 certificate: {e}",
+                    self.cert.describe()
+                ),
+            ));
+        }
+        let certified = CertifiedKey::new(chain, signing_key);
+        match certified.keys_match() {
+            // ring cannot always derive the public key; rustls treats that as a match.
+            Ok(()) | Err(rustls::Error::InconsistentKeys(rustls::InconsistentKeys::Unknown)) => {}
+            Err(e) => {
+                return Err(ConfigError::new(
+                    cert_field,
+                    format!(
+                        "{} does not go with {}: {e}",
+                        self.cert.describe(),
+                        self.key.describe()
+                    ),
+                ))
+            }
+        }
         Ok(Arc::new(certified))
     }
 }
