@@ -17,6 +17,9 @@
 //!   vigia-ping binary on a free loopback port; [`Exporter::get`] fetches a path (from
 //!   inside the namespace when there is one); killed on drop.
 //! - [`metric`]`(body, name, labels)`: a sample's value from a /metrics body.
+//! - [`Influxd::start`]`()`: a private InfluxDB 1.x (`influxd` from the Debian package
+//!   `influxdb`) on free loopback ports with its data in a temporary directory;
+//!   [`Influxd::query`] runs InfluxQL and returns the JSON answer.
 #![allow(dead_code)]
 
 use std::io::{Read, Write};
@@ -443,9 +446,18 @@ impl Drop for Exporter {
 
 /// A minimal HTTP/1.0 GET; `None` when the connection fails.
 pub fn http_get(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
+    http_request(addr, "GET", path)
+}
+
+/// A minimal HTTP/1.0 request without body; `None` when the connection fails.
+pub fn http_request(addr: SocketAddr, method: &str, path: &str) -> Option<(u16, String)> {
     let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
-    write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").ok()?;
+    write!(
+        s,
+        "{method} {path} HTTP/1.0\r\nHost: {addr}\r\nContent-Length: 0\r\n\r\n"
+    )
+    .ok()?;
     let mut buf = Vec::new();
     s.read_to_end(&mut buf).ok()?;
     let text = String::from_utf8_lossy(&buf).to_string();
@@ -471,4 +483,110 @@ pub fn metric(body: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
         })
         .and_then(|l| l.rsplit(' ').next())
         .and_then(|v| v.parse().ok())
+}
+
+/// Percent-encodes a query-string value.
+pub fn url_encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// A private InfluxDB 1.x server, killed on drop.
+pub struct Influxd {
+    child: Child,
+    pub addr: SocketAddr,
+    _dir: tempfile::TempDir,
+}
+
+impl Influxd {
+    pub fn start() -> Self {
+        require_tool("influxd");
+        let defaults = run("influxd", &["config"]);
+        let defaults = String::from_utf8_lossy(&defaults.stdout).to_string();
+        let dir = tempfile::tempdir().unwrap();
+        let (http, rpc) = {
+            let a = TcpListener::bind("127.0.0.1:0").unwrap();
+            let b = TcpListener::bind("127.0.0.1:0").unwrap();
+            (
+                a.local_addr().unwrap().port(),
+                b.local_addr().unwrap().port(),
+            )
+        };
+        // Everything stored under `dir`, everything listening on loopback.
+        let mut config = String::new();
+        let mut section = String::new();
+        for line in defaults.lines() {
+            let t = line.trim();
+            if t.starts_with('[') {
+                section = t.trim_matches(|c| c == '[' || c == ']').to_string();
+            }
+            let key = t.split('=').next().unwrap_or("").trim();
+            let value = match (section.as_str(), key) {
+                ("", "reporting-enabled") => Some("false".to_string()),
+                ("", "bind-address") => Some(format!("\"127.0.0.1:{rpc}\"")),
+                ("meta", "dir") => Some(format!("\"{}/meta\"", dir.path().display())),
+                ("data", "dir") => Some(format!("\"{}/data\"", dir.path().display())),
+                ("data", "wal-dir") => Some(format!("\"{}/wal\"", dir.path().display())),
+                ("http", "bind-address") => Some(format!("\"127.0.0.1:{http}\"")),
+                ("http", "log-enabled") => Some("false".to_string()),
+                ("monitor", "store-enabled") => Some("false".to_string()),
+                (_, "bind-address") => Some("\"127.0.0.1:0\"".to_string()),
+                _ => None,
+            };
+            match value {
+                Some(v) => config.push_str(&format!("{key} = {v}\n")),
+                None => {
+                    config.push_str(line);
+                    config.push('\n');
+                }
+            }
+        }
+        let path = dir.path().join("influxdb.conf");
+        std::fs::write(&path, config).unwrap();
+        let child = Command::new("influxd")
+            .arg("run")
+            .arg("-config")
+            .arg(&path)
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(dir.path().join("influxd.log")).unwrap())
+            .spawn()
+            .expect("start influxd");
+        let server = Influxd {
+            child,
+            addr: format!("127.0.0.1:{http}").parse().unwrap(),
+            _dir: dir,
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while http_get(server.addr, "/ping").map_or(true, |(s, _)| s != 204) {
+            assert!(Instant::now() < deadline, "influxd did not start");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        server
+    }
+
+    pub fn create_database(&self, name: &str) {
+        let q = url_encode(&format!("CREATE DATABASE \"{name}\""));
+        let (status, body) = http_request(self.addr, "POST", &format!("/query?q={q}")).unwrap();
+        assert_eq!(status, 200, "{body}");
+    }
+
+    pub fn query(&self, db: &str, influxql: &str) -> serde_json::Value {
+        let path = format!("/query?db={db}&q={}", url_encode(influxql));
+        let (status, body) = http_get(self.addr, &path).expect("influxd answers");
+        assert_eq!(status, 200, "{body}");
+        serde_json::from_str(&body).unwrap()
+    }
+}
+
+impl Drop for Influxd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
