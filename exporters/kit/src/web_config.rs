@@ -10,6 +10,20 @@
 //! malformed certificate, key and CA files, a key that does not match its certificate,
 //! hashes that are not bcrypt. An empty file means no TLS and no auth.
 //!
+//! ```yaml
+//! tls_server_config:
+//!   cert_file: server.crt          # relative to this file's directory
+//!   key_file: server.key
+//!   client_auth_type: RequireAndVerifyClientCert
+//!   client_ca_file: scrapers-ca.crt
+//!   min_version: TLS13
+//! http_server_config:
+//!   headers:
+//!     X-Content-Type-Options: nosniff
+//! basic_auth_users:                # htpasswd -nBC 10 "" | tr -d ':\n'
+//!   prometheus: $2y$10$X0h1gDsPszWURQaxFh.zoubFi6DXncSjhoQNJgRrnGs7EsimhC7zG
+//! ```
+//!
 //! Deliberate differences from exporter-toolkit: `cipher_suites` also restricts TLS 1.3
 //! suites when it names any (Go ignores them), and the verifying client auth types need
 //! `client_ca_file`/`client_ca` (Go would fall back to the system roots, which is never
@@ -458,48 +472,21 @@ impl TlsServerConfig {
                 base_dir.join(p)
             }
         };
-        let cert_source = match (
-            non_empty(&self.cert),
-            non_empty(&self.cert_file),
-            non_empty(&self.key),
-            non_empty(&self.key_file),
-        ) {
-            (Some(_), Some(_), _, _) => {
-                return Err(ConfigError::new(
-                    "tls_server_config.cert",
-                    "set either cert or cert_file, not both",
-                ))
-            }
-            (_, _, Some(_), Some(_)) => {
-                return Err(ConfigError::new(
-                    "tls_server_config.key",
-                    "set either key or key_file, not both",
-                ))
-            }
-            (None, None, _, _) => {
-                return Err(ConfigError::new(
-                    "tls_server_config.cert_file",
-                    "TLS is configured but no certificate is: set cert_file (or cert)",
-                ))
-            }
-            (_, _, None, None) => {
-                return Err(ConfigError::new(
-                    "tls_server_config.key_file",
-                    "TLS is configured but no private key is: set key_file (or key)",
-                ))
-            }
-            (cert, cert_file, key, key_file) => CertSource {
-                cert: match (cert, cert_file) {
-                    (Some(pem), _) => PemSource::Inline(pem.to_string()),
-                    (_, Some(f)) => PemSource::File(resolve(f)),
-                    _ => unreachable!("checked above"),
-                },
-                key: match (key, key_file) {
-                    (Some(pem), _) => PemSource::Inline(pem.to_string()),
-                    (_, Some(f)) => PemSource::File(resolve(f)),
-                    _ => unreachable!("checked above"),
-                },
-            },
+        let cert_source = CertSource {
+            cert: pem_source(
+                non_empty(&self.cert),
+                non_empty(&self.cert_file),
+                "cert",
+                "certificate",
+                &resolve,
+            )?,
+            key: pem_source(
+                non_empty(&self.key),
+                non_empty(&self.key_file),
+                "key",
+                "private key",
+                &resolve,
+            )?,
         };
 
         let min = self.min_version.unwrap_or(TlsVersion::Tls12);
@@ -636,6 +623,28 @@ impl TlsServerConfig {
             vec![b"http/1.1".to_vec()]
         };
         Ok(Some(config))
+    }
+}
+
+/// Where a PEM comes from: inline text (`cert`) or a file (`cert_file`), exactly one.
+fn pem_source(
+    inline: Option<&str>,
+    file: Option<&str>,
+    name: &str,
+    what: &str,
+    resolve: &dyn Fn(&str) -> PathBuf,
+) -> Result<PemSource, ConfigError> {
+    match (inline, file) {
+        (Some(_), Some(_)) => Err(ConfigError::new(
+            format!("tls_server_config.{name}"),
+            format!("set either {name} or {name}_file, not both"),
+        )),
+        (Some(pem), None) => Ok(PemSource::Inline(pem.to_string())),
+        (None, Some(file)) => Ok(PemSource::File(resolve(file))),
+        (None, None) => Err(ConfigError::new(
+            format!("tls_server_config.{name}_file"),
+            format!("TLS is configured but no {what} is: set {name}_file (or {name})"),
+        )),
     }
 }
 
@@ -1118,9 +1127,22 @@ impl BasicAuth {
 fn bcrypt_cost(hash: &str) -> Result<u32, String> {
     let prefix_ok = ["$2a$", "$2b$", "$2y$"].iter().any(|p| hash.starts_with(p));
     if !prefix_ok {
-        let shown: String = hash.chars().take(6).collect();
+        // Name the scheme when it is a known one, but never echo the value: it may be a
+        // plain password pasted by mistake, and this message goes to the logs.
+        let known = [
+            ("$apr1$", "this is an Apache MD5 hash, from htpasswd -m"),
+            ("{SHA}", "this is a SHA-1 hash, from htpasswd -s"),
+            ("$1$", "this is an MD5-crypt hash"),
+            ("$5$", "this is a SHA-256-crypt hash"),
+            ("$6$", "this is a SHA-512-crypt hash"),
+            ("$argon2", "this is an Argon2 hash"),
+        ];
+        let what = known
+            .iter()
+            .find(|(prefix, _)| hash.starts_with(prefix))
+            .map_or("value not shown: it may be a plain password", |(_, w)| w);
         return Err(format!(
-            "not a bcrypt hash (it starts with `{shown}`); create one with `htpasswd -nBC 10 \"\" | tr -d ':\\n'`"
+            "not a bcrypt hash ({what}); create one with `htpasswd -nBC 10 \"\" | tr -d ':\\n'`"
         ));
     }
     let parts: bcrypt::HashParts = hash
@@ -1255,6 +1277,10 @@ mod tests {
             cfg("basic_auth_users:\n  alice: '{SHA}W6ph5Mm5Pz8GgiULbPgzG37mj9g='\n").unwrap_err();
         assert_eq!(e.path, "basic_auth_users.alice");
         assert!(e.message.contains("not a bcrypt hash"), "{e}");
+        assert!(e.message.contains("SHA-1"), "{e}");
+        let e = cfg("basic_auth_users:\n  alice: hunter2\n").unwrap_err();
+        assert_eq!(e.path, "basic_auth_users.alice");
+        assert!(!e.to_string().contains("hunt"), "the password leaked: {e}");
         let e = cfg("http_server_config:\n  headers:\n    Server: vigia\n").unwrap_err();
         assert_eq!(e.path, "http_server_config.headers.Server");
         let e = cfg("http_server_config:\n  headers:\n    X-Frame-Options: allow\n").unwrap_err();

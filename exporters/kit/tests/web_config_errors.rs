@@ -155,7 +155,7 @@ fn each_bad_file_names_its_field() {
             "htpasswd MD5 hash",
             format!("basic_auth_users:\n  bob: '{bcrypt}'\n  alice: '{md5}'\n"),
             "basic_auth_users.alice",
-            "not a bcrypt hash",
+            "Apache MD5",
         ),
         (
             "plain text password",
