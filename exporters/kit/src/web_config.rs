@@ -1344,6 +1344,31 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn only_successes_are_cached_and_never_as_the_password() {
+        let auth = users(&[("alice", "pw")]);
+        let cached = || auth.verified.lock().unwrap().clone();
+        assert!(!auth.check(Some(&basic("alice", "wrong"))).await);
+        assert!(!auth.check(Some(&basic("mallory", "pw"))).await);
+        assert!(cached().is_empty());
+        assert!(auth.check(Some(&basic("alice", "pw"))).await);
+        let alice_hash = auth.users["alice"].clone();
+        assert_eq!(
+            cached(),
+            HashSet::from([cache_key(b"alice", b"pw", &alice_hash)])
+        );
+    }
+
+    #[test]
+    fn dummy_hash_costs_as_much_as_the_dearest_user() {
+        let auth = BasicAuth::new(BTreeMap::from([
+            ("cheap".to_string(), bcrypt::hash("a", 4).unwrap()),
+            ("dear".to_string(), bcrypt::hash("b", 6).unwrap()),
+        ]))
+        .unwrap();
+        assert_eq!(bcrypt_cost(&auth.dummy_hash), Ok(6));
+    }
+
+    #[tokio::test]
     async fn unknown_user_cannot_match_the_dummy_hash() {
         // Whatever password, the dummy hash is never a way in.
         let auth = users(&[("alice", "pw")]);
