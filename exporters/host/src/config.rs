@@ -40,6 +40,9 @@ pub struct HostConfig {
     pub inventory: InventoryConfig,
     pub energy: EnergyConfig,
     pub anomaly: AnomalyConfig,
+    /// Where the inventory snapshot is written; without it the inventory goes to
+    /// Prometheus only.
+    pub influxdb: Option<vigia_kit::influx::InfluxConfig>,
 }
 
 impl Default for HostConfig {
@@ -56,6 +59,7 @@ impl Default for HostConfig {
             inventory: InventoryConfig::default(),
             energy: EnergyConfig::default(),
             anomaly: AnomalyConfig::default(),
+            influxdb: None,
         }
     }
 }
@@ -282,6 +286,9 @@ impl Validate for HostConfig {
                 "inventory.max_users",
                 format!("must be between 1 and {MAX_TOP}"),
             ));
+        }
+        if let Some(influx) = &self.influxdb {
+            influx.validate("influxdb")?;
         }
         if let Some(model) = &self.energy.model {
             if !model.idle_watts.is_finite() || model.idle_watts < 0.0 {

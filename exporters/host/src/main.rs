@@ -7,6 +7,7 @@ mod cpu;
 mod diskstats;
 mod docker;
 mod filesystem;
+mod inventory;
 mod loadavg;
 mod meminfo;
 mod metrics;
@@ -20,6 +21,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Parser;
+use vigia_kit::influx::InfluxWriter;
 use vigia_kit::server::{Landing, Readiness};
 use vigia_kit::web_config::WebConfig;
 use vigia_kit::{CommonArgs, Metrics};
@@ -158,6 +160,16 @@ fn register_collectors(config: &HostConfig, metrics: &mut Metrics) {
             ),
         }
     }
+    if on.inventory && proc_ok {
+        metrics.register_source(inventory::InventoryCollector {
+            sampler: std::sync::Mutex::new(inventory::Sampler::new(
+                procfs_root.clone(),
+                config.rootfs.clone(),
+                config.inventory.top_processes,
+            )),
+            max_users: config.inventory.max_users,
+        });
+    }
     if on.time {
         metrics.register_source(os::TimeCollector);
     }
@@ -166,14 +178,77 @@ fn register_collectors(config: &HostConfig, metrics: &mut Metrics) {
     }
 }
 
+/// Pushes an inventory snapshot to InfluxDB every `inventory.interval` until shutdown.
+async fn push_inventory(
+    config: HostConfig,
+    writer: InfluxWriter,
+    errors: vigia_kit::metrics::ErrorCounter,
+    shutdown: vigia_kit::shutdown::Shutdown,
+) {
+    let inv = config.inventory.clone();
+    let host = if inv.host.is_empty() {
+        os::uname().map(|u| u.nodename).unwrap_or_default()
+    } else {
+        inv.host.clone()
+    };
+    let sampler = Arc::new(std::sync::Mutex::new(inventory::Sampler::new(
+        config.procfs_root.clone(),
+        config.rootfs.clone(),
+        inv.top_processes,
+    )));
+    let mut ticker = tokio::time::interval(inv.interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = ticker.tick() => {}
+            _ = shutdown.wait() => break,
+        }
+        let s = sampler.clone();
+        let taken = tokio::task::spawn_blocking(move || {
+            s.lock().unwrap_or_else(|p| p.into_inner()).snapshot()
+        })
+        .await;
+        match taken {
+            Ok(Ok(snap)) => {
+                let at = std::time::SystemTime::now();
+                for point in inventory::points(&host, at, &snap, &config.rootfs, inv.max_users) {
+                    writer.write(point);
+                }
+            }
+            Ok(Err(e)) => {
+                errors.inc("inventory");
+                tracing::warn!(error = %format!("{e:#}"), "inventory snapshot failed");
+            }
+            Err(e) => tracing::error!(error = %e, "inventory task failed"),
+        }
+    }
+    writer.shutdown(Duration::from_secs(5)).await;
+}
+
 async fn run(config: HostConfig, listen: SocketAddr, web: WebConfig) -> ExitCode {
     let mut metrics = Metrics::new(PROGRAM);
     register_collectors(&config, &mut metrics);
+    let writer = match (&config.influxdb, config.collectors.inventory) {
+        (Some(influx), true) => match InfluxWriter::start(influx, &mut metrics) {
+            Ok(w) => Some(w),
+            Err(e) => return vigia_kit::exit_config_error(PROGRAM, e),
+        },
+        _ => None,
+    };
     let listener = match vigia_kit::server::bind(listen).await {
         Ok(l) => l,
         Err(e) => return vigia_kit::exit_config_error(PROGRAM, e),
     };
     let (_trigger, shutdown) = vigia_kit::shutdown::Shutdown::on_signals();
+    let mut background = Vec::new();
+    if let Some(writer) = writer {
+        background.push(tokio::spawn(push_inventory(
+            config.clone(),
+            writer,
+            metrics.errors(),
+            shutdown.clone(),
+        )));
+    }
     let metrics = Arc::new(metrics);
     let ready = Readiness::new(true);
     let landing = Landing {
@@ -183,5 +258,9 @@ async fn run(config: HostConfig, listen: SocketAddr, web: WebConfig) -> ExitCode
     };
     let router = vigia_kit::server::router(metrics, ready, Some(landing), axum::Router::new());
     vigia_kit::server::serve(listener, router, web, shutdown, Duration::from_secs(5)).await;
+    for task in background {
+        // Each task flushes what it owes (the InfluxDB writer within its bound) and ends.
+        let _ = task.await;
+    }
     ExitCode::SUCCESS
 }

@@ -191,3 +191,168 @@ fn parse_labels(s: &str) -> LabelSet {
     }
     out
 }
+
+/// `POST path` with a form body over HTTP/1.0; returns (status, body).
+pub fn http_post_form(addr: SocketAddr, path: &str, form: &str) -> std::io::Result<(u16, String)> {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
+    s.set_read_timeout(Some(Duration::from_secs(20)))?;
+    write!(
+        s,
+        "POST {path} HTTP/1.0\r\nHost: {addr}\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{form}",
+        form.len()
+    )?;
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw)?;
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    Ok((status, body.to_string()))
+}
+
+pub fn url_encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// A private InfluxDB 1.x (`influxd` from the Debian package `influxdb`) on loopback,
+/// storing under a temporary directory.
+pub struct Influxd {
+    pub run: Running,
+    _dir: tempfile::TempDir,
+}
+
+impl Influxd {
+    pub fn start() -> Influxd {
+        let bin = require_tool("influxd", "influxdb");
+        let defaults = Command::new(&bin)
+            .arg("config")
+            .stderr(Stdio::null())
+            .output()
+            .expect("influxd config");
+        let defaults = String::from_utf8_lossy(&defaults.stdout).into_owned();
+        let dir = tempfile::tempdir().unwrap();
+        let http = free_port();
+        let rpc = free_port();
+        let mut section = String::new();
+        let mut text = String::new();
+        for line in defaults.lines() {
+            let t = line.trim();
+            if t.starts_with('[') {
+                section = t.trim_matches(|c| c == '[' || c == ']').to_string();
+            }
+            let key = t.split('=').next().unwrap_or("").trim();
+            let value = match (section.as_str(), key) {
+                ("", "reporting-enabled") => Some("false".to_string()),
+                ("", "bind-address") => Some(format!("\"{rpc}\"")),
+                ("meta", "dir") => Some(format!("\"{}\"", dir.path().join("meta").display())),
+                ("data", "dir") => Some(format!("\"{}\"", dir.path().join("data").display())),
+                ("data", "wal-dir") => Some(format!("\"{}\"", dir.path().join("wal").display())),
+                ("data", "query-log-enabled") => Some("false".to_string()),
+                ("http", "bind-address") => Some(format!("\"{http}\"")),
+                ("http", "log-enabled") => Some("false".to_string()),
+                ("monitor", "store-enabled") => Some("false".to_string()),
+                (_, "bind-address") => Some("\"127.0.0.1:0\"".to_string()),
+                _ => None,
+            };
+            match value {
+                Some(v) => text.push_str(&format!("{key} = {v}\n")),
+                None => {
+                    text.push_str(line);
+                    text.push('\n');
+                }
+            }
+        }
+        assert!(
+            text.contains(&http.to_string()),
+            "config rewrite missed the HTTP address"
+        );
+        let conf = dir.path().join("influxdb.conf");
+        std::fs::write(&conf, text).unwrap();
+        let child = Command::new(bin)
+            .arg("run")
+            .arg("-config")
+            .arg(&conf)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start influxd");
+        let mut run = Running { child, addr: http };
+        let start = Instant::now();
+        loop {
+            if let Ok((204, _)) = http_get(http, "/ping") {
+                break;
+            }
+            if let Ok(Some(status)) = run.child.try_wait() {
+                panic!("influxd exited: {status}");
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "influxd did not answer /ping in 30s"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = &mut run;
+        Influxd { run, _dir: dir }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.run.addr)
+    }
+
+    pub fn create_database(&self, db: &str) {
+        let (status, body) = http_post_form(
+            self.run.addr,
+            "/query",
+            &format!("q={}", url_encode(&format!("CREATE DATABASE \"{db}\""))),
+        )
+        .unwrap();
+        assert_eq!(status, 200, "{body}");
+    }
+
+    /// Runs an InfluxQL query; returns the JSON answer.
+    pub fn query(&self, db: &str, q: &str) -> serde_json::Value {
+        let path = format!("/query?db={}&q={}", url_encode(db), url_encode(q));
+        let (status, body) = http_get(self.run.addr, &path).unwrap();
+        assert_eq!(status, 200, "{q}: {body}");
+        serde_json::from_str(&body).unwrap_or_else(|e| panic!("{q}: {e}: {body}"))
+    }
+
+    /// Rows of the first series of a query, as maps column → value.
+    pub fn rows(&self, db: &str, q: &str) -> Vec<serde_json::Map<String, serde_json::Value>> {
+        let v = self.query(db, q);
+        let mut out = Vec::new();
+        for series in v["results"][0]["series"].as_array().into_iter().flatten() {
+            let cols: Vec<String> = series["columns"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|c| c.as_str().unwrap().to_string())
+                .collect();
+            for row in series["values"].as_array().into_iter().flatten() {
+                let mut m = serde_json::Map::new();
+                for (c, v) in cols.iter().zip(row.as_array().unwrap()) {
+                    m.insert(c.clone(), v.clone());
+                }
+                // GROUP BY tags come with the series, not in its columns.
+                if let Some(tags) = series["tags"].as_object() {
+                    for (k, v) in tags {
+                        m.insert(k.clone(), v.clone());
+                    }
+                }
+                out.push(m);
+            }
+        }
+        out
+    }
+}
