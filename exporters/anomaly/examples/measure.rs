@@ -1,7 +1,7 @@
 //! Prints the numbers the crate documentation quotes: calm false-positive rate, scores
 //! after steps and spikes, and the cost of one `score_and_learn` call.
 //!
-//! `cargo run --release -p vigia-anomaly --example measure [trees]`
+//! `cargo run --release -p vigia-anomaly --example measure [trees] [window_size]`
 
 use std::time::Instant;
 
@@ -21,10 +21,15 @@ fn main() {
         .nth(1)
         .and_then(|arg| arg.parse().ok())
         .unwrap_or(AnomalyConfig::default().trees);
+    let window_size = std::env::args()
+        .nth(2)
+        .and_then(|arg| arg.parse().ok())
+        .unwrap_or(AnomalyConfig::default().window_size);
     for dims in [2, 4, 8, 12] {
         for seed in [1, 2] {
             let config = AnomalyConfig {
                 trees,
+                window_size,
                 seed,
                 ..AnomalyConfig::default()
             };

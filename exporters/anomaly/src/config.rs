@@ -52,7 +52,7 @@ impl Default for AnomalyConfig {
 /// would not resolve anything a window of at most `MAX_WINDOW` points can fill.
 pub const MAX_DEPTH: usize = 30;
 pub const MAX_TREES: usize = 1000;
-pub const MIN_WINDOW: usize = 10;
+pub const MIN_WINDOW: usize = 30;
 pub const MAX_WINDOW: usize = 1_000_000;
 
 impl AnomalyConfig {

@@ -15,10 +15,10 @@
 //! rebuilds exactly those nodes from them: the same masses, with at most
 //! `1 + 2 * depth * 10` nodes per tree however deep the trees are.
 //!
-//! Two departures from the paper, both for feature vectors where one or two features
-//! carry the news: each tree splits a random subspace of [`FEATURES_PER_TREE`] features, and the
-//! ensemble score is the largest per-feature mean of per-tree scores (see the crate
-//! documentation for the measurements behind them).
+//! Departures from the paper, explained with the measurements behind them in the crate
+//! documentation: each tree splits a random subspace of [`FEATURES_PER_TREE`] features;
+//! the ensemble score is the largest per-feature mean of per-tree scores; and that raw
+//! score is calibrated against the reference window's own (leave-one-out) raw scores.
 
 use crate::config::{AnomalyConfig, ConfigProblem};
 use crate::rng::{mix, SplitMix64};
@@ -38,6 +38,9 @@ const MIN_SPREAD_SHARE: f64 = 0.01;
 /// false positives and all features diluted single-feature shifts (crate documentation).
 pub const FEATURES_PER_TREE: usize = 3;
 
+/// Share of the reference window's own raw scores that calibrate below 0.5.
+const CALM_QUANTILE: f64 = 0.99;
+
 /// Largest reported |z|: beyond this every explanation says the same thing.
 const MAX_Z: f64 = 1e6;
 
@@ -49,6 +52,8 @@ pub struct HalfSpaceTrees {
     trees: Vec<Tree>,
     /// Latest window, row-major (`window_size` rows of `dims` transformed values).
     latest: Vec<f64>,
+    /// Whether each value of `latest` was observed as given (not a replacement).
+    latest_observed: Vec<bool>,
     reference: Option<Reference>,
     /// Last finite transformed value per feature, the stand-in for NaN during warm-up.
     last_finite: Vec<f64>,
@@ -66,6 +71,29 @@ struct Reference {
     ranges: Vec<Range>,
     median: Vec<f64>,
     spread: Vec<f64>,
+    /// The `CALM_QUANTILE` of the reference points' own raw scores: the point of the
+    /// raw scale that calibrates to 0.5.
+    calm_raw_score: f64,
+}
+
+impl Reference {
+    /// Maps a raw score to the published scale: `[0, calm]` onto `[0, 0.5]` and
+    /// `[calm, 1]` onto `[0.5, 1]`, so 0.5 means "as unusual as the most unusual 1 % of
+    /// the reference window" whatever the window size and the number of features.
+    fn calibrate(&self, raw: f64) -> f64 {
+        let calm = self.calm_raw_score;
+        let value = if raw <= calm {
+            // calm > 0 here unless raw is 0 too, which is 0 on any scale.
+            if calm > 0.0 {
+                0.5 * raw / calm
+            } else {
+                0.0
+            }
+        } else {
+            0.5 + 0.5 * (raw - calm) / (1.0 - calm)
+        };
+        value.clamp(0.0, 1.0)
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -190,6 +218,7 @@ impl HalfSpaceTrees {
             config: config.clone(),
             trees,
             latest: Vec::with_capacity(config.window_size * dims),
+            latest_observed: Vec::with_capacity(config.window_size * dims),
             reference: None,
             last_finite: vec![0.0; dims],
             normalized: vec![0.0; dims],
@@ -223,35 +252,42 @@ impl HalfSpaceTrees {
         (self.config.window_size / 10).max(1) as u32
     }
 
-    /// The anomaly score of a normalized point: per tree `1 - log_mass / typical`, averaged
-    /// over the trees that cover each feature, and the largest of those averages.
-    fn ensemble_score(&mut self, point: &[f64]) -> f64 {
+    /// The uncalibrated score of a normalized point: per tree `1 - log_mass / typical`,
+    /// averaged over the trees that cover each feature, and the largest of those averages.
+    fn raw_score(&mut self, point: &[f64]) -> f64 {
         for (tree, score) in self.trees.iter().zip(self.tree_scores.iter_mut()) {
-            *score = if tree.typical_log_mass > 0.0 {
-                (1.0 - tree.log_mass(point, false) / tree.typical_log_mass).clamp(0.0, 1.0)
-            } else {
-                0.0
-            };
+            *score = tree.score(tree.log_mass(point, false));
         }
-        self.trees_by_feature
-            .iter()
-            .map(|trees| {
-                trees.iter().map(|&t| self.tree_scores[t]).sum::<f64>() / trees.len() as f64
-            })
-            .fold(0.0, f64::max)
+        largest_feature_mean(&self.trees_by_feature, &self.tree_scores)
     }
 
     /// Ends a window: the latest points become the reference profile.
     fn swap_windows(&mut self) {
         let dims = self.dims();
         let rows = self.latest.len() / dims;
-        let mut column = vec![0.0; rows];
+        let mut column = Vec::with_capacity(rows);
         let mut ranges = Vec::with_capacity(dims);
         let mut median = Vec::with_capacity(dims);
         let mut spread = Vec::with_capacity(dims);
         for feature in 0..dims {
-            for (row, value) in column.iter_mut().enumerate() {
-                *value = self.latest[row * dims + feature];
+            // Statistics come from observed values only: replaced ones (NaN, infinities,
+            // saturated magnitudes) would drag the quantiles wherever they were put.
+            column.clear();
+            column.extend(
+                (0..rows)
+                    .filter(|&row| self.latest_observed[row * dims + feature])
+                    .map(|row| self.latest[row * dims + feature]),
+            );
+            if column.is_empty() {
+                match &self.reference {
+                    Some(previous) => {
+                        ranges.push(previous.ranges[feature]);
+                        median.push(previous.median[feature]);
+                        spread.push(previous.spread[feature]);
+                        continue;
+                    }
+                    None => column.push(self.last_finite[feature]),
+                }
             }
             column.sort_by(f64::total_cmp);
             let window_range = Range::of_sorted(&column);
@@ -293,28 +329,44 @@ impl HalfSpaceTrees {
             tree.rebuild(&normalized, dims, &mut order, size_limit, max_depth);
         }
 
-        let mut log_masses: Vec<f64> = Vec::with_capacity(rows);
-        for tree in &mut self.trees {
-            log_masses.clear();
-            log_masses.extend(
-                normalized
-                    .chunks_exact(dims)
-                    .map(|row| tree.log_mass(row, true)),
-            );
-            log_masses.sort_by(f64::total_cmp);
-            tree.typical_log_mass = if log_masses.is_empty() {
-                0.0
-            } else {
-                quantile(&log_masses, 0.5)
-            };
+        // Each reference point measured as if it were new (left out of its own cell):
+        // per tree, the median is the level a tree score of 0 stands for; over the
+        // ensemble, the reference's own raw scores show how high calm points go.
+        let trees = self.trees.len();
+        let mut log_masses = vec![0.0; rows * trees];
+        let mut sorted = Vec::with_capacity(rows);
+        for (t, tree) in self.trees.iter_mut().enumerate() {
+            sorted.clear();
+            for (row, point) in normalized.chunks_exact(dims).enumerate() {
+                let log_mass = tree.log_mass(point, true);
+                log_masses[row * trees + t] = log_mass;
+                sorted.push(log_mass);
+            }
+            sorted.sort_by(f64::total_cmp);
+            tree.typical_log_mass = quantile(&sorted, 0.5);
         }
+        let mut raw_scores: Vec<f64> = log_masses
+            .chunks_exact(trees)
+            .map(|row| {
+                for ((tree, score), &log_mass) in
+                    self.trees.iter().zip(self.tree_scores.iter_mut()).zip(row)
+                {
+                    *score = tree.score(log_mass);
+                }
+                largest_feature_mean(&self.trees_by_feature, &self.tree_scores)
+            })
+            .collect();
+        raw_scores.sort_by(f64::total_cmp);
+        let calm_raw_score = quantile(&raw_scores, CALM_QUANTILE);
 
         self.reference = Some(Reference {
             ranges,
             median,
             spread,
+            calm_raw_score,
         });
         self.latest.clear();
+        self.latest_observed.clear();
     }
 }
 
@@ -336,19 +388,18 @@ impl Detector for HalfSpaceTrees {
                 Some(reference) => reference.median[feature],
                 None => self.last_finite[feature],
             };
-            let transformed = if raw.is_nan() {
-                non_finite_inputs += 1;
-                fallback
+            let (transformed, replaced) = if raw.is_nan() {
+                (fallback, true)
             } else {
                 let (value, replaced) = saturate(raw);
-                non_finite_inputs += usize::from(replaced);
-                let transformed = self.features[feature].scaling.transform(value);
-                if !replaced {
-                    self.last_finite[feature] = transformed;
-                }
-                transformed
+                (self.features[feature].scaling.transform(value), replaced)
             };
+            if !replaced {
+                self.last_finite[feature] = transformed;
+            }
+            non_finite_inputs += usize::from(replaced);
             self.latest.push(transformed);
+            self.latest_observed.push(!replaced);
         }
 
         let mut contributions = vec![0.0; dims];
@@ -362,8 +413,11 @@ impl Detector for HalfSpaceTrees {
                 let z = (t - reference.median[feature]) / reference.spread[feature];
                 contributions[feature] = z.clamp(-MAX_Z, MAX_Z);
             }
-            value = self.ensemble_score(&normalized);
+            let raw = self.raw_score(&normalized);
             self.normalized = normalized;
+            if let Some(reference) = &self.reference {
+                value = reference.calibrate(raw);
+            }
         }
         let score = Score {
             value,
@@ -420,6 +474,16 @@ impl Tree {
             high: &mut high,
         };
         grow.node(self, 0, 1, 0, order);
+    }
+
+    /// This tree's score for a log-mass: 0 at or above the typical level, 1 for an empty
+    /// cell, 0 for a tree that learned nothing (its reference points all left alone).
+    fn score(&self, log_mass: f64) -> f64 {
+        if self.typical_log_mass > 0.0 {
+            (1.0 - log_mass / self.typical_log_mass).clamp(0.0, 1.0)
+        } else {
+            0.0
+        }
     }
 
     /// `log2(1 + mass * 2^depth)` at the node where `point` stops. With `leave_one_out`
@@ -521,6 +585,15 @@ impl Grow<'_> {
         self.node(tree, left + 1, position * 2 + 1, depth + 1, right_members);
         self.low[dim] = saved;
     }
+}
+
+/// For each feature the mean score of the trees covering it; the largest of those means.
+fn largest_feature_mean(trees_by_feature: &[Vec<usize>], tree_scores: &[f64]) -> f64 {
+    trees_by_feature
+        .iter()
+        .filter(|trees| !trees.is_empty())
+        .map(|trees| trees.iter().map(|&t| tree_scores[t]).sum::<f64>() / trees.len() as f64)
+        .fold(0.0, f64::max)
 }
 
 /// Fisher-Yates shuffle driven by the detector's seeded generator.

@@ -20,23 +20,37 @@
 //!
 //! Unlike the paper, each tree splits only a random subspace of [`FEATURES_PER_TREE`] (3)
 //! features, dealt so that every feature is covered by about `trees * 3 / dims` trees,
-//! and the point's score is the largest, over features, of the mean tree score of the
-//! trees covering that feature. With all features in every tree, a shift in one or two
+//! and the raw score is the largest, over features, of the mean tree score of the trees
+//! covering that feature. With all features in every tree, a shift in one or two
 //! features among eight or twelve is averaged away by the trees that never split them
 //! (measured: a 50-sigma spike in one of twelve features scored under 0.15); with
 //! subspaces it scores 1. A point outside a tree's work space (far beyond anything seen)
 //! falls in one extra cell holding the reference points that were also out there,
 //! usually none.
 //!
-//! # What a threshold of 0.7 means in practice
+//! Last, the raw score is calibrated against the reference window itself: each reference
+//! point is scored as if it were new (left out of its own cell), and the 99th percentile
+//! of those raw scores maps to 0.5. Raw scores below it map linearly onto `[0, 0.5]`, above
+//! it onto `[0.5, 1]`. Without this, how high calm points score depends on the window
+//! size and the number of features (measured with 8 features, uncalibrated: calm median
+//! 0.23 and 5 % of calm points above 0.7 at a window of 60; 0.15 and 0.4 % at 250), and so
+//! would every threshold.
 //!
-//! Measured by the tests on seeded Gaussian streams of 8 features (50 trees, window 250):
-//! fewer than 1 % of calm points reach 0.7 (about 0.3 to 0.4 %; calm median about 0.15);
-//! a mean shift of 6 standard deviations in two features, or of 10 in one, reaches it at
-//! the first point; a spike of 30 standard deviations in one feature scores above 0.9.
-//! Shifts of 3 to 5 standard deviations land around 0.6 to 0.8: at the threshold's edge.
-//! More features raise the calm level slightly (12 features: calm median 0.2, 0.4 % above
-//! 0.7). A lasting change scores high for one window and is then the new normal.
+//! # What the score and a threshold of 0.7 mean
+//!
+//! - `0`: as dense as the reference window's typical point, or denser;
+//! - `0.5`: as unusual as the most unusual 1 % of the reference window;
+//! - `0.7`: 40 % of the way from there to `1`;
+//! - `1`: in cells that held no reference point, in every tree covering some feature.
+//!
+//! Measured by the tests and `examples/measure.rs` on seeded Gaussian streams (50 trees,
+//! window 250): 0.02 % to 0.1 % of calm points reach 0.7 with 4 to 12 features (0.1 % to
+//! 0.25 % with 2; under 1 % at windows of 30 to 120); a mean shift of 10 standard deviations
+//! in one feature, or of 6 in two of eight, reaches it at the first point; a spike of 30
+//! standard deviations in one feature scores 1. Shifts of 3 standard deviations in every
+//! feature, or of 5 in one, land around 0.5 to 0.8: at the threshold's edge. A lasting
+//! change scores high for about one window and is then the new normal, so a change that
+//! lasts longer than a window makes the return to the old state score high in turn.
 //!
 //! Beside the score, [`Score::contributions`] gives each feature's robust z-score against
 //! the reference window (median and MAD), and [`Score::top_features`] ranks them: the
@@ -44,8 +58,9 @@
 //!
 //! # Warm-up and windows
 //!
-//! The first `window_size` points only learn: feature ranges (1 % and 99 % quantiles,
-//! after the optional log transform of [`Scaling::Log`]) and the first reference profile.
+//! The first `window_size` points (at least 30) only learn: feature ranges (1 % and 99 %
+//! quantiles of the observed values, after the optional log transform of
+//! [`Scaling::Log`]) and the first reference profile.
 //! During that warm-up [`Detector::warm`] is false and every score is 0. After it, each
 //! point is scored against the reference window and then learned; every `window_size`
 //! points the latest window becomes the reference and the ranges move 10 % of the way

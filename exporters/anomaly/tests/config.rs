@@ -51,9 +51,9 @@ fn out_of_range_values_name_the_field() {
             "must be between 1 and 30, got 31",
         ),
         (
-            r#"{"window_size": 9}"#,
+            r#"{"window_size": 29}"#,
             "anomaly.window_size",
-            "must be between 10 and 1000000, got 9",
+            "must be between 30 and 1000000, got 29",
         ),
         (
             r#"{"threshold": 0}"#,

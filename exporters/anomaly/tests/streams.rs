@@ -103,6 +103,45 @@ fn calm_gaussian_noise_rarely_crosses_the_threshold() {
 }
 
 #[test]
+fn small_windows_keep_the_same_calibration() {
+    // Exporters with long intervals use short windows to keep the warm-up short.
+    const CALM: usize = 3_000;
+    for window_size in [30, 60, 120] {
+        let config = AnomalyConfig {
+            window_size,
+            ..config(1)
+        };
+        let features = (0..DIMS)
+            .map(|i| Feature::linear(format!("f{i}")))
+            .collect();
+        let mut detector = HalfSpaceTrees::new(&config, features).unwrap();
+        let mut rng = SplitMix64::new(150 + window_size as u64);
+        for _ in 0..2 * window_size {
+            detector
+                .score_and_learn(&calm_point(&mut rng, DIMS))
+                .unwrap();
+        }
+        let false_positives = (0..CALM)
+            .filter(|_| {
+                detector
+                    .score_and_learn(&calm_point(&mut rng, DIMS))
+                    .unwrap()
+                    .exceeds(THRESHOLD)
+            })
+            .count();
+        let step = shifted(calm_point(&mut rng, DIMS), &[0, 3], 6.0);
+        let score = detector.score_and_learn(&step).unwrap();
+        eprintln!(
+            "window {window_size}: {false_positives} of {CALM} calm points at or above \
+             {THRESHOLD}, first step point {:.3}",
+            score.value
+        );
+        assert!(false_positives * 100 < CALM, "window {window_size}");
+        assert!(score.value >= THRESHOLD, "window {window_size}: {score:?}");
+    }
+}
+
+#[test]
 fn step_change_scores_high_within_the_first_points() {
     // A mean shift of 6 sigma in two of eight features, as when a load test starts.
     for seed in 1..=3 {
@@ -307,6 +346,12 @@ fn non_finite_and_huge_inputs_never_panic() {
         );
         assert_eq!(score.non_finite_inputs, expected_replaced, "point {i}");
     }
+    // Two clean windows later the garbage has left the reference window.
+    for _ in 0..2 * window {
+        detector
+            .score_and_learn(&calm_point(&mut rng, DIMS))
+            .unwrap();
+    }
     // NaN is neutral: a calm point with one NaN stays calm.
     let mut point = calm_point(&mut rng, DIMS);
     point[3] = f64::NAN;
@@ -455,7 +500,7 @@ fn random_configurations_and_inputs_keep_every_promise() {
         let config = AnomalyConfig {
             trees: dims.div_ceil(3) + (rng.next_u64() % 20) as usize,
             depth: 1 + (rng.next_u64() % 20) as usize,
-            window_size: 10 + (rng.next_u64() % 50) as usize,
+            window_size: 30 + (rng.next_u64() % 60) as usize,
             threshold: 0.7,
             seed: rng.next_u64(),
         };
