@@ -6,6 +6,7 @@ mod config;
 mod cpu;
 mod diskstats;
 mod docker;
+mod energy;
 mod filesystem;
 mod inventory;
 mod loadavg;
@@ -169,6 +170,15 @@ fn register_collectors(config: &HostConfig, metrics: &mut Metrics) {
             )),
             max_users: config.inventory.max_users,
         });
+    }
+    if on.energy {
+        if let Some(sources) = energy::EnergySources::detect(
+            &config.sysfs_root,
+            &config.procfs_root,
+            config.energy.model.as_ref(),
+        ) {
+            metrics.register_source(energy::EnergyCollector::new(sources));
+        }
     }
     if on.time {
         metrics.register_source(os::TimeCollector);
