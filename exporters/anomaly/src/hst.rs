@@ -41,6 +41,12 @@ pub const FEATURES_PER_TREE: usize = 3;
 /// Share of the reference window's own raw scores that calibrate below 0.5.
 const CALM_QUANTILE: f64 = 0.99;
 
+/// Ceiling of the calibration point. A reference window with more than 1 % outliers
+/// (an attack or a load test inside it) would otherwise put it at 1 and cap every score
+/// of the next window at 0.5; with the ceiling, a point in cells no reference point
+/// shares still scores 1.
+const MAX_CALM_RAW_SCORE: f64 = 0.9;
+
 /// Largest reported |z|: beyond this every explanation says the same thing.
 const MAX_Z: f64 = 1e6;
 
@@ -104,9 +110,11 @@ struct Tree {
     /// Median leave-one-out log-mass of the reference points in this tree: the level a
     /// score of 0 stands for.
     typical_log_mass: f64,
-    /// Reference points outside the work space. They form one more cell, as large as the
-    /// whole work space, so a lasting shift beyond it is learned like any other region.
-    outside_mass: u32,
+    /// Reference points outside the work space, by side: below and above the work space
+    /// of each subspace feature (the first one a point leaves it by). Each side is one
+    /// more cell, as large as the whole work space, so a lasting shift beyond it is
+    /// learned like any other region while a spike the other way still finds it empty.
+    outside_mass: Vec<u32>,
     /// Work space per dimension: `[s - 2 max(s, 1-s), s + 2 max(s, 1-s)]` for a uniform
     /// random `s`, as in the paper, so every tree covers the unit cube off-centre.
     space_low: Vec<f64>,
@@ -194,7 +202,7 @@ impl HalfSpaceTrees {
                 Tree {
                     seed,
                     typical_log_mass: 0.0,
-                    outside_mass: 0,
+                    outside_mass: vec![0; 2 * subspace_size],
                     subspace,
                     space_low,
                     space_high,
@@ -357,7 +365,7 @@ impl HalfSpaceTrees {
             })
             .collect();
         raw_scores.sort_by(f64::total_cmp);
-        let calm_raw_score = quantile(&raw_scores, CALM_QUANTILE);
+        let calm_raw_score = quantile(&raw_scores, CALM_QUANTILE).min(MAX_CALM_RAW_SCORE);
 
         self.reference = Some(Reference {
             ranges,
@@ -455,15 +463,18 @@ impl Tree {
         self.nodes.push(Node::LEAF);
         let mut low = self.space_low.clone();
         let mut high = self.space_high.clone();
+        self.outside_mass.fill(0);
         let mut kept = 0;
         for i in 0..order.len() {
             let row = order[i] as usize;
-            if self.covers(&points[row * dims..(row + 1) * dims]) {
-                order.swap(i, kept);
-                kept += 1;
+            match self.outside_side(&points[row * dims..(row + 1) * dims]) {
+                Some(side) => self.outside_mass[side] += 1,
+                None => {
+                    order.swap(i, kept);
+                    kept += 1;
+                }
             }
         }
-        self.outside_mass = (order.len() - kept) as u32;
         let order = &mut order[..kept];
         let mut grow = Grow {
             points,
@@ -501,8 +512,8 @@ impl Tree {
 
     /// Mass and depth of the node where `point` stops descending.
     fn terminal(&self, point: &[f64]) -> (u32, u32) {
-        if !self.covers(point) {
-            return (self.outside_mass, 0);
+        if let Some(side) = self.outside_side(point) {
+            return (self.outside_mass[side], 0);
         }
         let mut index = 0;
         let mut depth = 0;
@@ -516,11 +527,17 @@ impl Tree {
         }
     }
 
-    /// Whether `point` lies inside this tree's work space.
-    fn covers(&self, point: &[f64]) -> bool {
-        self.subspace
-            .iter()
-            .all(|&d| point[d] >= self.space_low[d] && point[d] < self.space_high[d])
+    /// Which outside cell `point` belongs to, or `None` inside the work space.
+    fn outside_side(&self, point: &[f64]) -> Option<usize> {
+        self.subspace.iter().enumerate().find_map(|(slot, &d)| {
+            if point[d] < self.space_low[d] {
+                Some(2 * slot)
+            } else if point[d] >= self.space_high[d] {
+                Some(2 * slot + 1)
+            } else {
+                None
+            }
+        })
     }
 
     /// The split dimension of the node at heap position `position`: fixed by the tree's

@@ -200,6 +200,42 @@ fn spike_scores_high_and_the_next_calm_point_does_not() {
 }
 
 #[test]
+fn outliers_in_the_reference_window_do_not_blind_the_next_one() {
+    let mut rng = SplitMix64::new(350);
+    let mut detector = warmed(DIMS, 1, &mut rng);
+    let window = detector.config().window_size;
+    // One window with 4 % spikes (a burst of attacks), which becomes the reference.
+    for i in 0..window {
+        let point = calm_point(&mut rng, DIMS);
+        let point = if i % 25 == 0 {
+            shifted(point, &[i % DIMS], 30.0)
+        } else {
+            point
+        };
+        detector.score_and_learn(&point).unwrap();
+    }
+    // A spike the reference window has not seen: downwards.
+    let spike = shifted(calm_point(&mut rng, DIMS), &[6], -30.0);
+    let score = detector.score_and_learn(&spike).unwrap();
+    let false_positives = (0..window - 1)
+        .filter(|_| {
+            detector
+                .score_and_learn(&calm_point(&mut rng, DIMS))
+                .unwrap()
+                .exceeds(THRESHOLD)
+        })
+        .count();
+    eprintln!(
+        "after a reference window with 4 % spikes: spike {:.3}, {false_positives} of {} calm \
+         points at or above {THRESHOLD}",
+        score.value,
+        window - 1
+    );
+    assert!(score.value >= 0.9, "{score:?}");
+    assert!(false_positives * 50 < window, "{false_positives}");
+}
+
+#[test]
 fn lasting_change_becomes_the_new_normal_after_a_window() {
     let mut rng = SplitMix64::new(400);
     let mut detector = warmed(DIMS, 1, &mut rng);
