@@ -208,7 +208,12 @@ pub struct AnomalyConfig {
     /// How often a feature vector is scored.
     #[serde(with = "humantime_serde")]
     pub interval: Duration,
-    /// Score above which the host is reported anomalous (0..1).
+    /// Detector settings, as `vigia-anomaly` documents them. Warm-up lasts
+    /// `window_size × interval` (250 × 15 s ≈ 1 h by default).
+    pub trees: usize,
+    pub depth: usize,
+    pub window_size: usize,
+    /// Score at or above which the host counts as anomalous (0..1].
     pub threshold: f64,
     /// Seed of the detector, so two runs over the same data agree.
     pub seed: u64,
@@ -216,10 +221,26 @@ pub struct AnomalyConfig {
 
 impl Default for AnomalyConfig {
     fn default() -> Self {
+        let d = vigia_anomaly::AnomalyConfig::default();
         Self {
             interval: Duration::from_secs(15),
-            threshold: 0.8,
-            seed: 42,
+            trees: d.trees,
+            depth: d.depth,
+            window_size: d.window_size,
+            threshold: d.threshold,
+            seed: d.seed,
+        }
+    }
+}
+
+impl AnomalyConfig {
+    pub fn detector(&self) -> vigia_anomaly::AnomalyConfig {
+        vigia_anomaly::AnomalyConfig {
+            trees: self.trees,
+            depth: self.depth,
+            window_size: self.window_size,
+            threshold: self.threshold,
+            seed: self.seed,
         }
     }
 }
@@ -311,12 +332,9 @@ impl Validate for HostConfig {
                 "must be at least 100ms",
             ));
         }
-        if !(an.threshold > 0.0 && an.threshold < 1.0) {
-            return Err(ConfigError::new(
-                "anomaly.threshold",
-                "must be between 0 and 1 (exclusive)",
-            ));
-        }
+        an.detector()
+            .validate("anomaly")
+            .map_err(|p| ConfigError::new(p.path, p.message))?;
         Ok(())
     }
 }

@@ -1,6 +1,7 @@
 //! vigia-host: host metrics under node_exporter's names, containers under cAdvisor's,
 //! an inventory snapshot, energy and an anomaly score. This file only wires things up.
 
+mod anomaly;
 mod cgroups;
 mod config;
 mod cpu;
@@ -25,7 +26,7 @@ use clap::Parser;
 use vigia_kit::influx::InfluxWriter;
 use vigia_kit::server::{Landing, Readiness};
 use vigia_kit::web_config::WebConfig;
-use vigia_kit::{CommonArgs, Metrics};
+use vigia_kit::{CommonArgs, ConfigError, Metrics};
 
 use crate::config::{compile, HostConfig};
 
@@ -245,12 +246,41 @@ async fn run(config: HostConfig, listen: SocketAddr, web: WebConfig) -> ExitCode
         },
         _ => None,
     };
+    let anomaly_parts = if config.collectors.anomaly && config.procfs_root.is_dir() {
+        let detector = match vigia_anomaly::HalfSpaceTrees::new(
+            &config.anomaly.detector(),
+            anomaly::features(),
+        ) {
+            Ok(d) => d,
+            Err(p) => {
+                return vigia_kit::exit_config_error(PROGRAM, ConfigError::new(p.path, p.message))
+            }
+        };
+        let gauges = anomaly::AnomalyGauges::register(&mut metrics, config.anomaly.threshold);
+        Some((detector, gauges))
+    } else {
+        None
+    };
     let listener = match vigia_kit::server::bind(listen).await {
         Ok(l) => l,
         Err(e) => return vigia_kit::exit_config_error(PROGRAM, e),
     };
     let (_trigger, shutdown) = vigia_kit::shutdown::Shutdown::on_signals();
     let mut background = Vec::new();
+    if let Some((detector, gauges)) = anomaly_parts {
+        let reader = anomaly::HostReader {
+            procfs_root: config.procfs_root.clone(),
+            disk_exclude: compile(&config.diskstats.device_exclude, "").ok().flatten(),
+        };
+        background.push(tokio::spawn(anomaly::run(
+            reader,
+            detector,
+            config.anomaly.interval,
+            gauges,
+            metrics.errors(),
+            shutdown.clone(),
+        )));
+    }
     if let Some(writer) = writer {
         background.push(tokio::spawn(push_inventory(
             config.clone(),

@@ -1,0 +1,265 @@
+//! The host's anomaly score (seed 003's Isolation Forest, done as a streaming detector):
+//! every `anomaly.interval` a feature vector of the host's state is scored by
+//! `vigia-anomaly` against what the recent past looked like.
+
+use std::path::PathBuf;
+use std::sync::atomic::AtomicU64;
+use std::time::{Duration, Instant};
+
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use vigia_anomaly::{Detector, Feature, HalfSpaceTrees};
+use vigia_kit::metrics::ErrorCounter;
+use vigia_kit::shutdown::Shutdown;
+use vigia_kit::Metrics;
+
+use crate::{cpu, diskstats, loadavg, meminfo, netdev};
+
+/// The features, in vector order. Byte rates span orders of magnitude: log scale.
+pub fn features() -> Vec<Feature> {
+    vec![
+        Feature::linear("cpu_utilisation"),
+        Feature::linear("load1"),
+        Feature::linear("memory_used_ratio"),
+        Feature::log("network_receive_bytes_per_second"),
+        Feature::log("network_transmit_bytes_per_second"),
+        Feature::log("disk_read_bytes_per_second"),
+        Feature::log("disk_written_bytes_per_second"),
+        Feature::linear("processes"),
+    ]
+}
+
+/// Cumulative readings; a feature vector is the difference of two.
+#[derive(Debug, Clone)]
+struct Reading {
+    at: Instant,
+    cpu_busy: f64,
+    cpu_total: f64,
+    load1: f64,
+    memory_used: f64,
+    rx: f64,
+    tx: f64,
+    read: f64,
+    written: f64,
+    processes: f64,
+}
+
+pub struct HostReader {
+    pub procfs_root: PathBuf,
+    pub disk_exclude: Option<regex::Regex>,
+}
+
+impl HostReader {
+    fn read(&self) -> anyhow::Result<Reading> {
+        let stat = cpu::read_stat(&self.procfs_root)?;
+        let cpu_total: f64 = stat.total.modes.iter().sum();
+        let cpu_busy = cpu_total - stat.total.modes[3] - stat.total.modes[4];
+        let [load1, _, _] = loadavg::read_loadavg(&self.procfs_root)?;
+        let mem = meminfo::read_meminfo(&self.procfs_root)?;
+        let get = |k: &str| mem.iter().find(|(n, _)| n == k).map(|(_, v)| *v);
+        let memory_used = match (get("MemTotal_bytes"), get("MemAvailable_bytes")) {
+            (Some(t), Some(a)) if t > 0.0 => (1.0 - a / t).clamp(0.0, 1.0),
+            _ => 0.0,
+        };
+        // Loopback traffic is the host talking to itself (scrapes included): left out.
+        let (mut rx, mut tx) = (0.0, 0.0);
+        for i in netdev::read_net_dev(&self.procfs_root.join("net/dev"))? {
+            if i.device != "lo" {
+                rx += i.counters[0];
+                tx += i.counters[8];
+            }
+        }
+        let (mut read, mut written) = (0.0, 0.0);
+        for d in diskstats::read_diskstats(&self.procfs_root, self.disk_exclude.as_ref())? {
+            read += d.read_bytes;
+            written += d.written_bytes;
+        }
+        let processes = std::fs::read_dir(&self.procfs_root)?
+            .filter_map(Result::ok)
+            .filter(|e| {
+                e.file_name()
+                    .to_str()
+                    .is_some_and(|n| n.bytes().all(|b| b.is_ascii_digit()))
+            })
+            .count() as f64;
+        Ok(Reading {
+            at: Instant::now(),
+            cpu_busy,
+            cpu_total,
+            load1,
+            memory_used,
+            rx,
+            tx,
+            read,
+            written,
+            processes,
+        })
+    }
+}
+
+/// The feature vector between two readings (rates per second; counters that went back,
+/// after a device vanished, count as 0).
+fn vector(a: &Reading, b: &Reading) -> Vec<f64> {
+    let secs = b.at.duration_since(a.at).as_secs_f64().max(1e-3);
+    let rate = |x0: f64, x1: f64| ((x1 - x0) / secs).max(0.0);
+    let dt = b.cpu_total - a.cpu_total;
+    let utilisation = if dt > 0.0 {
+        ((b.cpu_busy - a.cpu_busy) / dt).clamp(0.0, 1.0)
+    } else {
+        0.0
+    };
+    vec![
+        utilisation,
+        b.load1,
+        b.memory_used,
+        rate(a.rx, b.rx),
+        rate(a.tx, b.tx),
+        rate(a.read, b.read),
+        rate(a.written, b.written),
+        b.processes,
+    ]
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, prometheus_client::encoding::EncodeLabelSet)]
+struct FeatureLabel {
+    feature: String,
+}
+
+/// The gauges the scoring loop sets.
+#[derive(Clone)]
+pub struct AnomalyGauges {
+    score: Gauge<f64, AtomicU64>,
+    warm: Gauge,
+    zscores: Family<FeatureLabel, Gauge<f64, AtomicU64>>,
+}
+
+impl AnomalyGauges {
+    pub fn register(metrics: &mut Metrics, threshold: f64) -> Self {
+        let score = Gauge::<f64, AtomicU64>::default();
+        let warm = Gauge::default();
+        let threshold_gauge = Gauge::<f64, AtomicU64>::default();
+        threshold_gauge.set(threshold);
+        let zscores = Family::<FeatureLabel, Gauge<f64, AtomicU64>>::default();
+        let r = metrics.registry_mut();
+        r.register(
+            "vigia_host_anomaly_score",
+            "Anomaly score of the host's latest feature vector, 0 (usual) to 1 (never seen); 0 during warm-up",
+            score.clone(),
+        );
+        r.register(
+            "vigia_host_anomaly_warm",
+            "Whether the anomaly detector has learned its first window (1) or is warming up (0)",
+            warm.clone(),
+        );
+        r.register(
+            "vigia_host_anomaly_threshold",
+            "Score at or above which the host counts as anomalous (anomaly.threshold)",
+            threshold_gauge,
+        );
+        r.register(
+            "vigia_host_anomaly_feature_zscore",
+            "Robust z-score of each feature against the reference window: which feature moved",
+            zscores.clone(),
+        );
+        Self {
+            score,
+            warm,
+            zscores,
+        }
+    }
+}
+
+/// Scores the host every `interval` until shutdown.
+pub async fn run(
+    reader: HostReader,
+    mut detector: HalfSpaceTrees,
+    interval: Duration,
+    gauges: AnomalyGauges,
+    errors: ErrorCounter,
+    shutdown: Shutdown,
+) {
+    let names: Vec<String> = detector.features().iter().map(|f| f.name.clone()).collect();
+    let reader = std::sync::Arc::new(reader);
+    let mut previous: Option<Reading> = None;
+    let mut ticker = tokio::time::interval(interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = ticker.tick() => {}
+            _ = shutdown.wait() => return,
+        }
+        let r = reader.clone();
+        let reading = match tokio::task::spawn_blocking(move || r.read()).await {
+            Ok(Ok(reading)) => reading,
+            Ok(Err(e)) => {
+                errors.inc("anomaly");
+                tracing::warn!(error = %format!("{e:#}"), "anomaly: reading the host failed");
+                continue;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "anomaly: reader task failed");
+                continue;
+            }
+        };
+        if let Some(before) = previous.replace(reading.clone()) {
+            let x = vector(&before, &reading);
+            match detector.score_and_learn(&x) {
+                Ok(score) => {
+                    gauges.score.set(score.value);
+                    gauges.warm.set(i64::from(score.warm));
+                    for (name, z) in names.iter().zip(&score.contributions) {
+                        gauges
+                            .zscores
+                            .get_or_create(&FeatureLabel {
+                                feature: name.clone(),
+                            })
+                            .set(*z);
+                    }
+                    tracing::debug!(score = score.value, warm = score.warm, features = ?x, "anomaly scored");
+                }
+                Err(e) => {
+                    errors.inc("anomaly");
+                    tracing::error!(error = %e, "anomaly: feature vector rejected");
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn vector_is_rates_and_levels() {
+        let t0 = Instant::now();
+        let a = Reading {
+            at: t0,
+            cpu_busy: 10.0,
+            cpu_total: 100.0,
+            load1: 0.5,
+            memory_used: 0.3,
+            rx: 1000.0,
+            tx: 500.0,
+            read: 0.0,
+            written: 4096.0,
+            processes: 100.0,
+        };
+        let b = Reading {
+            at: t0 + Duration::from_secs(2),
+            cpu_busy: 13.0,
+            cpu_total: 104.0,
+            rx: 3000.0,
+            tx: 400.0,
+            load1: 0.7,
+            ..a.clone()
+        };
+        let v = vector(&a, &b);
+        assert_eq!(v.len(), features().len());
+        assert_eq!(v[0], 0.75);
+        assert_eq!(v[1], 0.7);
+        assert_eq!(v[3], 1000.0);
+        assert_eq!(v[4], 0.0, "a counter that went back is no negative rate");
+        assert_eq!(v[7], 100.0);
+    }
+}
