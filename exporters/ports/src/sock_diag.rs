@@ -512,9 +512,18 @@ mod tests {
 
     #[test]
     fn both_request_forms_read_this_hosts_socket_table_alike() {
-        let v4 = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = v4.local_addr().unwrap().port();
-        let v6 = std::net::TcpListener::bind(("::1", port)).unwrap();
+        // A port below the ephemeral range: an ephemeral one may also be the local port of
+        // other processes' outgoing connections (to other destinations), which would count.
+        let seed =
+            std::process::id() as u64 ^ std::time::UNIX_EPOCH.elapsed().unwrap().as_nanos() as u64;
+        let (_v4, v6, port) = (0..1000u64)
+            .find_map(|i| {
+                let port = 20000 + ((seed.wrapping_add(i * 7919)) % 12000) as u16;
+                let v4 = std::net::TcpListener::bind(("127.0.0.1", port)).ok()?;
+                let v6 = std::net::TcpListener::bind(("::1", port)).ok()?;
+                Some((v4, v6, port))
+            })
+            .expect("a free port below the ephemeral range");
         let _client = std::net::TcpStream::connect(v6.local_addr().unwrap()).unwrap();
         let (_server, _) = v6.accept().unwrap();
         for form in [RequestForm::BothFamilies, RequestForm::PerFamily] {
