@@ -29,6 +29,10 @@ use crate::{Detector, DimsMismatch, Score};
 /// normal distribution.
 const MAD_TO_SIGMA: f64 = 1.4826;
 
+/// Scale factor from the mean absolute deviation to a standard deviation under a normal
+/// distribution (sqrt(pi / 2)).
+const MEAN_AD_TO_SIGMA: f64 = 1.2533;
+
 /// Smallest spread used for a feature's z-score, as a share of its learned width, so a
 /// feature that never moved still yields a finite (large) z-score when it does.
 const MIN_SPREAD_SHARE: f64 = 0.01;
@@ -313,8 +317,12 @@ impl HalfSpaceTrees {
             }
             column.sort_by(f64::total_cmp);
             let mad = quantile(&column, 0.5);
+            // A discrete feature (a count of 4, 5 or 6 sources) has a MAD of 0 or next to
+            // it; the mean absolute deviation still sees its spread.
+            let mean_ad = column.iter().sum::<f64>() / column.len() as f64;
+            let sigma = (MAD_TO_SIGMA * mad).max(MEAN_AD_TO_SIGMA * mean_ad);
             let (_, width) = range.origin_and_width();
-            spread.push((MAD_TO_SIGMA * mad).max(MIN_SPREAD_SHARE * width));
+            spread.push(sigma.max(MIN_SPREAD_SHARE * width));
             median.push(mid);
             ranges.push(range);
         }
@@ -387,7 +395,7 @@ impl Detector for HalfSpaceTrees {
                 got: x.len(),
             });
         }
-        let mut non_finite_inputs = 0;
+        let mut replaced_inputs = 0;
         let start = self.latest.len();
         for (feature, &raw) in x.iter().enumerate() {
             // NaN stands in as a neutral value: the reference median once there is one,
@@ -405,7 +413,7 @@ impl Detector for HalfSpaceTrees {
             if !replaced {
                 self.last_finite[feature] = transformed;
             }
-            non_finite_inputs += usize::from(replaced);
+            replaced_inputs += usize::from(replaced);
             self.latest.push(transformed);
             self.latest_observed.push(!replaced);
         }
@@ -431,7 +439,7 @@ impl Detector for HalfSpaceTrees {
             value,
             warm: self.reference.is_some(),
             contributions,
-            non_finite_inputs,
+            replaced_inputs,
         };
 
         if self.latest.len() == self.config.window_size * dims {

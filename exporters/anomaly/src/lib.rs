@@ -72,7 +72,7 @@
 //! [`DimsMismatch`] and changes nothing. NaN is replaced by the reference median (before
 //! warm-up, by the feature's last usable value), so it neither raises nor explains a
 //! score; ±infinity and magnitudes beyond `1e150` become `±1e150`, an extreme that scores
-//! as anomalous. Every replacement is counted in [`Score::non_finite_inputs`]. Nothing
+//! as anomalous. Every replacement is counted in [`Score::replaced_inputs`]. Nothing
 //! panics on any input.
 //!
 //! # Cost and memory
@@ -124,7 +124,7 @@ pub struct Score {
     /// [`Scaling::Log`]), bounded to ±1e6. All 0 during warm-up.
     pub contributions: Vec<f64>,
     /// How many inputs were NaN, infinite or beyond ±1e150 and were replaced.
-    pub non_finite_inputs: usize,
+    pub replaced_inputs: usize,
 }
 
 /// One feature's share in an explanation.
@@ -202,7 +202,7 @@ mod tests {
             value: 0.9,
             warm: true,
             contributions: vec![1.0, -7.0, 7.0, 0.5],
-            non_finite_inputs: 0,
+            replaced_inputs: 0,
         };
         let top = score.top_features(3);
         assert_eq!(

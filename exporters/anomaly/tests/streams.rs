@@ -351,6 +351,29 @@ fn contributions_point_at_the_feature_that_changed() {
 }
 
 #[test]
+fn discrete_features_get_moderate_contributions() {
+    // A count that is 5 in 60 % of windows and 4 or 6 otherwise: its MAD is 0, and its
+    // spread must not collapse to the floor (which made 6 a 50-sigma event).
+    let mut detector = detector(2, 1);
+    let mut rng = SplitMix64::new(650);
+    let count = |rng: &mut SplitMix64| match rng.next_f64() {
+        u if u < 0.2 => 4.0,
+        u if u < 0.8 => 5.0,
+        _ => 6.0,
+    };
+    for _ in 0..500 {
+        let point = [count(&mut rng), rng.next_gaussian()];
+        detector.score_and_learn(&point).unwrap();
+    }
+    let usual = detector.score_and_learn(&[6.0, 0.0]).unwrap();
+    assert!(usual.contributions[0].abs() < 3.0, "{usual:?}");
+    let unusual = detector.score_and_learn(&[20.0, 0.0]).unwrap();
+    assert!(unusual.contributions[0] > 6.0, "{unusual:?}");
+    assert!(unusual.value >= THRESHOLD, "{unusual:?}");
+    assert_eq!(unusual.top_features(1)[0].feature, 0);
+}
+
+#[test]
 fn non_finite_and_huge_inputs_never_panic() {
     let awkward = [
         f64::NAN,
@@ -380,7 +403,7 @@ fn non_finite_and_huge_inputs_never_panic() {
                 !v.is_finite() || v.abs() > vigia_anomaly::SATURATION
             },
         );
-        assert_eq!(score.non_finite_inputs, expected_replaced, "point {i}");
+        assert_eq!(score.replaced_inputs, expected_replaced, "point {i}");
     }
     // Two clean windows later the garbage has left the reference window.
     for _ in 0..2 * window {
