@@ -149,3 +149,15 @@ fn listen_port_in_use_exits_2_naming_the_address() {
     assert_eq!(status.code(), Some(2), "{stderr}");
     assert!(stderr.contains(&addr), "message names {addr}: {stderr}");
 }
+
+#[test]
+fn sigterm_stops_the_exporter_with_status_0() {
+    let mut exporter = Exporter::start("ports: [22]\n");
+    assert_eq!(port_series(&exporter.scrape()).len(), 22);
+    let status = exporter.terminate();
+    assert_eq!(status.code(), Some(0), "{}", exporter.stderr());
+    assert!(
+        common::http_get(exporter.addr, "/metrics").is_err(),
+        "no longer listening"
+    );
+}
