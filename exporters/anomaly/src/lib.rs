@@ -25,13 +25,15 @@
 //! features among eight or twelve is averaged away by the trees that never split them
 //! (measured: a 50-sigma spike in one of twelve features scored under 0.15); with
 //! subspaces it scores 1. A point outside a tree's work space (far beyond anything seen)
-//! falls in one extra cell holding the reference points that were also out there,
-//! usually none.
+//! falls in one extra cell per feature and side, holding the reference points that were
+//! also out there, usually none.
 //!
 //! Last, the raw score is calibrated against the reference window itself: each reference
 //! point is scored as if it were new (left out of its own cell), and the 99th percentile
 //! of those raw scores maps to 0.5. Raw scores below it map linearly onto `[0, 0.5]`, above
-//! it onto `[0.5, 1]`. Without this, how high calm points score depends on the window
+//! it onto `[0.5, 1]`; that percentile is capped at a raw 0.9, so a reference window
+//! holding more than 1 % of outliers (an attack inside it) cannot cap the next window's
+//! scores at 0.5. Without this, how high calm points score depends on the window
 //! size and the number of features (measured with 8 features, uncalibrated: calm median
 //! 0.23 and 5 % of calm points above 0.7 at a window of 60; 0.15 and 0.4 % at 250), and so
 //! would every threshold.
@@ -53,18 +55,20 @@
 //! lasts longer than a window makes the return to the old state score high in turn.
 //!
 //! Beside the score, [`Score::contributions`] gives each feature's robust z-score against
-//! the reference window (median and MAD), and [`Score::top_features`] ranks them: the
-//! explanation an operator reads ("destination ports 9 sigma above normal").
+//! the reference window (median, and the MAD or, when larger, the mean absolute
+//! deviation, so discrete counts do not get a spread of 0), and [`Score::top_features`]
+//! ranks them: the explanation an operator reads ("destination ports 9 sigma above
+//! normal").
 //!
 //! # Warm-up and windows
 //!
 //! The first `window_size` points (at least 30) only learn: feature ranges (1 % and 99 %
 //! quantiles of the observed values, after the optional log transform of
-//! [`Scaling::Log`]) and the first reference profile.
-//! During that warm-up [`Detector::warm`] is false and every score is 0. After it, each
-//! point is scored against the reference window and then learned; every `window_size`
-//! points the latest window becomes the reference and the ranges move 10 % of the way
-//! towards the newer window's.
+//! [`Scaling::Log`]) and the first reference profile. During that warm-up
+//! [`Detector::warm`] is false and every score is 0. After it, each point is scored
+//! against the reference window and then learned; every `window_size` points the latest
+//! window becomes the reference and the ranges move 10 % of the way towards the newer
+//! window's.
 //!
 //! # Inputs
 //!
@@ -79,7 +83,10 @@
 //!
 //! A call descends every tree once, `O(trees × depth)`, and every `window_size` points the
 //! trees are rebuilt from the latest window, `O(trees × window_size × depth)`: the same
-//! amortized cost per point. The paper keeps two counters in every node of complete trees,
+//! amortized cost per point: measured about 7.5 µs of CPU per call with 50 trees, a window
+//! of 250 and 2 to 12 features on a 2-core machine under load
+//! (`cargo run --release -p vigia-anomaly --example measure`). The depth matters little
+//! for few features: descent stops at the size limit long before depth 15. The paper keeps two counters in every node of complete trees,
 //! `trees × 2^(depth + 1)` nodes (50 trees of depth 15: 3.3 million). Descent never goes
 //! below a cell under the size limit, so this implementation keeps the latest window's
 //! points (`window_size × dims` values) and builds only the nodes that can be read: at most
