@@ -2,8 +2,8 @@
 """The seed's method, timed: psutil.net_connections(kind="tcp"), then counts per
 configured port, side and state (the same split vigia-ports exposes).
 
-Prints one JSON object: the seconds each full read+count took (the first one is the
-warm-up) and this process's peak RSS (VmHWM) in KiB.
+Prints one JSON object: the wall and CPU seconds each full read+count took (the first
+one is the warm-up) and this process's peak RSS (VmHWM) in KiB.
 """
 
 import argparse
@@ -41,12 +41,13 @@ def main():
     if not 1 <= a.iterations <= 50:
         p.error("--iterations must be between 1 and 50")
     ports = {int(x) for x in a.ports.split(",")}
-    seconds = []
+    seconds, cpu_seconds = [], []
     for _ in range(a.iterations):
-        start = time.perf_counter()
+        start, start_cpu = time.perf_counter(), time.process_time()
         counts = count(ports)
         seconds.append(time.perf_counter() - start)
-    print(json.dumps({"seconds": seconds, "vmhwm_kib": vmhwm_kib(),
+        cpu_seconds.append(time.process_time() - start_cpu)
+    print(json.dumps({"seconds": seconds, "cpu_seconds": cpu_seconds, "vmhwm_kib": vmhwm_kib(),
                       "counted": sum(counts.values())}))
 
 
