@@ -25,7 +25,29 @@ const READ_VARS: [&str; 6] = [
 
 /// A command for the exporter binary with a clean environment for what it reads.
 pub fn command() -> Command {
-    let mut cmd = Command::new(BIN);
+    clean_env(Command::new(BIN))
+}
+
+/// The exporter binary run under `strace` with `strace_args` (fault injection).
+pub fn command_under_strace(strace_args: &[&str]) -> Command {
+    let present = Command::new("strace")
+        .arg("-V")
+        .stdout(Stdio::null())
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
+    assert!(
+        present,
+        "`strace` (Debian package strace) is required by this test"
+    );
+    let mut cmd = Command::new("strace");
+    cmd.args(["-f", "-qq", "-o", "/dev/null"])
+        .args(strace_args)
+        .arg(BIN);
+    clean_env(cmd)
+}
+
+fn clean_env(mut cmd: Command) -> Command {
     for var in READ_VARS {
         cmd.env_remove(var);
     }
@@ -135,10 +157,27 @@ impl Exporter {
         }
     }
 
+    /// The exporter's pid: the child itself, or the child's child when a wrapper (strace)
+    /// started it. Signals go to the exporter: strace, started with `-o FILE`, blocks
+    /// fatal signals, and a SIGKILLed strace leaves its tracee running, detached.
+    fn exporter_pid(&self) -> libc::pid_t {
+        let id = self.child.id();
+        let children =
+            std::fs::read_to_string(format!("/proc/{id}/task/{id}/children")).unwrap_or_default();
+        match children
+            .split_whitespace()
+            .next()
+            .and_then(|p| p.parse().ok())
+        {
+            Some(grandchild) => grandchild,
+            None => id as libc::pid_t,
+        }
+    }
+
     /// Sends SIGTERM and waits (at most 30 s) for the exit status.
     pub fn terminate(&mut self) -> ExitStatus {
-        // SAFETY: plain syscall on the pid of a child we own and have not reaped.
-        let rc = unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM) };
+        // SAFETY: plain syscall on the pid of a process we started.
+        let rc = unsafe { libc::kill(self.exporter_pid(), libc::SIGTERM) };
         assert_eq!(rc, 0, "kill(SIGTERM) failed");
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
@@ -169,6 +208,20 @@ impl Exporter {
 
 impl Drop for Exporter {
     fn drop(&mut self) {
+        if let Ok(Some(_)) = self.child.try_wait() {
+            return;
+        }
+        // SIGTERM to the exporter itself (see `exporter_pid`); the wrapper, if any, exits
+        // with it.
+        // SAFETY: plain syscall on the pid of a process we started.
+        unsafe { libc::kill(self.exporter_pid(), libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
@@ -308,23 +361,30 @@ fn endpoint_port(endpoint: &str) -> u16 {
     }
 }
 
-/// Runs `ss -tan` (iproute2) and counts its sockets per (port, side, state) for `ports`.
-pub fn ss_counts(ports: &[u16]) -> HashMap<(u16, String, String), u64> {
+/// Runs `ss -tan` (iproute2): (state label, local port, remote port) of every socket.
+fn ss_sockets() -> Vec<(&'static str, u16, u16)> {
     let output = Command::new("ss")
         .args(["-tan"])
         .output()
         .expect("`ss` (Debian package iproute2) is required by this test");
     assert!(output.status.success(), "ss -tan failed: {output:?}");
     let text = String::from_utf8_lossy(&output.stdout);
-    let mut out = HashMap::new();
+    let mut out = Vec::new();
     for line in text.lines().skip(1) {
         let fields: Vec<&str> = line.split_whitespace().collect();
         if fields.len() < 5 {
             continue;
         }
         let state = ss_state(fields[0]).unwrap_or_else(|| panic!("unknown ss state in {line}"));
-        let local = endpoint_port(fields[3]);
-        let remote = endpoint_port(fields[4]);
+        out.push((state, endpoint_port(fields[3]), endpoint_port(fields[4])));
+    }
+    out
+}
+
+/// Counts what `ss -tan` shows per (port, side, state) for `ports`.
+pub fn ss_counts(ports: &[u16]) -> HashMap<(u16, String, String), u64> {
+    let mut out = HashMap::new();
+    for (state, local, remote) in ss_sockets() {
         for (port, side) in [(local, "local"), (remote, "remote")] {
             if ports.contains(&port) {
                 *out.entry((port, side.to_string(), state.to_string()))
@@ -370,6 +430,11 @@ pub fn run_seed() -> u64 {
 /// socket (listening, connected or in TIME_WAIT) uses right now on either side.
 pub fn unused_ports(count: usize) -> Vec<u16> {
     let mut seed = run_seed();
+    // One snapshot: `ss` takes a second or more on a host with 100,000 sockets.
+    let in_use: std::collections::HashSet<u16> = ss_sockets()
+        .into_iter()
+        .flat_map(|(_, local, remote)| [local, remote])
+        .collect();
     let mut ports = Vec::new();
     for _ in 0..1000 {
         if ports.len() == count {
@@ -382,7 +447,7 @@ pub fn unused_ports(count: usize) -> Vec<u16> {
         if ports.contains(&port) {
             continue;
         }
-        if ss_counts(&[port]).is_empty()
+        if !in_use.contains(&port)
             && TcpListener::bind(("127.0.0.1", port)).is_ok()
             && TcpListener::bind(("::1", port)).is_ok()
         {
