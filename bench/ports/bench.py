@@ -25,6 +25,7 @@ import collections
 import ctypes
 import datetime
 import http.client
+import importlib.util
 import json
 import os
 import platform
@@ -123,9 +124,7 @@ def check_tools(vigia):
                           (NODE_EXPORTER, "prometheus-node-exporter")):
         if shutil.which(tool) is None:
             missing.append(f"{tool} (Debian package {package})")
-    try:
-        import psutil  # noqa: F401
-    except ImportError:
+    if importlib.util.find_spec("psutil") is None:
         missing.append(f"the psutil module for {sys.executable} (Debian package python3-psutil)")
     if missing:
         fail("missing: " + "; ".join(missing))
