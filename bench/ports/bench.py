@@ -259,7 +259,7 @@ def ss_count(ports):
     return elapsed, counts, cpu, ss_rss
 
 
-def check_counts_match(vigia, ss, ports, expected_connections):
+def check_counts_match(vigia, ss, ports, held):
     if vigia != ss:
         lines = [f"  port {p} {side} {state}: vigia {vigia.get((p, side, state), 0)}, "
                  f"ss {ss.get((p, side, state), 0)}"
@@ -267,12 +267,20 @@ def check_counts_match(vigia, ss, ports, expected_connections):
                  if vigia.get((p, side, state), 0) != ss.get((p, side, state), 0)]
         raise BenchError("vigia-ports and ss disagree on the configured ports:\n"
                          + "\n".join(lines))
-    # Every connection shows up once per side: a count far off means the holder's
-    # sockets were not all seen, and the comparison would be about something else.
-    local = sum(n for (_, side, state), n in ss.items() if side == "local" and state != "listen")
-    if local < expected_connections:
-        raise BenchError(f"ss sees {local} accepted sockets on the ports, expected "
-                         f"{expected_connections}")
+    # Both could agree on the wrong sockets: the totals must also be what the holder
+    # opened (the ports were checked unused, so nothing else is on them).
+    n, half_closed = held["connections"], held["close_wait"]
+    expected = {("local", "listen"): len(ports),
+                ("local", "established"): n - half_closed,
+                ("local", "close_wait"): half_closed,
+                ("remote", "established"): n - half_closed,
+                ("remote", "fin_wait2"): half_closed}
+    totals = collections.Counter()
+    for (_, side, state), count in vigia.items():
+        totals[(side, state)] += count
+    if totals != collections.Counter(expected):
+        raise BenchError(f"counts on the ports are not the holder's: expected {expected}, "
+                         f"vigia-ports and ss saw {dict(totals)}")
 
 
 def median_ms(seconds):
@@ -355,9 +363,10 @@ def bench_one(n, a, ports, workdir):
         _, vigia_text = timed_scrape(vigia_port)
         _, ss_counts, _, _ = ss_count(ports)
         vigia_counts = vigia_port_counts(vigia_text, set(ports))
-        check_counts_match(vigia_counts, ss_counts, ports, n)
+        check_counts_match(vigia_counts, ss_counts, ports, held)
         print(f"  sanity: vigia-ports and ss agree on all {len(ss_counts)} "
-              f"(port, side, state) series of the {len(ports)} ports", flush=True)
+              f"(port, side, state) series of the {len(ports)} ports, and on the "
+              f"holder's totals", flush=True)
 
         # One warm-up each, then the timed runs, interleaved so a burst of load from
         # elsewhere on the machine hits every tool alike.
@@ -393,6 +402,9 @@ def bench_one(n, a, ports, workdir):
         times["psutil"] = psutil_result["seconds"][1:]
         cpu = psutil_result["cpu_seconds"][1:]
         cpu_ms["psutil"] = sum(cpu) * 1000 / len(cpu)
+        if holder.poll() is not None:
+            raise BenchError("the connection holder exited during the measurement "
+                             "(raise --holder-timeout)")
 
         rows = [
             Row("vigia-ports", median_ms(times["vigia"]), cpu_ms["vigia"],
