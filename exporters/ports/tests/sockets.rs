@@ -7,6 +7,7 @@ mod common;
 use std::collections::HashMap;
 use std::io::Read;
 use std::net::{Shutdown, TcpListener, TcpStream};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::time::{Duration, Instant};
 
 use common::{full_matrix, port_series, sample, ss_counts, unused_ports, Exporter};
@@ -19,6 +20,42 @@ struct Scene {
     expected: Matrix,
     _held: Vec<TcpStream>,
     _listeners: Vec<TcpListener>,
+    _connecting: OwnedFd,
+}
+
+/// Starts a non-blocking connect to 127.0.0.1:`port` and returns the socket, left in
+/// SYN_SENT while the listener drops its SYNs.
+fn start_connect(port: u16) -> OwnedFd {
+    // SAFETY: plain syscall; the descriptor is checked and owned below.
+    let fd = unsafe {
+        libc::socket(
+            libc::AF_INET,
+            libc::SOCK_STREAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+            0,
+        )
+    };
+    assert!(fd >= 0, "socket: {}", std::io::Error::last_os_error());
+    // SAFETY: `fd` is a fresh descriptor nobody else owns.
+    let socket = unsafe { OwnedFd::from_raw_fd(fd) };
+    // SAFETY: an all-zero sockaddr_in is valid; the fields are set below.
+    let mut addr: libc::sockaddr_in = unsafe { std::mem::zeroed() };
+    addr.sin_family = libc::AF_INET as libc::sa_family_t;
+    addr.sin_port = port.to_be();
+    addr.sin_addr.s_addr = u32::from(std::net::Ipv4Addr::LOCALHOST).to_be();
+    // SAFETY: the address points at a live sockaddr_in of the size given.
+    let rc = unsafe {
+        libc::connect(
+            socket.as_raw_fd(),
+            (&addr as *const libc::sockaddr_in).cast(),
+            std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
+        )
+    };
+    let err = std::io::Error::last_os_error();
+    assert!(
+        rc < 0 && err.raw_os_error() == Some(libc::EINPROGRESS),
+        "non-blocking connect: rc {rc}, {err}"
+    );
+    socket
 }
 
 fn connect(listener: &TcpListener) -> (TcpStream, TcpStream) {
@@ -44,6 +81,9 @@ fn wait_eof(stream: &mut TcpStream) {
 /// Port `b`: a listener on [::1] only; one connection the server closed first and the
 /// client then closed (server socket in TIME_WAIT); one the server closed while the
 /// client holds on (client in CLOSE_WAIT, server in FIN_WAIT2).
+/// Also on `b`: a listener on 127.0.0.1 with an accept queue of one, never accepted:
+/// the first connection waits in the queue (ESTABLISHED at both ends), the kernel drops
+/// the SYNs of the second, which stays in SYN_SENT.
 /// Port `c`: configured, unused: every series must be 0.
 fn build_scene() -> Scene {
     let ports = unused_ports(3);
@@ -96,12 +136,24 @@ fn build_scene() -> Scene {
     expect(b, "local", "fin_wait2", 1);
     expect(b, "remote", "close_wait", 1);
 
+    let b4 = TcpListener::bind(("127.0.0.1", b)).unwrap();
+    // Listening again only changes the backlog: 0 lets one connection into the queue.
+    // SAFETY: plain syscall on a listening socket we own.
+    assert_eq!(unsafe { libc::listen(b4.as_raw_fd(), 0) }, 0);
+    expect(b, "local", "listen", 1);
+    held.push(TcpStream::connect(b4.local_addr().unwrap()).unwrap());
+    expect(b, "local", "established", 1);
+    expect(b, "remote", "established", 1);
+    let connecting = start_connect(b);
+    expect(b, "remote", "syn_sent", 1);
+
     let expected = full_matrix(&ports, &expected);
     Scene {
         ports,
         expected,
         _held: held,
-        _listeners: vec![a4, a6, b6],
+        _listeners: vec![a4, a6, b6, b4],
+        _connecting: connecting,
     }
 }
 
