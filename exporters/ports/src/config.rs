@@ -70,7 +70,7 @@ impl Validate for Config {
                 format!("no ports configured: list at least one port (or set {SEED_PORTS_VAR})"),
             ));
         }
-        let mut seen = vec![None; 1 << 16];
+        let mut seen = std::collections::HashMap::with_capacity(self.ports.len());
         for (i, &port) in self.ports.iter().enumerate() {
             if port == 0 {
                 return Err(ConfigError::new(
@@ -78,13 +78,12 @@ impl Validate for Config {
                     "0 is not a port: use 1-65535",
                 ));
             }
-            if let Some(first) = seen[usize::from(port)] {
+            if let Some(first) = seen.insert(port, i) {
                 return Err(ConfigError::new(
                     format!("ports[{i}]"),
                     format!("port {port} is already listed as ports[{first}]"),
                 ));
             }
-            seen[usize::from(port)] = Some(i);
         }
         if self.procfs_root.as_os_str().is_empty() {
             return Err(ConfigError::new("procfs_root", "must not be empty"));
