@@ -108,13 +108,19 @@ impl Drop for Scheduler {
     }
 }
 
+/// Start slots per interval. Targets in one slot send in the same wake-up of the
+/// runtime: at 1,000 targets and 1 s, 100 slots of 10 ms cut the context switches (the
+/// largest CPU cost after the kernel's own ICMP work) tenfold against one per target,
+/// while the load stays spread over the interval.
+const START_SLOTS: u32 = 100;
+
 /// Where in the interval a target starts: stable per name, so a restart keeps the
-/// spread, and uniform over the interval.
+/// spread, and uniform over the interval's slots.
 fn start_offset(name: &str, interval: Duration) -> Duration {
     let mut h = DefaultHasher::new();
     name.hash(&mut h);
-    let nanos = interval.as_nanos().max(1) as u64;
-    Duration::from_nanos(h.finish() % nanos)
+    let slot = (h.finish() % u64::from(START_SLOTS)) as u32;
+    interval / START_SLOTS * slot
 }
 
 async fn probe_loop(ctx: Arc<ProbeContext>, entry: Arc<TargetEntry>) {
