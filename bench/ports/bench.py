@@ -69,6 +69,9 @@ SS_STATES = {
 TARGET_VS_NODE = 0.25  # at most this fraction of node_exporter's scrape time at 20k
 TARGET_VS_PSUTIL = 40.0  # at least this many times faster than psutil
 TARGET_RSS_MIB = 10.0
+# A single-threaded read whose wall time exceeds its CPU time by this much waited for a
+# core: the machine had other work.
+BUSY_WALL_OVER_CPU = 1.3
 
 SAMPLE_RE = re.compile(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})?\s+(\S+)')
 LABEL_RE = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"')
@@ -447,29 +450,34 @@ def machine():
 
 def evaluate(results):
     """Notes on the issue's targets, one line per connection count, saying met or missed.
-    The targets are judged on median wall time, as the issue states them; the CPU-time
-    ratio follows in brackets because it does not depend on the machine's other load."""
+    The issue states the targets in scrape time; a target counts as met only when both
+    the wall-time ratio and the CPU-time ratio meet it, because on a busy machine one
+    tool's wall time can swell with waiting for a core while another's does not."""
     notes = []
+    busy = False
     for n, rows in results:
         tools = {r.tool: r for r in rows}
         vigia, node, psutil = tools["vigia-ports"], tools[NODE_ROW], tools[PSUTIL_ROW]
-        ratio_node = vigia.median_ms / node.median_ms
-        speedup = psutil.median_ms / vigia.median_ms
+        busy |= any(r.median_ms > BUSY_WALL_OVER_CPU * r.cpu_ms for r in (vigia, node, psutil))
+        vs_node = (vigia.median_ms / node.median_ms, vigia.cpu_ms / node.cpu_ms)
+        vs_psutil = (psutil.median_ms / vigia.median_ms, psutil.cpu_ms / vigia.cpu_ms)
         rss_mib = vigia.rss_kib / 1024
-        node_mark = f"{ratio_node:.2f}x node_exporter's time"
+        node_mark = f"{vs_node[0]:.2f}x node_exporter's time [CPU: {vs_node[1]:.2f}x]"
         if n == 20_000:
-            node_mark += (f" (target ≤ {TARGET_VS_NODE}: "
-                          f"{'met' if ratio_node <= TARGET_VS_NODE else 'MISSED'})")
-        node_mark += f" [CPU: {vigia.cpu_ms / node.cpu_ms:.2f}x]"
+            met = max(vs_node) <= TARGET_VS_NODE
+            node_mark += f" (target ≤ {TARGET_VS_NODE}: {'met' if met else 'MISSED'})"
+        met = min(vs_psutil) >= TARGET_VS_PSUTIL
         marks = [
             node_mark,
-            f"{speedup:.0f}x faster than psutil (target ≥ {TARGET_VS_PSUTIL:.0f}x: "
-            f"{'met' if speedup >= TARGET_VS_PSUTIL else 'MISSED'}) "
-            f"[CPU: {psutil.cpu_ms / vigia.cpu_ms:.0f}x]",
+            f"{vs_psutil[0]:.0f}x faster than psutil [CPU: {vs_psutil[1]:.0f}x] "
+            f"(target ≥ {TARGET_VS_PSUTIL:.0f}x: {'met' if met else 'MISSED'})",
             f"peak RSS {rss_mib:.1f} MiB (target < {TARGET_RSS_MIB:.0f} MiB: "
             f"{'met' if rss_mib < TARGET_RSS_MIB else 'MISSED'})",
         ]
         notes.append(f"- {n:,} connections: vigia-ports at " + "; ".join(marks) + ".")
+    if busy:
+        notes.append(f"- The machine was busy during this run (a median wall time above "
+                     f"{BUSY_WALL_OVER_CPU}x its CPU time): compare the CPU column.")
     return notes
 
 
