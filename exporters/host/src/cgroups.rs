@@ -163,8 +163,9 @@ pub fn find_containers(layout: &Layout) -> std::io::Result<Vec<ContainerCgroup>>
 #[derive(Debug, Clone, PartialEq)]
 pub struct ContainerUsage {
     pub cpu_seconds: f64,
-    pub memory_usage: f64,
-    pub working_set: f64,
+    /// (usage, working set); `None` when the memory controller does not track the
+    /// container (v1 without a memory hierarchy for it): unknown, not zero.
+    pub memory: Option<(f64, f64)>,
     /// (interface, rx bytes, tx bytes) from the container's network namespace.
     pub interfaces: Vec<(String, f64, f64)>,
 }
@@ -220,37 +221,34 @@ pub fn read_usage(
             let dir = root.join(rel);
             let cpu_stat = std::fs::read_to_string(dir.join("cpu.stat")).ok()?;
             let cpu_seconds = keyed(&cpu_stat, "usage_usec")? / 1e6;
-            let memory_usage = read_number(&dir.join("memory.current")).unwrap_or(0.0);
-            let inactive = std::fs::read_to_string(dir.join("memory.stat"))
-                .ok()
-                .and_then(|t| keyed(&t, "inactive_file"))
-                .unwrap_or(0.0);
+            let memory = read_number(&dir.join("memory.current")).map(|usage| {
+                let inactive = std::fs::read_to_string(dir.join("memory.stat"))
+                    .ok()
+                    .and_then(|t| keyed(&t, "inactive_file"))
+                    .unwrap_or(0.0);
+                (usage, (usage - inactive).max(0.0))
+            });
             Some(ContainerUsage {
                 cpu_seconds,
-                memory_usage,
-                working_set: (memory_usage - inactive).max(0.0),
+                memory,
                 interfaces: network(procfs_root, &dir),
             })
         }
         Layout::V1 { cpuacct, memory } => {
             let dir = cpuacct.join(rel);
             let cpu_seconds = read_number(&dir.join("cpuacct.usage"))? / 1e9;
-            let (memory_usage, inactive) = match memory {
-                Some(m) => {
-                    let mdir = m.join(rel);
-                    let usage = read_number(&mdir.join("memory.usage_in_bytes")).unwrap_or(0.0);
-                    let inactive = std::fs::read_to_string(mdir.join("memory.stat"))
-                        .ok()
-                        .and_then(|t| keyed(&t, "total_inactive_file"))
-                        .unwrap_or(0.0);
-                    (usage, inactive)
-                }
-                None => (0.0, 0.0),
-            };
+            let memory = memory.as_ref().and_then(|m| {
+                let mdir = m.join(rel);
+                let usage = read_number(&mdir.join("memory.usage_in_bytes"))?;
+                let inactive = std::fs::read_to_string(mdir.join("memory.stat"))
+                    .ok()
+                    .and_then(|t| keyed(&t, "total_inactive_file"))
+                    .unwrap_or(0.0);
+                Some((usage, (usage - inactive).max(0.0)))
+            });
             Some(ContainerUsage {
                 cpu_seconds,
-                memory_usage,
-                working_set: (memory_usage - inactive).max(0.0),
+                memory,
                 interfaces: network(procfs_root, &dir),
             })
         }
@@ -328,20 +326,22 @@ impl Source for CgroupsCollector {
             "Cumulative cpu time consumed in seconds",
             &cpu,
         )?;
-        let each = |f: fn(&Row) -> f64| -> Vec<Sample<'_>> {
-            rows.iter().map(|r| Sample::new(labels(r), f(r))).collect()
+        let memory = |f: fn((f64, f64)) -> f64| -> Vec<Sample<'_>> {
+            rows.iter()
+                .filter_map(|r| Some(Sample::new(labels(r), f(r.usage.memory?))))
+                .collect()
         };
         gauge(
             enc,
             "container_memory_usage_bytes",
             "Current memory usage in bytes, including all memory regardless of when it was accessed",
-            &each(|r| r.usage.memory_usage),
+            &memory(|(usage, _)| usage),
         )?;
         gauge(
             enc,
             "container_memory_working_set_bytes",
             "Current working set in bytes",
-            &each(|r| r.usage.working_set),
+            &memory(|(_, ws)| ws),
         )?;
         let mut rx = Vec::new();
         let mut tx = Vec::new();
