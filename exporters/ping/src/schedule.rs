@@ -138,13 +138,27 @@ async fn probe_loop(ctx: Arc<ProbeContext>, entry: Arc<TargetEntry>) {
     let mut ticker = tokio::time::interval_at(first, spec.interval);
     // A stalled machine skips rounds instead of firing a burst of them to catch up.
     ticker.set_missed_tick_behavior(MissedTickBehavior::Skip);
+    // Resolve failures are logged when they start and end, not every round: a thousand
+    // names behind a dead DNS server must not flood the log.
+    let mut resolve_failing = false;
     loop {
         let start = ticker.tick().await;
         let started = SystemTime::now();
         let round = match resolver.address().await {
-            Ok(ip) => ctx.prober.round(&spec, ip, start, started, &payload).await,
+            Ok(ip) => {
+                if resolve_failing {
+                    tracing::info!(ping_target = %spec.name, address = %ip, "host name resolves again");
+                    resolve_failing = false;
+                }
+                ctx.prober.round(&spec, ip, start, started, &payload).await
+            }
             Err(e) => {
-                tracing::warn!(target = %spec.name, error = %e, "target not probed this round");
+                if !resolve_failing {
+                    tracing::warn!(ping_target = %spec.name, error = %e, "host name does not resolve; target not probed until it does");
+                    resolve_failing = true;
+                } else {
+                    tracing::debug!(ping_target = %spec.name, error = %e, "host name still does not resolve");
+                }
                 RoundResult {
                     started,
                     ip: None,
@@ -178,7 +192,7 @@ fn log_transition(
 ) {
     let last_rtt = entry.state().last_rtt.map(|d| d.as_secs_f64());
     tracing::info!(
-        target = %entry.spec.name,
+        ping_target = %entry.spec.name,
         address = %entry.spec.address,
         from = t.from.as_str(),
         to = t.to.as_str(),

@@ -272,6 +272,13 @@ fn root_netns_host_names_resolve_on_schedule_and_failures_mark_down() {
             >= 1.0
     );
     assert!(e.is_running());
+    // Logged when the failure starts, not every round.
+    let log = e.stderr();
+    let ghost_warnings = log
+        .lines()
+        .filter(|l| l.contains("does not resolve") && l.contains("ping_target=ghost"))
+        .count();
+    assert_eq!(ghost_warnings, 1, "{log}");
     // And resolves again.
     ns.write_etc("hosts", hosts_with);
     e.wait_metrics(Duration::from_secs(15), "flappy ok again", |b| {
