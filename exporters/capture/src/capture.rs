@@ -1,0 +1,264 @@
+//! libpcap on its own thread: live from an interface or offline from a pcap/pcapng file.
+//! Frames are summarised here ([`crate::parse`]) and handed to the analyser in batches
+//! through a bounded queue. A live capture never waits for the analyser: a batch that
+//! does not fit is dropped and counted (`stage="queue"`), as the kernel's own drops are
+//! (`stage="kernel"`). A file replay waits instead, so a replay is complete and
+//! deterministic.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use pcap::{Active, Capture, Offline};
+use prometheus_client::metrics::counter::Counter;
+
+use crate::config::{Config, Input};
+use crate::parse::{summarize, Datalink, PacketSummary};
+
+/// Packets per batch: large enough that the queue costs nothing per packet, small enough
+/// that a live batch is handed over within milliseconds.
+pub const BATCH: usize = 256;
+
+/// How long a live packet may wait in a partial batch.
+const LIVE_FLUSH: Duration = Duration::from_millis(20);
+
+/// What the capture thread sends.
+#[derive(Debug)]
+pub enum Event {
+    Packets(Vec<PacketSummary>),
+    /// The file ended (offline) or the capture stopped.
+    End,
+    /// The capture failed (a truncated or corrupt file, an interface that went away).
+    Failed(String),
+}
+
+enum Handle {
+    Live(Capture<Active>),
+    File(Capture<Offline>),
+}
+
+/// An opened capture, before its thread starts.
+pub struct CaptureSource {
+    handle: Handle,
+    pub datalink: Datalink,
+    pub description: String,
+}
+
+/// Opens the configured input, applies the filter, checks the datalink. Errors name the
+/// field and, for a permission problem, the capabilities that are missing.
+pub fn open(config: &Config) -> Result<CaptureSource, vigia_kit::ConfigError> {
+    use vigia_kit::ConfigError;
+    let (handle, field, description) = match config.input() {
+        Input::File(path) => {
+            let cap = Capture::from_file(&path).map_err(|e| {
+                ConfigError::new(
+                    "file",
+                    format!("cannot read {} as pcap or pcapng: {e}", path.display()),
+                )
+            })?;
+            (
+                Handle::File(cap),
+                "file",
+                format!("file {}", path.display()),
+            )
+        }
+        Input::Live(interface) => {
+            let cap = Capture::from_device(interface.as_str())
+                .and_then(|c| {
+                    c.snaplen(config.snaplen as i32)
+                        .buffer_size(config.buffer_size as i32)
+                        .immediate_mode(config.immediate_mode)
+                        .promisc(config.promiscuous)
+                        .timeout(config.read_timeout.as_millis().clamp(1, 10_000) as i32)
+                        .open()
+                })
+                .map_err(|e| live_open_error(&interface, &e.to_string()))?;
+            (
+                Handle::Live(cap),
+                "interface",
+                format!("interface {interface}"),
+            )
+        }
+    };
+    let linktype = match &handle {
+        Handle::Live(c) => c.get_datalink(),
+        Handle::File(c) => c.get_datalink(),
+    };
+    let datalink = Datalink::from_linktype(linktype.0).ok_or_else(|| {
+        ConfigError::new(
+            field,
+            format!(
+                "datalink {} ({}) is not supported: Ethernet, Linux cooked v1/v2, raw IP and BSD loopback are",
+                linktype.0,
+                linktype.get_name().unwrap_or_else(|_| "unknown".into())
+            ),
+        )
+    })?;
+    let mut handle = handle;
+    if let Some(filter) = &config.filter {
+        let result = match &mut handle {
+            Handle::Live(c) => c.filter(filter, true),
+            Handle::File(c) => c.filter(filter, true),
+        };
+        result.map_err(|e| ConfigError::new("filter", format!("{filter:?}: {e}")))?;
+    }
+    Ok(CaptureSource {
+        handle,
+        datalink,
+        description,
+    })
+}
+
+fn live_open_error(interface: &str, message: &str) -> vigia_kit::ConfigError {
+    let lower = message.to_ascii_lowercase();
+    let text = if lower.contains("permission") || lower.contains("not permitted") {
+        format!(
+            "cannot capture on {interface}: {message}. Live capture needs the NET_RAW and NET_ADMIN capabilities \
+             (run as root, or `setcap cap_net_raw,cap_net_admin=eip` on the binary, or `cap_add: [NET_RAW, NET_ADMIN]` \
+             in compose) and host networking to see the host's interfaces"
+        )
+    } else {
+        format!("cannot capture on {interface}: {message}")
+    };
+    vigia_kit::ConfigError::new("interface", text)
+}
+
+/// Counters the capture thread owns.
+#[derive(Clone, Default)]
+pub struct CaptureCounters {
+    pub kernel_dropped: Counter,
+    pub queue_dropped: Counter,
+}
+
+/// Starts the capture thread. `stop` ends a live capture within the read timeout.
+pub fn spawn(
+    source: CaptureSource,
+    queue_packets: usize,
+    counters: CaptureCounters,
+    stop: Arc<AtomicBool>,
+) -> std::io::Result<(Receiver<Event>, JoinHandle<()>)> {
+    let (tx, rx) = sync_channel((queue_packets / BATCH).max(1));
+    let datalink = source.datalink;
+    let thread = std::thread::Builder::new()
+        .name("capture".into())
+        .spawn(move || match source.handle {
+            Handle::File(cap) => run_file(cap, datalink, tx, stop),
+            Handle::Live(cap) => run_live(cap, datalink, tx, counters, stop),
+        })?;
+    Ok((rx, thread))
+}
+
+fn ts_ns(h: &pcap::PacketHeader) -> u64 {
+    let sec = u64::try_from(h.ts.tv_sec).unwrap_or(0);
+    let usec = u64::try_from(h.ts.tv_usec).unwrap_or(0).min(999_999);
+    sec.saturating_mul(1_000_000_000)
+        .saturating_add(usec * 1000)
+}
+
+fn run_file(
+    mut cap: Capture<Offline>,
+    datalink: Datalink,
+    tx: SyncSender<Event>,
+    stop: Arc<AtomicBool>,
+) {
+    let mut batch = Vec::with_capacity(BATCH);
+    loop {
+        match cap.next_packet() {
+            Ok(p) => {
+                batch.push(summarize(datalink, p.data, p.header.len, ts_ns(p.header)));
+                if batch.len() == BATCH {
+                    let full = std::mem::replace(&mut batch, Vec::with_capacity(BATCH));
+                    if tx.send(Event::Packets(full)).is_err() || stop.load(Ordering::Relaxed) {
+                        return;
+                    }
+                }
+            }
+            Err(pcap::Error::NoMorePackets) => {
+                if !batch.is_empty() {
+                    let _ = tx.send(Event::Packets(batch));
+                }
+                let _ = tx.send(Event::End);
+                return;
+            }
+            Err(e) => {
+                if !batch.is_empty() {
+                    let _ = tx.send(Event::Packets(batch));
+                }
+                let _ = tx.send(Event::Failed(format!(
+                    "reading the capture file failed: {e}"
+                )));
+                return;
+            }
+        }
+    }
+}
+
+fn run_live(
+    mut cap: Capture<Active>,
+    datalink: Datalink,
+    tx: SyncSender<Event>,
+    counters: CaptureCounters,
+    stop: Arc<AtomicBool>,
+) {
+    let mut batch = Vec::with_capacity(BATCH);
+    let mut batch_started = Instant::now();
+    let mut last_stats = Instant::now();
+    let mut kernel_seen: u64 = 0;
+    let send = |batch: Vec<PacketSummary>| -> bool {
+        let n = batch.len() as u64;
+        match tx.try_send(Event::Packets(batch)) {
+            Ok(()) => true,
+            Err(TrySendError::Full(_)) => {
+                counters.queue_dropped.inc_by(n);
+                true
+            }
+            Err(TrySendError::Disconnected(_)) => false,
+        }
+    };
+    while !stop.load(Ordering::Relaxed) {
+        match cap.next_packet() {
+            Ok(p) => {
+                if batch.is_empty() {
+                    batch_started = Instant::now();
+                }
+                batch.push(summarize(datalink, p.data, p.header.len, ts_ns(p.header)));
+            }
+            Err(pcap::Error::TimeoutExpired) => {}
+            Err(e) => {
+                if !batch.is_empty() {
+                    send(std::mem::take(&mut batch));
+                }
+                let _ = tx.send(Event::Failed(format!("live capture failed: {e}")));
+                return;
+            }
+        }
+        if !batch.is_empty() && (batch.len() == BATCH || batch_started.elapsed() >= LIVE_FLUSH) {
+            let full = std::mem::replace(&mut batch, Vec::with_capacity(BATCH));
+            if !send(full) {
+                return;
+            }
+        }
+        if last_stats.elapsed() >= Duration::from_secs(1) {
+            last_stats = Instant::now();
+            if let Ok(stats) = cap.stats() {
+                // libpcap's counters are 32-bit and wrap; add the difference.
+                let total = u64::from(stats.dropped) + u64::from(stats.if_dropped);
+                let delta = (total as u32).wrapping_sub(kernel_seen as u32);
+                counters.kernel_dropped.inc_by(u64::from(delta));
+                kernel_seen = total;
+            }
+        }
+    }
+    if let Ok(stats) = cap.stats() {
+        let total = u64::from(stats.dropped) + u64::from(stats.if_dropped);
+        counters
+            .kernel_dropped
+            .inc_by(u64::from((total as u32).wrapping_sub(kernel_seen as u32)));
+    }
+    if !batch.is_empty() {
+        let _ = tx.send(Event::Packets(batch));
+    }
+    let _ = tx.send(Event::End);
+}
