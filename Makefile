@@ -1,10 +1,10 @@
 # vigia: make up (runs the stack), make test (runs every check and test).
 CARGO ?= cargo
 
-.PHONY: test lint fmt-check clippy unit build release bench bench-ports
+.PHONY: up down validate test lint fmt-check clippy unit build release bench bench-ports
 
-## test: formatting, clippy -D warnings, then every unit and integration test.
-test: lint unit
+## test: formatting, clippy -D warnings, every unit and integration test, then the stack's offline validation.
+test: lint unit validate
 
 lint: fmt-check clippy
 
@@ -29,3 +29,15 @@ bench: bench-ports
 ## bench-ports: vigia-ports vs node_exporter tcpstat, psutil and ss at 20k and 100k connections.
 bench-ports:
 	CARGO=$(CARGO) bench/ports/run
+
+## up: the stack (creates .env and secrets/ on first run, waits for health, prints the URLs).
+up:
+	scripts/up.sh
+
+## down: stops the stack; data stays in the named volumes.
+down:
+	scripts/down.sh
+
+## validate: offline checks of compose files, Prometheus rules and tests, Alertmanager, dashboards.
+validate:
+	tests/stack/validate.sh

@@ -1,0 +1,93 @@
+#!/usr/bin/env bash
+# `make up`: first run writes .env and secrets/ (random passwords and token; nothing has a
+# default), then `docker compose up -d`, waits until every service is healthy and prints
+# where everything is. Later runs keep .env and secrets/ as they are.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+die() {
+  echo "make up: $*" >&2
+  exit 1
+}
+
+command -v docker >/dev/null || die "docker is not installed"
+docker compose version >/dev/null 2>&1 || die "the Docker Compose v2 plugin (docker compose) is not installed"
+
+random_secret() { # 32 URL-safe characters from the kernel's CSPRNG
+  LC_ALL=C tr -dc 'A-Za-z0-9' </dev/urandom | head -c 32
+}
+
+# secrets/: 0700 so only root (and the Docker daemon) reads it on the host. The files are
+# 0644 because Compose bind-mounts them as they are, and the services read them as their
+# own non-root users (Grafana 472, Alertmanager nobody, the exporters 10001).
+umask 022
+mkdir -p secrets
+chmod 700 secrets
+new_grafana_password=""
+for name in grafana_admin_password influxdb_admin_password influxdb_token; do
+  if [[ ! -s secrets/$name ]]; then
+    value=$(random_secret)
+    printf '%s\n' "$value" >"secrets/$name"
+    [[ $name == grafana_admin_password ]] && new_grafana_password=$value
+  fi
+done
+# Empty means off: fill one in to turn that channel on (see docs/stack.md).
+for name in telegram_bot_token discord_webhook_url smtp_password; do
+  [[ -e secrets/$name ]] || : >"secrets/$name"
+done
+chmod 644 secrets/*
+
+if [[ ! -e .env ]]; then
+  host=$(hostname -f 2>/dev/null || hostname)
+  docker_gid=$(stat -c %g /var/run/docker.sock 2>/dev/null || echo 0)
+  cat >.env <<ENV
+# vigia settings (written by make up on first run; edit and run make up again).
+# Where users reach the stack; used in links (notifications, Grafana).
+GRAFANA_URL=http://$host:3000
+PROMETHEUS_URL=http://$host:9090
+# Interface the published ports bind to (0.0.0.0: all).
+PUBLISH_ADDRESS=0.0.0.0
+GRAFANA_PORT=3000
+BOARD_PORT=9471
+PROMETHEUS_PORT=9090
+# InfluxDB listens on loopback only; 0.0.0.0 lets agents on other hosts write to it.
+INFLUXDB_BIND=127.0.0.1
+INFLUXDB_PORT=8086
+INFLUXDB_RETENTION=30d
+PROMETHEUS_RETENTION=30d
+# TCP ports vigia-ports counts connections on (the seed's PUERTOS_A_MONITOREAR).
+PORTS_TO_MONITOR=22,80,443
+# Group of /var/run/docker.sock: lets vigia-host name containers.
+DOCKER_GID=$docker_gid
+# Alert email. The default goes to the stack's mail catcher (http://127.0.0.1:8025).
+ALERT_EMAIL_TO=noc@localhost
+SMTP_SMARTHOST=mailpit:1025
+SMTP_FROM=vigia@$host
+SMTP_REQUIRE_TLS=false
+# With a username, the password goes in secrets/smtp_password.
+SMTP_AUTH_USERNAME=
+# Telegram: the bot token goes in secrets/telegram_bot_token; the chat here.
+TELEGRAM_CHAT_ID=
+# Discord: the webhook URL goes in secrets/discord_webhook_url.
+ENV
+  echo "make up: wrote .env (edit it to change ports, email, Telegram chat)"
+fi
+
+docker compose up -d --build --wait --wait-timeout "${VIGIA_UP_TIMEOUT:-300}" || {
+  docker compose ps
+  die "some services did not become healthy; see: docker compose logs <service>"
+}
+
+# shellcheck disable=SC1091
+set -a && . ./.env && set +a
+echo
+echo "vigia is up:"
+echo "  Grafana       ${GRAFANA_URL}  (user admin)"
+echo "  Status board  http://$(hostname):${BOARD_PORT:-9471}/"
+echo "  Prometheus    ${PROMETHEUS_URL}"
+echo "  Alert mail    http://127.0.0.1:${MAILPIT_PORT:-8025}/  (mail catcher, this host only)"
+if [[ -n $new_grafana_password ]]; then
+  echo
+  echo "Grafana admin password (shown once; it is also in secrets/grafana_admin_password):"
+  echo "  $new_grafana_password"
+fi

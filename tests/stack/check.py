@@ -1,0 +1,273 @@
+#!/usr/bin/env python3
+"""Offline checks of the stack's files that no upstream tool makes; run by validate.sh.
+
+    check.py compose-rules COMPOSE_JSON            what compose.yaml promises (rendered)
+    check.py agent-rules COMPOSE_JSON              what compose.agent.yaml promises
+    check.py alert-rules                           annotations, runbooks, a firing test each
+    check.py dashboards OUT_DIR                    JSON, ids, grid, datasources; writes
+                                                   OUT_DIR/panel-rules.yml (every PromQL
+                                                   expression, for promtool) and
+                                                   OUT_DIR/*.ts (for tsc)
+
+Each prints what is wrong and exits 1, or exits 0 silently.
+"""
+
+import json
+import re
+import sys
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent.parent
+PUBLISHED = {"grafana", "vigia-ping", "prometheus"}
+EXPORTERS = {"vigia-ports", "vigia-ping", "vigia-host", "vigia-capture"}
+VOLUME_OWNERS = {"prometheus", "alertmanager", "grafana", "influxdb"}
+
+
+class Problems(list):
+    def need(self, ok, message):
+        if not ok:
+            self.append(message)
+
+    def finish(self):
+        for p in self:
+            print(p)
+        return 1 if self else 0
+
+
+def compose_common(cfg, problems, exporters):
+    services = cfg["services"]
+    for name, svc in services.items():
+        image = svc.get("image", "")
+        problems.need(re.search(r":[^/]+$", image) and not image.endswith(":latest"),
+                      f"{name}: image '{image}' is not pinned to a version")
+        problems.need(svc.get("restart") == "unless-stopped", f"{name}: restart is not unless-stopped")
+        problems.need("no-new-privileges:true" in svc.get("security_opt", []),
+                      f"{name}: no-new-privileges is not set")
+        hc = svc.get("healthcheck") or {}
+        problems.need(hc.get("test") and not hc.get("disable"), f"{name}: no healthcheck")
+        for dep, cond in (svc.get("depends_on") or {}).items():
+            problems.need(cond.get("condition") == "service_healthy",
+                          f"{name}: depends on {dep} without condition service_healthy")
+    for name in exporters:
+        svc = services.get(name)
+        if svc is None:
+            problems.append(f"{name}: missing")
+            continue
+        problems.need(svc.get("read_only") is True, f"{name}: root filesystem is not read-only")
+        problems.need(svc.get("cap_drop") == ["ALL"], f"{name}: does not drop all capabilities")
+        caps = sorted(svc.get("cap_add") or [])
+        want = ["NET_ADMIN", "NET_RAW"] if name == "vigia-capture" else []
+        problems.need(caps == want, f"{name}: capabilities {caps}, expected {want}")
+        user = svc.get("user")
+        if name != "vigia-capture":
+            # The image's USER (uid 10001) applies unless the service overrides it.
+            problems.need(user in (None, ""), f"{name}: runs as user {user!r}, not the image's non-root user")
+        for mount in svc.get("volumes") or []:
+            if mount.get("type") == "bind" and mount.get("source", "").startswith("/"):
+                host_path = mount["source"]
+                if host_path in ("/proc", "/sys", "/", "/var/run/docker.sock") or host_path.startswith(str(ROOT)):
+                    problems.need(mount.get("read_only") is True,
+                                  f"{name}: {host_path} is mounted writable")
+    ping = services.get("vigia-ping")
+    if ping:
+        rng = (ping.get("sysctls") or {}).get("net.ipv4.ping_group_range", "")
+        problems.need(rng.split() == ["10001", "10001"],
+                      f"vigia-ping: net.ipv4.ping_group_range is {rng!r}, not the image's group 10001")
+
+
+def compose_rules(path):
+    problems = Problems()
+    cfg = json.loads(Path(path).read_text())
+    services = cfg["services"]
+    want = EXPORTERS | {"prometheus", "alertmanager", "grafana", "influxdb", "mailpit"}
+    problems.need(want <= set(services), f"services missing: {sorted(want - set(services))}")
+    compose_common(cfg, problems, EXPORTERS)
+    for name, svc in services.items():
+        for port in svc.get("ports") or []:
+            host_ip = port.get("host_ip", "")
+            if name not in PUBLISHED:
+                problems.need(host_ip.startswith("127."),
+                              f"{name}: port {port.get('published')} is published beyond loopback")
+    for name in ("vigia-ports", "vigia-host", "vigia-capture"):
+        problems.need(services.get(name, {}).get("network_mode") == "host",
+                      f"{name}: not on the host's network")
+    problems.need(services.get("vigia-host", {}).get("pid") == "host", "vigia-host: not in the host's PID namespace")
+    for name in VOLUME_OWNERS:
+        named = [m for m in services.get(name, {}).get("volumes") or [] if m.get("type") == "volume"]
+        problems.need(named, f"{name}: its data is not on a named volume")
+    influx = services.get("influxdb", {}).get("environment") or {}
+    for var in ("DOCKER_INFLUXDB_INIT_PASSWORD_FILE", "DOCKER_INFLUXDB_INIT_ADMIN_TOKEN_FILE"):
+        problems.need(var in influx, f"influxdb: {var} is not set")
+    grafana = services.get("grafana", {}).get("environment") or {}
+    problems.need("GF_SECURITY_ADMIN_PASSWORD__FILE" in grafana and "GF_SECURITY_ADMIN_PASSWORD" not in grafana,
+                  "grafana: the admin password does not come from a secret file")
+    # No password or token written into the compose file itself.
+    for name, svc in services.items():
+        for key, value in (svc.get("environment") or {}).items():
+            if re.search(r"PASSWORD|TOKEN|SECRET", key) and not key.endswith("_FILE"):
+                problems.append(f"{name}: {key} holds a secret inline; use a *_FILE secret")
+    for name, sec in (cfg.get("secrets") or {}).items():
+        problems.need(sec.get("file", "").startswith(str(ROOT / "secrets")) or "/secrets/" in sec.get("file", ""),
+                      f"secret {name}: not a file under secrets/")
+    return problems.finish()
+
+
+def agent_rules(path):
+    problems = Problems()
+    cfg = json.loads(Path(path).read_text())
+    services = cfg["services"]
+    problems.need(set(services) <= EXPORTERS, f"agent runs more than exporters: {sorted(set(services) - EXPORTERS)}")
+    compose_common(cfg, problems, set(services) & EXPORTERS)
+    return problems.finish()
+
+
+def load_rule_groups():
+    rules = []
+    for f in sorted((ROOT / "prometheus" / "rules").glob("*.yml")):
+        for group in yaml.safe_load(f.read_text())["groups"]:
+            rules.extend(group["rules"])
+    return rules
+
+
+def alert_rules():
+    problems = Problems()
+    runbooks = (ROOT / "docs" / "runbooks.md").read_text() if (ROOT / "docs" / "runbooks.md").exists() else ""
+    anchors = {re.sub(r"[^a-z0-9 -]", "", h.lower()).strip().replace(" ", "-")
+               for h in re.findall(r"^#+\s+(.+)$", runbooks, re.M)}
+    alerts = [r for r in load_rule_groups() if "alert" in r]
+    firing = set()
+    for f in sorted((ROOT / "prometheus" / "tests").glob("*.yml")):
+        for test in yaml.safe_load(f.read_text())["tests"]:
+            for case in test.get("alert_rule_test", []):
+                if case.get("exp_alerts"):
+                    firing.add(case["alertname"])
+    required = {"PingTargetDown", "PingHighLatency", "PingPacketLoss", "PortCloseWaitPileup",
+                "PortConnectionLimit", "HostHighCpu", "HostLoadJump", "HostMemoryLow",
+                "HostDiskWillFill", "ContainerHighCpu", "ContainerHighMemory", "HostAnomaly",
+                "TrafficAnomaly", "ExporterDown", "InfluxWriteFailing", "CaptureDropping",
+                "AlertmanagerNotificationsFailing"}
+    names = {a["alert"] for a in alerts}
+    problems.need(required <= names, f"alerts missing: {sorted(required - names)}")
+    for a in alerts:
+        name = a["alert"]
+        labels, ann = a.get("labels", {}), a.get("annotations", {})
+        problems.need(labels.get("severity") in ("critical", "warning"), f"{name}: severity is not critical or warning")
+        for key in ("summary", "description", "runbook_url", "dashboard_uid"):
+            problems.need(ann.get(key), f"{name}: no {key} annotation")
+        anchor = ann.get("runbook_url", "").partition("#")[2]
+        problems.need(anchor in anchors, f"{name}: runbook anchor #{anchor} is not a heading in docs/runbooks.md")
+        problems.need(name in firing, f"{name}: no promtool test case in which it fires")
+    ping_down = next((a for a in alerts if a["alert"] == "PingTargetDown"), {})
+    problems.need(ping_down.get("for") == "2m", "PingTargetDown: not `for: 2m` (seed 001's tolerance)")
+    return problems.finish()
+
+
+def substitute(expr):
+    """Grafana variables as a query would see them with "All" selected."""
+    expr = expr.replace("$__rate_interval", "5m").replace("$__interval", "1m").replace("$__range", "1h")
+    return re.sub(r"\$\{?(\w+)\}?", ".*", expr)
+
+
+def provisioned_uids():
+    uids = set()
+    for f in (ROOT / "grafana" / "provisioning" / "datasources").glob("*.yml"):
+        for ds in yaml.safe_load(f.read_text()).get("datasources", []):
+            uids.add(ds["uid"])
+    return uids
+
+
+def all_panels(panels):
+    for p in panels:
+        yield p
+        yield from all_panels(p.get("panels", []))
+
+
+def overlaps(a, b):
+    return (a["x"] < b["x"] + b["w"] and b["x"] < a["x"] + a["w"]
+            and a["y"] < b["y"] + b["h"] and b["y"] < a["y"] + a["h"])
+
+
+def dashboards(out_dir):
+    problems = Problems()
+    out = Path(out_dir)
+    uids = provisioned_uids()
+    exprs = []
+    seen_uids = {}
+    files = sorted((ROOT / "grafana" / "dashboards").glob("*.json"))
+    problems.need(len(files) >= 5, f"expected 5 dashboards, found {len(files)}")
+    required = {"vigia-noc", "vigia-ports", "vigia-hosts", "vigia-traffic", "vigia-stack"}
+    for f in files:
+        try:
+            d = json.loads(f.read_text())
+        except json.JSONDecodeError as e:
+            problems.append(f"{f.name}: invalid JSON: {e}")
+            continue
+        uid = d.get("uid")
+        problems.need(uid and uid not in seen_uids, f"{f.name}: uid {uid!r} missing or used by {seen_uids.get(uid)}")
+        seen_uids[uid] = f.name
+        panels = list(all_panels(d.get("panels", [])))
+        ids = [p.get("id") for p in panels]
+        dup = sorted({i for i in ids if ids.count(i) > 1 or i is None}, key=str)
+        problems.need(not dup, f"{f.name}: panel ids repeated or missing: {dup}")
+        for i, a in enumerate(panels):
+            g = a.get("gridPos") or {}
+            if not all(k in g for k in "xywh"):
+                problems.append(f"{f.name}: panel {a.get('id')} has no full gridPos")
+                continue
+            problems.need(0 <= g["x"] and g["x"] + g["w"] <= 24, f"{f.name}: panel {a.get('id')} is outside the 24 columns")
+            for b in panels[i + 1:]:
+                if "gridPos" in b and overlaps(g, b["gridPos"]):
+                    problems.append(f"{f.name}: panels {a.get('id')} and {b.get('id')} overlap")
+        var_names = {v["name"] for v in d.get("templating", {}).get("list", [])}
+        for want in ("host", "site"):
+            problems.need(want in var_names, f"{f.name}: no ${want} variable")
+        refs = []
+        for p in panels:
+            if p.get("type") == "row":
+                continue
+            refs.append((f"panel {p['id']} ({p.get('title')})", p.get("datasource"), p.get("targets", [])))
+            problems.need(p.get("targets"), f"{f.name}: panel {p['id']} has no query")
+        for v in d.get("templating", {}).get("list", []):
+            q = v.get("query")
+            refs.append((f"variable {v['name']}", v.get("datasource"),
+                         [{"datasource": v.get("datasource"), "expr": q["query"] if isinstance(q, dict) else q}]))
+        for a in d.get("annotations", {}).get("list", []):
+            refs.append((f"annotation {a['name']}", a.get("datasource"), [dict(a.get("target", {}), datasource=a.get("datasource"))]))
+        for where, ds, targets in refs:
+            for t in [{"datasource": ds}] + targets:
+                tds = t.get("datasource") or {}
+                problems.need(tds.get("uid") in uids, f"{f.name}: {where}: datasource uid {tds.get('uid')!r} is not provisioned")
+            for t in targets:
+                kind = (t.get("datasource") or ds or {}).get("type")
+                if kind == "prometheus":
+                    expr = t.get("expr", "")
+                    m = re.fullmatch(r"\s*label_values\((.*),\s*\w+\)\s*", expr, re.S)
+                    if m:
+                        expr = m.group(1)
+                    elif re.fullmatch(r"\s*label_values\(\s*\w+\s*\)\s*", expr):
+                        continue
+                    exprs.append((f"{f.name} {where}", substitute(expr)))
+                elif kind == "influxdb":
+                    q = t.get("query", "")
+                    problems.need(re.search(r"^SELECT .+ FROM \"\w+\" WHERE .*\$timeFilter", q),
+                                  f"{f.name}: {where}: InfluxQL query without FROM or $timeFilter: {q}")
+        ts = "import type { DashboardJson } from './dashboard-types';\n"
+        ts += f"export const dashboard: DashboardJson = {json.dumps(d, indent=1)};\n"
+        (out / f"{f.stem}.ts").write_text(ts)
+    problems.need(required <= set(seen_uids), f"dashboards missing: {sorted(required - set(seen_uids))}")
+    rules = {"groups": [{"name": "panels", "rules": [
+        {"record": f"panel_expression_{i}", "expr": e, "labels": {"where": w}} for i, (w, e) in enumerate(exprs)]}]}
+    (out / "panel-rules.yml").write_text(yaml.safe_dump(rules, allow_unicode=True))
+    return problems.finish()
+
+
+def main(argv):
+    cmd, args = argv[1], argv[2:]
+    return {"compose-rules": compose_rules, "agent-rules": agent_rules,
+            "alert-rules": alert_rules, "dashboards": dashboards}[cmd](*args)
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))

@@ -1,0 +1,205 @@
+#!/usr/bin/env bash
+# `make validate`: every offline check of the stack's configuration, one PASS/FAIL line
+# each, then "N passed, M failed"; exit status 1 if any failed.
+#
+# Tools (fetched once into .cache/stack/ by scripts/fetch-tools.sh, the system untouched):
+# promtool 2.53.3 and amtool 0.28.1 (the pinned images' versions) and Docker Compose v2
+# from Debian trixie, typescript and @grafana/schema from npm. Also needs python3 with
+# PyYAML (Debian: python3-yaml), node, and cargo (vigia-ping checks its own config).
+set -uo pipefail
+cd "$(dirname "$0")/../.."
+ROOT=$PWD
+
+passed=0
+failed=0
+WORK=$(mktemp -d)
+trap 'rm -rf "$WORK"' EXIT
+
+# check NAME COMMAND...: runs COMMAND, prints PASS or FAIL (with its output, indented).
+check() {
+  local name=$1
+  shift
+  local out
+  if out=$("$@" 2>&1); then
+    echo "PASS $name"
+    passed=$((passed + 1))
+  else
+    echo "FAIL $name"
+    printf '%s\n' "$out" | sed 's/^/    /' | head -n 60
+    failed=$((failed + 1))
+  fi
+}
+
+# expect_fail NAME STATUS COMMAND...: COMMAND must exit with STATUS (a refusal we rely on).
+expect_fail() {
+  local name=$1 want=$2
+  shift 2
+  local out rc
+  out=$("$@" 2>&1)
+  rc=$?
+  if [[ $rc == "$want" ]]; then
+    echo "PASS $name"
+    passed=$((passed + 1))
+  else
+    echo "FAIL $name (exit status $rc, expected $want)"
+    printf '%s\n' "$out" | sed 's/^/    /' | head -n 20
+    failed=$((failed + 1))
+  fi
+}
+
+for tool in python3 node cargo; do
+  if ! command -v "$tool" >/dev/null; then
+    echo "FAIL required tool '$tool' is not installed"
+    echo "0 passed, 1 failed"
+    exit 1
+  fi
+done
+if ! python3 -c 'import yaml' 2>/dev/null; then
+  echo "FAIL python3 has no PyYAML (Debian package python3-yaml)"
+  echo "0 passed, 1 failed"
+  exit 1
+fi
+if ! scripts/fetch-tools.sh >"$WORK/fetch.log" 2>&1; then
+  echo "FAIL fetch promtool, amtool, docker compose, npm packages"
+  sed 's/^/    /' "$WORK/fetch.log"
+  echo "0 passed, 1 failed"
+  exit 1
+fi
+BIN=$ROOT/.cache/stack/root/usr/bin
+PROMTOOL=$BIN/promtool
+AMTOOL=$BIN/amtool
+COMPOSE=$ROOT/.cache/stack/root/usr/libexec/docker/cli-plugins/docker-compose
+NPM=$ROOT/.cache/stack/npm/node_modules
+
+# --- Compose ------------------------------------------------------------------------
+# A fixed environment instead of an operator's .env, so that the result does not depend
+# on whether `make up` ran here.
+cat >"$WORK/env" <<'EOF'
+DOCKER_GID=999
+EOF
+cat >"$WORK/agent.env" <<'EOF'
+DOCKER_GID=999
+VIGIA_INFLUXDB_URL=http://127.0.0.1:8086
+EOF
+compose() { "$COMPOSE" --project-directory "$ROOT" --env-file "$1" -f "$2" "${@:3}"; }
+check "docker compose config -q (compose.yaml)" compose "$WORK/env" compose.yaml config -q
+check "docker compose config -q (compose.agent.yaml)" compose "$WORK/agent.env" compose.agent.yaml config -q
+compose "$WORK/env" compose.yaml config --format json >"$WORK/compose.json" 2>/dev/null
+compose "$WORK/agent.env" compose.agent.yaml --profile ping config --format json >"$WORK/agent.json" 2>/dev/null
+check "compose.yaml: pinned images, healthchecks, service_healthy, read-only non-root exporters, capabilities, published ports, named volumes, secrets" \
+  python3 tests/stack/check.py compose-rules "$WORK/compose.json"
+check "compose.agent.yaml: exporters only, same hardening" \
+  python3 tests/stack/check.py agent-rules "$WORK/agent.json"
+expect_fail "compose.yaml refuses to start without DOCKER_GID (written by make up)" 15 \
+  "$COMPOSE" --project-directory "$ROOT" --env-file /dev/null -f compose.yaml config -q
+
+# --- Prometheus ---------------------------------------------------------------------
+# The config names its files where the container mounts them (/etc/prometheus).
+mkdir -p "$WORK/prom"
+sed "s#/etc/prometheus/#$ROOT/prometheus/#g" prometheus/prometheus.yml >"$WORK/prom/prometheus.yml"
+check "promtool check config (scrape configs, file_sd targets, rule files)" \
+  "$PROMTOOL" check config "$WORK/prom/prometheus.yml"
+check "promtool check rules" "$PROMTOOL" check rules prometheus/rules/*.yml
+check "promtool test rules (a firing and a quiet case per alert)" "$PROMTOOL" test rules prometheus/tests/*.yml
+check "alert rules: severity, summary, description, runbook in docs/runbooks.md, dashboard, a firing test each" \
+  python3 tests/stack/check.py alert-rules
+
+# --- Alertmanager -------------------------------------------------------------------
+render_am() { # render_am DIR [ENV...]: alertmanager/render.sh with secrets from DIR/secrets
+  local dir=$1
+  shift
+  env -i PATH="$PATH" VIGIA_SECRETS_DIR="$dir/secrets" VIGIA_AM_RUN_DIR="$dir/run" \
+    VIGIA_AM_TEMPLATES="$ROOT/alertmanager/templates" VIGIA_AM_RENDER_ONLY=1 "$@" \
+    sh alertmanager/render.sh
+}
+am_none=$WORK/am-none
+mkdir -p "$am_none/secrets"
+: >"$am_none/secrets/telegram_bot_token"
+: >"$am_none/secrets/discord_webhook_url"
+am_all=$WORK/am-all
+mkdir -p "$am_all/secrets"
+echo "123456:test-token" >"$am_all/secrets/telegram_bot_token"
+echo "http://127.0.0.1:9/api/webhooks/1/test" >"$am_all/secrets/discord_webhook_url"
+echo "smtp-password" >"$am_all/secrets/smtp_password"
+check "alertmanager config with no channel secret: email only (amtool check-config)" \
+  bash -c "$(declare -f render_am); ROOT='$ROOT'; render_am '$am_none' \
+    && '$AMTOOL' check-config '$am_none/run/alertmanager.yml' \
+    && ! grep -q 'telegram_configs\|discord_configs' '$am_none/run/alertmanager.yml'"
+check "alertmanager config with Telegram, Discord and SMTP auth secrets set (amtool check-config)" \
+  bash -c "$(declare -f render_am); ROOT='$ROOT'; render_am '$am_all' TELEGRAM_CHAT_ID=-1001234 \
+    SMTP_AUTH_USERNAME=noc SMTP_SMARTHOST=smtp.example:587 SMTP_REQUIRE_TLS=true \
+    && '$AMTOOL' check-config '$am_all/run/alertmanager.yml' \
+    && grep -q 'telegram_configs' '$am_all/run/alertmanager.yml' \
+    && grep -q 'discord_configs' '$am_all/run/alertmanager.yml' \
+    && grep -q 'smtp_auth_password_file' '$am_all/run/alertmanager.yml'"
+check "alertmanager route: grouped by alertname and target, repeat 1h, resolved messages, critical inhibits warning" \
+  python3 - "$am_all/run/alertmanager.yml" <<'EOF'
+import sys, yaml
+c = yaml.safe_load(open(sys.argv[1]))
+r = c["route"]
+assert r["group_by"] == ["alertname", "target"], r["group_by"]
+assert r["repeat_interval"] == "1h", r["repeat_interval"]
+recv = {x["name"]: x for x in c["receivers"]}[r["receiver"]]
+for kind in ("email_configs", "telegram_configs", "discord_configs"):
+    assert all(x.get("send_resolved") for x in recv[kind]), kind
+    assert kind == "email_configs" or any(k.endswith("_file") for k in recv[kind][0]), kind
+inh = c["inhibit_rules"][0]
+assert inh["source_matchers"] == ['severity="critical"'] and inh["target_matchers"] == ['severity="warning"'], inh
+assert inh["equal"] == ["target"], inh
+EOF
+expect_fail "alertmanager refuses a Telegram token without TELEGRAM_CHAT_ID (exit 2)" 2 \
+  bash -c "$(declare -f render_am); ROOT='$ROOT'; render_am '$am_all'"
+expect_fail "alertmanager refuses a non-numeric TELEGRAM_CHAT_ID (exit 2)" 2 \
+  bash -c "$(declare -f render_am); ROOT='$ROOT'; render_am '$am_all' TELEGRAM_CHAT_ID=@noc"
+# The one-line notification, rendered by amtool from a down ping target and a resolved one.
+render_template() { # render_template NAME: vigia's template NAME over the test alerts
+  "$AMTOOL" template render --template.glob="$am_all/run/*.tmpl" \
+    --template.glob="$ROOT/alertmanager/templates/*.tmpl" \
+    --template.data="$ROOT/tests/stack/alert-data.json" --template.text="{{ template \"$1\" . }}"
+}
+check "notification text (amtool template render): what, since when, dashboard link" \
+  bash -c "$(declare -f render_template); am_all='$am_all' AMTOOL='$AMTOOL' ROOT='$ROOT'; \
+    diff -u '$ROOT/tests/stack/expected-notification.txt' <(render_template vigia.text)"
+check "notification subject and Telegram text (HTML-escaped)" \
+  bash -c "$(declare -f render_template); am_all='$am_all' AMTOOL='$AMTOOL' ROOT='$ROOT'; \
+    [[ \$(render_template vigia.subject) == '[CRITICAL] PingTargetDown' ]] \
+    && render_template vigia.telegram | grep -qF 'lab-r&amp;d &lt;switch&gt; (198.18.0.31)' \
+    || { render_template vigia.subject; render_template vigia.telegram; exit 1; }"
+
+# --- Grafana ------------------------------------------------------------------------
+check "dashboards are what scripts/dashboards.py writes" python3 scripts/dashboards.py --check
+mkdir -p "$WORK/grafana"
+check "dashboards: valid JSON, unique uids and panel ids, no overlapping panels, provisioned datasource uids, host/site variables" \
+  python3 tests/stack/check.py dashboards "$WORK/grafana"
+check "dashboards: every PromQL expression parses (promtool check rules)" \
+  "$PROMTOOL" check rules "$WORK/grafana/panel-rules.yml"
+cp tests/stack/dashboard-types.ts "$WORK/grafana/"
+ln -s "$NPM" "$WORK/grafana/node_modules"
+cat >"$WORK/grafana/tsconfig.json" <<'EOF'
+{"compilerOptions": {"strict": true, "noEmit": true, "module": "commonjs",
+  "moduleResolution": "node", "target": "es2020"}, "include": ["*.ts"]}
+EOF
+check "dashboards type-check against @grafana/schema (tsc)" \
+  node "$NPM/typescript/bin/tsc" -p "$WORK/grafana"
+
+# --- InfluxDB, ping, scripts ------------------------------------------------------
+check "shell scripts parse" bash -c 'for f in scripts/up.sh scripts/down.sh scripts/fetch-tools.sh scripts/healthcheck influxdb/init/*.sh; do bash -n "$f" || exit 1; done; sh -n alertmanager/render.sh'
+# vigia-ping reads ping/ping.yaml and ping/targets.txt in the container; its own
+# --check-config validates both (paths moved to the repository's copies).
+if cargo build -q -p vigia-ping >"$WORK/cargo.log" 2>&1; then
+  echo "vigia-influx-token" >"$WORK/token"
+  PING_BIN=$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')/debug/vigia-ping
+  check "vigia-ping --check-config accepts ping/ping.yaml and ping/targets.txt" \
+    env VIGIA_PING__TARGETS_FILE="$ROOT/ping/targets.txt" \
+    VIGIA_PING__TRANSITION_LOG__PATH="$WORK/transitions.jsonl" \
+    VIGIA_PING__INFLUXDB__URL=http://influxdb:8086 VIGIA_PING__INFLUXDB__DATABASE=vigia \
+    VIGIA_PING__INFLUXDB__TOKEN_FILE="$WORK/token" \
+    "$PING_BIN" --config.file "$ROOT/ping/ping.yaml" --check-config
+else
+  echo "FAIL cargo build -p vigia-ping (to check ping/ping.yaml)"
+  sed 's/^/    /' "$WORK/cargo.log" | tail -n 20
+  failed=$((failed + 1))
+fi
+
+echo "$passed passed, $failed failed"
+[[ $failed == 0 ]]
