@@ -1,7 +1,7 @@
 # vigia: make up (runs the stack), make test (runs every check and test).
 CARGO ?= cargo
 
-.PHONY: up down validate test lint fmt-check clippy unit build release bench bench-ports
+.PHONY: up down validate test lint fmt-check clippy unit build release bench bench-ports bench-host
 
 ## test: formatting, clippy -D warnings, every unit and integration test, then the stack's offline validation.
 test: lint unit validate
@@ -24,7 +24,7 @@ release:
 	$(CARGO) build --workspace --release
 
 ## bench: every benchmark against its peer (long; not part of make test).
-bench: bench-ports
+bench: bench-ports bench-host
 
 ## bench-ports: vigia-ports vs node_exporter tcpstat, psutil and ss at 20k and 100k connections.
 bench-ports:
@@ -41,3 +41,7 @@ down:
 ## validate: offline checks of compose files, Prometheus rules and tests, Alertmanager, dashboards.
 validate:
 	tests/stack/validate.sh
+
+## bench-host: vigia-host vs node_exporter (default collectors): scrape latency, CPU per scrape, peak RSS.
+bench-host:
+	CARGO=$(CARGO) bench/host/run
