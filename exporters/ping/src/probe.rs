@@ -186,9 +186,11 @@ fn open_family(kind: ICMP, mode: SocketMode) -> Result<FamilySocket, String> {
     let raw_missing =
         || "a raw ICMP socket needs CAP_NET_RAW, which this process does not have".to_string();
     let dgram_missing = || {
+        // SAFETY: getegid has no preconditions and cannot fail.
+        let gid = unsafe { libc::getegid() };
         format!(
             "a datagram ICMP socket needs the process's group (gid {}) inside net.ipv4.ping_group_range, which is \"{}\"",
-            unsafe { libc::getegid() },
+            gid,
             ping_group_range()
         )
     };
