@@ -378,10 +378,10 @@ def traffic():
             prom(f'vigia_capture_anomaly_threshold{{{h}}}', "{{host}} threshold")],
             minv=0, maxv=1, options=ts_options()),
         panel(L, "timeseries", "Anomalous windows (InfluxDB)", [influx(
-            'SELECT count("score") FROM "vigia_capture_anomaly" WHERE "host" =~ /^$host$/ '
-            'AND $timeFilter GROUP BY time($__interval), "host" fill(none)', "$tag_host")],
+            'SELECT max("score") FROM "vigia_anomaly_window" WHERE $timeFilter '
+            'GROUP BY time($__interval) fill(none)', "anomalous window score")],
             options=ts_options(),
-            description="Windows over the threshold, with their top features, as stored in InfluxDB by vigia-capture."),
+            description="Windows over the threshold as vigia-capture stores them in InfluxDB (measurement vigia_anomaly_window, with their top features), next to the live score on the left."),
         panel(L, "timeseries", "Host anomaly score", [
             prom(f'vigia_host_anomaly_score{{{h}}}', "{{host}} score"),
             prom(f'vigia_host_anomaly_threshold{{{h}}}', "{{host}} threshold")],
@@ -393,9 +393,9 @@ def traffic():
         panel(L, "timeseries", "Packets by protocol (Prometheus)", [prom(
             f'sum by (host, protocol) (rate(vigia_capture_packets_total{{{h}}}[5m]))', "{{host}} {{protocol}}")],
             unit="pps", options=ts_options()),
-        panel(L, "timeseries", "Finished flows (InfluxDB)", [influx(
-            'SELECT count("bytes") FROM "vigia_capture_flow" WHERE "host" =~ /^$host$/ '
-            'AND $timeFilter GROUP BY time($__interval), "host" fill(none)', "$tag_host")],
+        panel(L, "timeseries", "Bytes of finished flows by protocol (InfluxDB)", [influx(
+            'SELECT sum("bytes") FROM "vigia_flow" WHERE $timeFilter '
+            'GROUP BY time($__interval), "protocol" fill(none)', "$tag_protocol")],
             options=ts_options()),
         panel(L, "timeseries", "Bytes by protocol", [prom(
             f'sum by (host, protocol) (rate(vigia_capture_bytes_total{{{h}}}[5m]))', "{{host}} {{protocol}}")],

@@ -57,6 +57,8 @@ INFLUXDB_RETENTION=30d
 PROMETHEUS_RETENTION=30d
 # TCP ports vigia-ports counts connections on (the seed's PUERTOS_A_MONITOREAR).
 PORTS_TO_MONITOR=22,80,443
+# Interface vigia-capture listens on (any: all of them).
+CAPTURE_INTERFACE=any
 # Group of /var/run/docker.sock: lets vigia-host name containers.
 DOCKER_GID=$docker_gid
 # Alert email. The default goes to the stack's mail catcher (http://127.0.0.1:8025).
