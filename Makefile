@@ -1,7 +1,7 @@
 # vigia: make up (runs the stack), make test (runs every check and test).
 CARGO ?= cargo
 
-.PHONY: up down validate test lint fmt-check clippy unit build release bench bench-ports bench-host
+.PHONY: up down validate test lint fmt-check clippy unit build release bench bench-ports bench-ping bench-host
 
 ## test: formatting, clippy -D warnings, every unit and integration test, then the stack's offline validation.
 test: lint unit validate
@@ -24,11 +24,15 @@ release:
 	$(CARGO) build --workspace --release
 
 ## bench: every benchmark against its peer (long; not part of make test).
-bench: bench-ports bench-host
+bench: bench-ports bench-ping bench-host
 
 ## bench-ports: vigia-ports vs node_exporter tcpstat, psutil and ss at 20k and 100k connections.
 bench-ports:
 	CARGO=$(CARGO) bench/ports/run
+
+## bench-ping: vigia-ping vs smokeping_prober and the seed's `ping -c 5`, 1,000 loopback targets at 1 s.
+bench-ping:
+	CARGO=$(CARGO) bench/ping/run
 
 ## up: the stack (creates .env and secrets/ on first run, waits for health, prints the URLs).
 up:
