@@ -111,6 +111,11 @@ impl Default for Collectors {
 pub struct FilesystemConfig {
     pub mount_points_exclude: String,
     pub fs_types_exclude: String,
+    /// How long one mount's statvfs may take before the mount is reported with
+    /// `node_filesystem_device_error 1` and left alone until the call returns (a dead NFS
+    /// server must not hang every scrape), as node_exporter's `--collector.filesystem.mount-timeout`.
+    #[serde(with = "humantime_serde")]
+    pub mount_timeout: Duration,
 }
 
 impl Default for FilesystemConfig {
@@ -118,6 +123,7 @@ impl Default for FilesystemConfig {
         Self {
             mount_points_exclude: DEFAULT_MOUNT_POINTS_EXCLUDE.to_string(),
             fs_types_exclude: DEFAULT_FS_TYPES_EXCLUDE.to_string(),
+            mount_timeout: Duration::from_secs(5),
         }
     }
 }
@@ -281,6 +287,12 @@ impl Validate for HostConfig {
             &self.filesystem.fs_types_exclude,
             "filesystem.fs_types_exclude",
         )?;
+        if self.filesystem.mount_timeout < Duration::from_millis(10) {
+            return Err(ConfigError::new(
+                "filesystem.mount_timeout",
+                "must be at least 10ms",
+            ));
+        }
         compile(&self.netdev.device_exclude, "netdev.device_exclude")?;
         compile(&self.diskstats.device_exclude, "diskstats.device_exclude")?;
         if self.containers.name_cache_size == 0 {

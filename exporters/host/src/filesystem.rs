@@ -6,6 +6,8 @@ use std::collections::HashSet;
 use std::ffi::CString;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
+use std::sync::{mpsc, Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use prometheus_client::encoding::DescriptorEncoder;
@@ -120,6 +122,9 @@ pub struct FilesystemCollector {
     pub rootfs: PathBuf,
     pub mount_points_exclude: Option<Regex>,
     pub fs_types_exclude: Option<Regex>,
+    pub mount_timeout: Duration,
+    /// Mount points whose statvfs is still running from an earlier scrape.
+    pub stuck: Arc<Mutex<HashSet<String>>>,
 }
 
 impl FilesystemCollector {
@@ -159,6 +164,76 @@ impl FilesystemCollector {
     fn path_under_rootfs(&self, mountpoint: &str) -> PathBuf {
         self.rootfs.join(mountpoint.trim_start_matches('/'))
     }
+
+    /// statvfs of every mount, each in its own thread, bounded by `mount_timeout` overall.
+    /// A mount that does not answer in time is marked stuck; its thread unmarks it when
+    /// the call finally returns, and until then later scrapes do not call it again.
+    fn measure(&self, mounts: &[Mount]) -> Vec<std::io::Result<FsStats>> {
+        let (tx, rx) = mpsc::channel();
+        let mut results: Vec<Option<std::io::Result<FsStats>>> = Vec::with_capacity(mounts.len());
+        let mut pending = 0usize;
+        for (i, m) in mounts.iter().enumerate() {
+            let already_stuck = self
+                .stuck
+                .lock()
+                .map(|s| s.contains(&m.mountpoint))
+                .unwrap_or(false);
+            if already_stuck {
+                results.push(Some(Err(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    "statvfs still running from an earlier scrape",
+                ))));
+                continue;
+            }
+            results.push(None);
+            let path = self.path_under_rootfs(&m.mountpoint);
+            let tx = tx.clone();
+            let spawned = std::thread::Builder::new()
+                .name("statvfs".to_string())
+                .spawn(move || {
+                    let _ = tx.send((i, statvfs(&path)));
+                });
+            match spawned {
+                Ok(_) => pending += 1,
+                Err(e) => results[i] = Some(Err(e)),
+            }
+        }
+        drop(tx);
+        let deadline = Instant::now() + self.mount_timeout;
+        while pending > 0 {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match rx.recv_timeout(left) {
+                Ok((i, r)) => {
+                    results[i] = Some(r);
+                    pending -= 1;
+                }
+                Err(_) => break,
+            }
+        }
+        results
+            .into_iter()
+            .enumerate()
+            .map(|(i, r)| {
+                r.unwrap_or_else(|| {
+                    let mp = mounts[i].mountpoint.clone();
+                    tracing::warn!(mountpoint = %mp, timeout = ?self.mount_timeout, "statvfs did not return in time: mount marked stuck");
+                    if let Ok(mut s) = self.stuck.lock() {
+                        s.insert(mp.clone());
+                    }
+                    let stuck = self.stuck.clone();
+                    let path = self.path_under_rootfs(&mp);
+                    // Waits for the hung call in the background, then frees the mount.
+                    let _ = std::thread::Builder::new().name("statvfs-stuck".to_string()).spawn(move || {
+                        let _ = statvfs(&path);
+                        if let Ok(mut s) = stuck.lock() {
+                            s.remove(&mp);
+                        }
+                    });
+                    Err(std::io::Error::new(std::io::ErrorKind::TimedOut, "statvfs timed out"))
+                })
+            })
+            .collect()
+    }
 }
 
 impl Source for FilesystemCollector {
@@ -168,13 +243,9 @@ impl Source for FilesystemCollector {
 
     fn collect(&self, enc: &mut DescriptorEncoder<'_>) -> Result<(), SourceError> {
         let mounts = self.selected_mounts()?;
-        let measured: Vec<(Mount, std::io::Result<FsStats>)> = mounts
-            .into_iter()
-            .map(|m| {
-                let stats = statvfs(&self.path_under_rootfs(&m.mountpoint));
-                (m, stats)
-            })
-            .collect();
+        let stats = self.measure(&mounts);
+        let measured: Vec<(Mount, std::io::Result<FsStats>)> =
+            mounts.into_iter().zip(stats).collect();
         let ok: Vec<(&Mount, FsStats)> = measured
             .iter()
             .filter_map(|(m, s)| s.as_ref().ok().map(|s| (m, *s)))
@@ -264,6 +335,8 @@ garbage line without separator
             rootfs: PathBuf::from("/"),
             mount_points_exclude: compile(DEFAULT_MOUNT_POINTS_EXCLUDE, "x").unwrap(),
             fs_types_exclude: compile(DEFAULT_FS_TYPES_EXCLUDE, "x").unwrap(),
+            mount_timeout: Duration::from_secs(5),
+            stuck: Arc::default(),
         };
         let got = c.selected_mounts().unwrap();
         let points: Vec<&str> = got.iter().map(|m| m.mountpoint.as_str()).collect();
@@ -273,12 +346,42 @@ garbage line without separator
     }
 
     #[test]
+    fn a_stuck_mount_is_an_error_not_a_hang() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("1")).unwrap();
+        std::fs::write(dir.path().join("1/mountinfo"), MOUNTINFO).unwrap();
+        let stuck: Arc<Mutex<HashSet<String>>> = Arc::default();
+        stuck.lock().unwrap().insert("/".to_string());
+        let mut m = vigia_kit::Metrics::new("vigia-test");
+        m.register_source(FilesystemCollector {
+            procfs_root: dir.path().to_path_buf(),
+            rootfs: PathBuf::from("/"),
+            mount_points_exclude: compile(DEFAULT_MOUNT_POINTS_EXCLUDE, "x").unwrap(),
+            fs_types_exclude: compile(DEFAULT_FS_TYPES_EXCLUDE, "x").unwrap(),
+            mount_timeout: Duration::from_secs(5),
+            stuck,
+        });
+        let text = m.encode(vigia_kit::exposition::Format::Classic);
+        let root = "{device=\"/dev/vda\",fstype=\"ext4\",mountpoint=\"/\"}";
+        assert!(
+            text.contains(&format!("node_filesystem_device_error{root} 1.0\n")),
+            "{text}"
+        );
+        assert!(
+            !text.contains(&format!("node_filesystem_size_bytes{root}")),
+            "{text}"
+        );
+    }
+
+    #[test]
     fn missing_table_is_an_error() {
         let c = FilesystemCollector {
             procfs_root: PathBuf::from("/nonexistent-vigia-root"),
             rootfs: PathBuf::from("/"),
             mount_points_exclude: None,
             fs_types_exclude: None,
+            mount_timeout: Duration::from_secs(5),
+            stuck: Arc::default(),
         };
         assert!(c.selected_mounts().is_err());
     }

@@ -111,6 +111,8 @@ fn register_collectors(config: &HostConfig, metrics: &mut Metrics) {
                 rootfs: config.rootfs.clone(),
                 mount_points_exclude: re(&config.filesystem.mount_points_exclude),
                 fs_types_exclude: re(&config.filesystem.fs_types_exclude),
+                mount_timeout: config.filesystem.mount_timeout,
+                stuck: Default::default(),
             });
         }
         if on.loadavg {
