@@ -428,6 +428,20 @@ def bench_one(n, a, ports, workdir):
         run.stop()
 
 
+def source_revision():
+    """The commit vigia-ports was built from, marked when its sources had local changes."""
+    repo = os.path.join(HERE, "..", "..")
+    try:
+        commit = subprocess.run(["git", "-C", repo, "rev-parse", "--short", "HEAD"],
+                                capture_output=True, text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "-C", repo, "status", "--porcelain", "--",
+                                "exporters/ports", "exporters/kit", "Cargo.toml", "Cargo.lock"],
+                               capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "an unknown revision"
+    return f"commit {commit}" + (" plus local changes" if dirty else "")
+
+
 def loadavg():
     with open("/proc/loadavg") as f:
         return f.read().split()[0]
@@ -495,7 +509,8 @@ def table(results):
 def section(results, notes, a, commands, load):
     today = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d")
     out = ["## vigia-ports", "",
-           f"Run on {today} with `make bench-ports`; machine: {machine()}; "
+           f"Run on {today} with `make bench-ports` (vigia-ports from {source_revision()}); "
+           f"machine: {machine()}; "
            f"1-minute load average {load[0]} at the start, {load[1]} at the end.", ""]
     out += table(results)
     out += ["", "Against the issue's targets:", ""] + notes
