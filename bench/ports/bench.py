@@ -528,7 +528,8 @@ def section(results, notes, a, commands, load):
             f"`awk` from `wait4`. Peak RSS is `VmHWM` of the "
             f"exporter process after all scrapes, of the psutil process, and `ru_maxrss` of "
             f"the `ss` process. Before timing, vigia-ports' per-port counts are checked equal "
-            f"to the ss counter's for every configured port, side and state. Other work on "
+            f"to the ss counter's for every configured port, side and state, and their "
+            f"totals to what the holder opened. Other work on "
             f"the machine (other sockets in the table, CPU load) is not controlled: wall times "
             f"include waiting for a core when the machine is busy, CPU times do not.",
             "",
