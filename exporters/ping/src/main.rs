@@ -23,7 +23,7 @@ use vigia_kit::influx::InfluxWriter;
 use vigia_kit::server::{self, Readiness};
 use vigia_kit::shutdown::Shutdown;
 use vigia_kit::web_config::WebConfig;
-use vigia_kit::{exit_config_error, CommonArgs, Metrics};
+use vigia_kit::{exit_config_error, CommonArgs, ConfigError, Metrics};
 
 use crate::config::{Config, ENV_PREFIX};
 use crate::metrics::{ExporterMetrics, TargetMetrics};
@@ -98,13 +98,8 @@ async fn run(config: Config, listen: SocketAddr, web: WebConfig) -> ExitCode {
         Some(c) => match TransitionLog::open(c) {
             Ok(log) => Some(Mutex::new(log)),
             Err(e) => {
-                return exit_config_error(
-                    PROGRAM,
-                    format!(
-                        "invalid configuration: field `transition_log.path`: cannot open {}: {e}",
-                        c.path.display()
-                    ),
-                )
+                let why = format!("cannot open {}: {e}", c.path.display());
+                return exit_config_error(PROGRAM, ConfigError::new("transition_log.path", why));
             }
         },
         None => None,
