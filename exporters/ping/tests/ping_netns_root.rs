@@ -314,3 +314,28 @@ fn root_netns_ready_only_after_every_target_finished_a_round() {
     assert!(metric(&body, "vigia_ping_requests_total", &[("target", "lo")]).unwrap() >= 1.0);
     assert_eq!(status_of(&body, "silent"), Some("down"));
 }
+
+#[test]
+fn root_netns_unroutable_target_counts_send_errors_and_is_down() {
+    require_root();
+    // A namespace with only loopback: the kernel has no route and refuses to send, so
+    // no packet leaves at all.
+    let ns = Netns::isolated();
+    let e = Exporter::start_in(
+        &ns,
+        "defaults: {interval: 1s, count: 2, timeout: 300ms}\n\
+         targets:\n  - {name: nowhere, address: 198.18.0.1}\n",
+    );
+    let l = [("target", "nowhere")];
+    let body = e.wait_metrics(Duration::from_secs(10), "two rounds", |b| {
+        metric(b, "vigia_ping_requests_total", &l).is_some_and(|v| v >= 4.0)
+    });
+    let requests = metric(&body, "vigia_ping_requests_total", &l).unwrap();
+    assert_eq!(
+        metric(&body, "vigia_ping_send_errors_total", &l),
+        Some(requests),
+        "{body}"
+    );
+    assert_eq!(metric(&body, "vigia_ping_replies_total", &l), Some(0.0));
+    assert_eq!(status_of(&body, "nowhere"), Some("down"));
+}
