@@ -4,6 +4,9 @@
     check.py compose-rules COMPOSE_JSON            what compose.yaml promises (rendered)
     check.py agent-rules COMPOSE_JSON              what compose.agent.yaml promises
     check.py alert-rules                           annotations, runbooks, a firing test each
+    check.py metric-names PANEL_RULES              every metric the rules and dashboards
+                                                   query is one an exporter or the stack
+                                                   exposes
     check.py dashboards OUT_DIR                    JSON, ids, grid, datasources; writes
                                                    OUT_DIR/panel-rules.yml (every PromQL
                                                    expression, for promtool) and
@@ -263,10 +266,64 @@ def dashboards(out_dir):
     return problems.finish()
 
 
+PROMQL_KEYWORDS = {"by", "without", "on", "ignoring", "group_left", "group_right", "and", "or",
+                   "unless", "bool", "offset", "inf", "nan",
+                   # aggregation operators, which may stand before their `by (...)`
+                   "sum", "avg", "min", "max", "count", "group", "stddev", "stdvar", "topk",
+                   "bottomk", "quantile", "count_values"}
+# Series the stack itself provides: Prometheus (up, ALERTS, scrape_*, its own), Alertmanager.
+EXTERNAL = re.compile(r"^(up|ALERTS|ALERTS_FOR_STATE|scrape_\w+|prometheus_\w+|alertmanager_\w+)$")
+
+
+def metric_names_in(expr):
+    """The metric names a PromQL expression selects (a tokenizer, not a parser: promtool
+    has already parsed every expression)."""
+    expr = re.sub(r'"(?:[^"\\]|\\.)*"|\'(?:[^\'\\]|\\.)*\'', "", expr)
+    expr = re.sub(r"\{[^}]*\}", "", expr)
+    expr = re.sub(r"\[[^\]]*\]", "", expr)
+    expr = re.sub(r"\b(by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)", r"\1", expr)
+    names = set()
+    for m in re.finditer(r"(?<![\w.])[a-zA-Z_:][\w:]*", expr):
+        if re.match(r"\s*\(", expr[m.end():]) or m.group(0) in PROMQL_KEYWORDS:
+            continue
+        names.add(m.group(0))
+    return names
+
+
+def exported_names():
+    """Metric names written as string literals in the exporters' sources; `{}` in a name
+    (node_memory_{}_bytes) stands for any field."""
+    literal, patterns = set(), []
+    for f in (ROOT / "exporters").glob("*/src/**/*.rs"):
+        for name in re.findall(r'"((?:vigia|node|container)_[A-Za-z0-9_{}]+)"', f.read_text()):
+            if "{" in name:
+                patterns.append(re.compile("^" + re.sub(r"\{[^}]*\}", "[A-Za-z0-9_]+", name) + "$"))
+            else:
+                literal.add(name)
+    return literal, patterns
+
+
+def metric_names(panel_rules):
+    problems = Problems()
+    literal, patterns = exported_names()
+    recorded = {r["record"] for r in load_rule_groups() if "record" in r}
+    exprs = [(f"rule {r.get('alert') or r.get('record')}", r["expr"]) for r in load_rule_groups()]
+    for r in yaml.safe_load(Path(panel_rules).read_text())["groups"][0]["rules"]:
+        exprs.append((r["labels"]["where"], r["expr"]))
+    for where, expr in exprs:
+        for name in sorted(metric_names_in(expr)):
+            base = re.sub(r"_(total|sum|count|bucket)$", "", name)
+            known = (name in recorded or EXTERNAL.match(name) or name in literal or base in literal
+                     or any(p.match(name) for p in patterns))
+            problems.need(known, f"{where}: metric {name} is exported by nothing in the stack")
+    return problems.finish()
+
+
 def main(argv):
     cmd, args = argv[1], argv[2:]
     return {"compose-rules": compose_rules, "agent-rules": agent_rules,
-            "alert-rules": alert_rules, "dashboards": dashboards}[cmd](*args)
+            "alert-rules": alert_rules, "dashboards": dashboards,
+            "metric-names": metric_names}[cmd](*args)
 
 
 if __name__ == "__main__":

@@ -173,6 +173,8 @@ check "dashboards: valid JSON, unique uids and panel ids, no overlapping panels,
   python3 tests/stack/check.py dashboards "$WORK/grafana"
 check "dashboards: every PromQL expression parses (promtool check rules)" \
   "$PROMTOOL" check rules "$WORK/grafana/panel-rules.yml"
+check "rules and dashboards query only metrics the exporters (exporters/*/src) or the stack expose" \
+  python3 tests/stack/check.py metric-names "$WORK/grafana/panel-rules.yml"
 cp tests/stack/dashboard-types.ts "$WORK/grafana/"
 ln -s "$NPM" "$WORK/grafana/node_modules"
 cat >"$WORK/grafana/tsconfig.json" <<'EOF'
