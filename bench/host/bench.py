@@ -130,6 +130,7 @@ def main():
     a = parse_args()
     if not os.access(a.vigia, os.X_OK):
         sys.exit(f"bench-host: {a.vigia} is not an executable")
+    load_start = open("/proc/loadavg").read().split()[0]
     vport, nport = free_port(), free_port()
     with tempfile.TemporaryDirectory(prefix="vigia-bench-host-") as work:
         env = dict(os.environ)
@@ -175,6 +176,7 @@ def main():
     for r in rows:
         lines.append(f"| {r['name']} | {r['median_ms']:.2f} ms | {r['p90_ms']:.2f} ms | "
                      f"{r['cpu_ms']:.2f} ms | {r['rss_mib']:.1f} MiB | {r['bytes'] / 1024:.0f} KiB | {r['samples']} |")
+    load_end = open("/proc/loadavg").read().split()[0]
     v, n = rows[0], rows[1]
     notes = [
         f"- Scrape latency: vigia-host {v['median_ms']:.2f} ms vs node_exporter {n['median_ms']:.2f} ms "
@@ -182,7 +184,11 @@ def main():
         f"- Peak RSS: vigia-host {v['rss_mib']:.1f} MiB (target: under {TARGET_RSS_MIB:.0f} MiB): "
         f"{'met' if v['rss_mib'] < TARGET_RSS_MIB else 'NOT met'}.",
         "- The two expose different sets: node_exporter's defaults cover ~40 collectors "
-        "(no containers); vigia-host covers its core set plus containers, inventory, energy and anomaly.",
+        "(no containers); vigia-host covers its core set plus containers (the cgroup tree is "
+        "walked every scrape, whether or not containers run), inventory (the process table), "
+        "energy and anomaly.",
+        f"- 1-minute load average {load_start} at the start, {load_end} at the end; other work on "
+        "the machine is not controlled: wall times include waiting for a core, CPU times do not.",
     ]
     print("\n".join(lines))
     print()
