@@ -209,7 +209,14 @@ async fn push_inventory(
         config.rootfs.clone(),
         inv.top_processes,
     )));
-    let mut ticker = tokio::time::interval(inv.interval);
+    // A first reading now, so the first snapshot (a second later, then every interval)
+    // already has CPU use per process, which is a difference between two readings.
+    let s = sampler.clone();
+    let _ =
+        tokio::task::spawn_blocking(move || s.lock().unwrap_or_else(|p| p.into_inner()).snapshot())
+            .await;
+    let first = tokio::time::Instant::now() + Duration::from_secs(1);
+    let mut ticker = tokio::time::interval_at(first, inv.interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
