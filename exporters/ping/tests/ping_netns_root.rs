@@ -180,7 +180,7 @@ fn root_netns_slow_host_is_warning() {
     slow.set_echo_ignore(true);
     let _responder = SlowResponder::start(&slow, Duration::from_millis(250));
     let e = Exporter::start(&format!(
-        "defaults: {{interval: 2s, count: 2, timeout: 900ms, warning_rtt: 100ms}}\n\
+        "defaults: {{interval: 2s, count: 2, timeout: 900ms, warning_rtt: 100ms, warning_loss: 0.5}}\n\
          targets:\n  - {{name: slow, address: {}}}\n  - {{name: fast, address: 127.0.0.1}}\n",
         slow.addr
     ));
@@ -197,11 +197,10 @@ fn root_netns_slow_host_is_warning() {
     assert_eq!(status_of(&body, "fast"), Some("ok"), "{body}");
     let l = [("target", "slow")];
     let requests = metric(&body, "vigia_ping_requests_total", &l).unwrap();
-    assert_eq!(
-        metric(&body, "vigia_ping_replies_total", &l),
-        Some(requests),
-        "no loss: slow, not lossy"
-    );
+    // Warning for the RTT, not for loss: with warning_loss 0.5 one lost reply of two
+    // (a Python responder on a busy machine) would not make a warning by itself.
+    let replies = metric(&body, "vigia_ping_replies_total", &l).unwrap();
+    assert!(replies >= requests - 1.0, "{replies} of {requests}");
     let rtt = metric(&body, "vigia_ping_last_rtt_seconds", &l).unwrap();
     // Generous upper bound: the responder is a Python process on a busy machine.
     assert!((0.25..0.9).contains(&rtt), "delayed reply RTT {rtt}");
@@ -219,7 +218,7 @@ fn root_netns_slow_host_is_warning() {
             "vigia_ping_rtt_seconds_bucket",
             &[("target", "slow"), ("le", "1.0")]
         ),
-        Some(requests)
+        Some(replies)
     );
     assert_eq!(metric(&body, "vigia_ping_up", &l), Some(1.0));
 }

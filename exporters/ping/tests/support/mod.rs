@@ -272,18 +272,28 @@ impl SlowResponder {
         require_tool("python3");
         let script =
             Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/slow_icmp_responder.py");
-        let child = Command::new("ip")
+        let mut child = Command::new("ip")
             .args(["netns", "exec", &host.ns.name, "python3"])
             .arg(&script)
             .arg(format!("{}", delay.as_secs_f64()))
             // Stops by itself after this many seconds even if the test dies.
             .arg("300")
-            .stdout(Stdio::null())
+            .stdout(Stdio::piped())
             .spawn()
             .expect("start the responder");
-        // Let it open its socket before the first request.
-        std::thread::sleep(Duration::from_millis(300));
-        SlowResponder { child }
+        // Wait (bounded) for its "ready" line: on a busy machine Python takes a while.
+        let stdout = child.stdout.take().expect("piped stdout");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut line = String::new();
+            let _ = std::io::BufRead::read_line(&mut std::io::BufReader::new(stdout), &mut line);
+            let _ = tx.send(line);
+        });
+        let line = rx.recv_timeout(Duration::from_secs(20)).unwrap_or_default();
+        // Built before the check, so a failed start still kills the child.
+        let responder = SlowResponder { child };
+        assert_eq!(line.trim(), "ready", "the slow responder did not start");
+        responder
     }
 }
 

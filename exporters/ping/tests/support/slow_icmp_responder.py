@@ -30,6 +30,8 @@ def main() -> None:
     lifetime = float(sys.argv[2])
     end = time.monotonic() + lifetime
     sock = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP)
+    # The test waits for this line: requests sent before the socket exists would be lost.
+    print("ready", flush=True)
     pending = []  # (due, tiebreak, packet, destination)
     order = itertools.count()
     while time.monotonic() < end:
