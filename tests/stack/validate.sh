@@ -197,6 +197,19 @@ if cargo build -q -p vigia-ping >"$WORK/cargo.log" 2>&1; then
     VIGIA_PING__INFLUXDB__URL=http://influxdb:8086 VIGIA_PING__INFLUXDB__DATABASE=vigia \
     VIGIA_PING__INFLUXDB__TOKEN_FILE="$WORK/token" \
     "$PING_BIN" --config.file "$ROOT/ping/ping.yaml" --check-config
+  # The containers' healthcheck (scripts/healthcheck, bash only) against the real exporter.
+  port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+  env VIGIA_PING__TARGETS_FILE="$ROOT/ping/targets.txt" \
+    VIGIA_PING__TRANSITION_LOG__PATH="$WORK/transitions.jsonl" \
+    "$PING_BIN" --config.file "$ROOT/ping/ping.yaml" --web.listen-address "127.0.0.1:$port" \
+    >"$WORK/ping.log" 2>&1 &
+  ping_pid=$!
+  check "scripts/healthcheck: healthy against a running vigia-ping, unhealthy for a wrong path and a closed port" \
+    bash -c "for _ in \$(seq 50); do scripts/healthcheck $port && break; sleep 0.2; done
+      scripts/healthcheck $port || { cat '$WORK/ping.log'; exit 1; }
+      ! scripts/healthcheck $port /no-such-page && ! scripts/healthcheck 1 2>/dev/null"
+  kill "$ping_pid" 2>/dev/null
+  wait "$ping_pid" 2>/dev/null
 else
   echo "FAIL cargo build -p vigia-ping (to check ping/ping.yaml)"
   sed 's/^/    /' "$WORK/cargo.log" | tail -n 20
