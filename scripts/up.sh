@@ -24,10 +24,11 @@ umask 022
 mkdir -p secrets
 chmod 700 secrets
 new_grafana_password=""
+# Written without a trailing newline: not every reader of a *_FILE trims one.
 for name in grafana_admin_password influxdb_admin_password influxdb_token; do
   if [[ ! -s secrets/$name ]]; then
     value=$(random_secret)
-    printf '%s\n' "$value" >"secrets/$name"
+    printf '%s' "$value" >"secrets/$name"
     [[ $name == grafana_admin_password ]] && new_grafana_password=$value
   fi
 done
