@@ -74,13 +74,17 @@ impl CaptureMetrics {
             bytes_family,
         );
         let dropped = Family::<StageLabel, Counter>::default();
+        // One statement per series: a `get_or_create` guard lives until the end of its
+        // statement, and a second one in the same statement would deadlock on it.
+        let kernel_dropped = dropped
+            .get_or_create(&StageLabel { stage: "kernel" })
+            .clone();
+        let queue_dropped = dropped
+            .get_or_create(&StageLabel { stage: "queue" })
+            .clone();
         let counters = CaptureCounters {
-            kernel_dropped: dropped
-                .get_or_create(&StageLabel { stage: "kernel" })
-                .clone(),
-            queue_dropped: dropped
-                .get_or_create(&StageLabel { stage: "queue" })
-                .clone(),
+            kernel_dropped,
+            queue_dropped,
         };
         r.register(
             "vigia_capture_dropped_packets",
