@@ -22,6 +22,8 @@ const LOOKUP_TIMEOUT: Duration = Duration::from_secs(2);
 /// Unknown ids trigger at most one listing per this interval (ids of other runtimes never
 /// become known, and must not make every scrape call the engine).
 const MIN_REFRESH: Duration = Duration::from_secs(10);
+/// Names are listed again at least this often, so a renamed container is seen renamed.
+const MAX_AGE: Duration = Duration::from_secs(300);
 
 struct Cache {
     /// container id → (name, image).
@@ -79,10 +81,10 @@ impl ContainerNames {
     pub fn lookup(&self, ids: &[&str]) -> HashMap<String, (String, String)> {
         let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
         let unknown = ids.iter().any(|id| !cache.known.contains_key(*id));
-        let due = cache
-            .last_refresh
-            .map_or(true, |t| t.elapsed() >= MIN_REFRESH);
-        if unknown && due {
+        let age = cache.last_refresh.map(|t| t.elapsed());
+        let due = age.map_or(true, |a| a >= MIN_REFRESH);
+        let stale = !ids.is_empty() && age.map_or(true, |a| a >= MAX_AGE);
+        if (unknown && due) || stale {
             cache.last_refresh = Some(Instant::now());
             match self.list() {
                 Ok(listing) => {
