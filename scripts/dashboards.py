@@ -228,17 +228,19 @@ def noc():
             "0": {"text": "OK", "color": GREEN, "index": 0},
             "1": {"text": "WARNING", "color": YELLOW, "index": 1},
             "2": {"text": "DOWN", "color": RED, "index": 2},
+            # Before its first round decided anything.
+            "3": {"text": "UNKNOWN", "color": "text", "index": 3},
         }},
-        {"type": "special", "options": {"match": "null", "result": {"text": "UNKNOWN", "color": "text", "index": 3}}},
     ]
     panels = [
         panel(L, "stat", "Status", [prom(
             f'max by (target) (vigia_ping_status{{status="down", {sel}}}) * 2'
-            f' + max by (target) (vigia_ping_status{{status="warning", {sel}}})',
+            f' + max by (target) (vigia_ping_status{{status="warning", {sel}}})'
+            f' + max by (target) (vigia_ping_status{{status="unknown", {sel}}}) * 3',
             "{{target}}", instant=True)],
             w=24, h=8, steps=[(GREEN, None), (YELLOW, 1), (RED, 2)], mappings=status_map,
             options=stat_options(),
-            description="One tile per ping target: green answers, yellow answers slowly or loses packets, red does not answer (seed 001's board)."),
+            description="One tile per ping target: green answers, yellow answers slowly or loses packets, red does not answer, grey not probed yet (seed 001's board)."),
         panel(L, "stat", "RTT (last reply)", [prom(
             f'max by (target) (vigia_ping_last_rtt_seconds{{{sel}}})', "{{target}}", instant=True)],
             w=12, h=6, unit="s", steps=[(GREEN, None), (YELLOW, 0.2), (RED, 1)],
