@@ -148,6 +148,7 @@ targets:
         "lost-olt",
         ".stopwatch .elapsed",
     ));
+    let first_at = Instant::now();
     assert!(
         first <= started.elapsed().as_secs() + 1,
         "down for {first} s, but the exporter started {:?} ago",
@@ -160,9 +161,11 @@ targets:
         "lost-olt",
         ".stopwatch .elapsed",
     ));
+    let between = first_at.elapsed().as_secs_f64();
+    let advanced = second.saturating_sub(first) as f64;
     assert!(
-        (first + 2..=first + 4).contains(&second),
-        "stopwatch went from {first} s to {second} s in 3 s"
+        second > first + 1 && (advanced - between).abs() <= 1.5,
+        "stopwatch went from {first} s to {second} s in {between:.1} s"
     );
     assert_eq!(
         browser.eval(&page, "document.querySelectorAll('.stopwatch').length"),
