@@ -4,7 +4,9 @@
 //! The page is one self-contained document: its CSS and JS are compiled into the binary
 //! and inlined, and its Content-Security-Policy forbids loading anything from anywhere
 //! but its own origin, because NOC networks are often offline. Everything it shows comes
-//! from `/api/status`, inserted as text (target names are operator input).
+//! from `/api/status`, inserted as text (target names are operator input); the policy
+//! also allows only the page's own script and style, by hash, so even markup that got in
+//! by mistake could not run.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, LazyLock};
@@ -72,24 +74,56 @@ pub fn routes(source: Arc<dyn StatusSnapshot>) -> Router {
     )
 }
 
-/// Only what the page itself needs: inline style and script, `fetch` to its own origin.
-/// Nothing external can load even if a future edit adds a link by mistake.
-const PAGE_CSP: &str = "default-src 'none'; style-src 'unsafe-inline'; \
-    script-src 'unsafe-inline'; connect-src 'self'; img-src data:; base-uri 'none'; \
-    form-action 'none'; frame-ancestors 'none'";
+const BOARD_CSS: &str = include_str!("../assets/board.css");
+const BOARD_JS: &str = include_str!("../assets/board.js");
 
 /// The page with its style sheet and script inlined; assembled once, on first use.
 static PAGE: LazyLock<String> = LazyLock::new(|| {
     include_str!("../assets/board.html")
-        .replace("/*BOARD_CSS*/", include_str!("../assets/board.css"))
-        .replace("/*BOARD_JS*/", include_str!("../assets/board.js"))
+        .replace("/*BOARD_CSS*/", BOARD_CSS)
+        .replace("/*BOARD_JS*/", BOARD_JS)
 });
+
+/// Only what the page itself needs: its own inline style and script (by hash), `fetch`
+/// to its own origin. Nothing external can load even if a future edit adds a link.
+static PAGE_CSP: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "default-src 'none'; style-src '{}'; script-src '{}'; connect-src 'self'; \
+         img-src data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'",
+        csp_hash(BOARD_CSS),
+        csp_hash(BOARD_JS)
+    )
+});
+
+/// A CSP source expression for an inline element's exact text: `sha256-<base64>`.
+fn csp_hash(text: &str) -> String {
+    use sha2::{Digest, Sha256};
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let digest = Sha256::digest(text.as_bytes());
+    let mut out = String::from("sha256-");
+    for chunk in digest.chunks(3) {
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(ALPHABET[(n >> (18 - 6 * i) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
 
 async fn page() -> Response {
     (
         [
             (header::CONTENT_TYPE, "text/html; charset=utf-8"),
-            (header::CONTENT_SECURITY_POLICY, PAGE_CSP),
+            (header::CONTENT_SECURITY_POLICY, PAGE_CSP.as_str()),
             (header::CACHE_CONTROL, "no-cache"),
             (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
         ],
@@ -227,6 +261,8 @@ mod tests {
         let csp = header(&headers, "content-security-policy");
         assert!(csp.starts_with("default-src 'none';"), "{csp}");
         assert!(csp.contains("connect-src 'self'"), "{csp}");
+        assert!(!csp.contains("unsafe-inline"), "{csp}");
+        assert!(csp.contains(&format!("script-src '{}'", csp_hash(BOARD_JS))));
         assert!(body.starts_with("<!doctype html>"));
         // The style sheet and script are inlined, not left as placeholders.
         assert!(!body.contains("/*BOARD_CSS*/") && !body.contains("/*BOARD_JS*/"));
@@ -264,6 +300,19 @@ mod tests {
                 "external reference {r}"
             );
         }
+    }
+
+    #[test]
+    fn csp_hash_is_base64_of_sha256() {
+        // Known digests: SHA-256 of "" and of "abc".
+        assert_eq!(
+            csp_hash(""),
+            "sha256-47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU="
+        );
+        assert_eq!(
+            csp_hash("abc"),
+            "sha256-ungWv48Bz+pBQUDeXa4iI7ADYaOWF3qctBD/YfIAFa0="
+        );
     }
 
     #[test]
