@@ -206,7 +206,11 @@ impl Sampler {
                     e.count += 1;
                     e.rss_bytes += p.rss_pages as f64 * self.page_size;
                 }
-                top = by_name.into_values().collect();
+                // Names that used no CPU in the interval are not a "top" of anything.
+                top = by_name
+                    .into_values()
+                    .filter(|t| t.cpu_ratio > 0.0)
+                    .collect();
                 top.sort_by(|a, b| {
                     b.cpu_ratio
                         .total_cmp(&a.cpu_ratio)
