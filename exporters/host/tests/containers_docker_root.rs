@@ -31,12 +31,18 @@ impl Drop for Dockerd {
         let deadline = Instant::now() + Duration::from_secs(20);
         while Instant::now() < deadline {
             if let Ok(Some(_)) = self.child.try_wait() {
-                return;
+                break;
             }
             std::thread::sleep(Duration::from_millis(100));
         }
         let _ = self.child.kill();
         let _ = self.child.wait();
+        // dockerd bind-mounts its data root onto itself and leaves that mount behind.
+        let data = cache_dir().join("data");
+        if let Ok(c) = std::ffi::CString::new(data.display().to_string()) {
+            // SAFETY: umount2 with a valid NUL-terminated path; failure (not a mount) is fine.
+            unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) };
+        }
     }
 }
 
