@@ -18,10 +18,12 @@ RUN cargo build --release --locked --workspace --bins \
     && mkdir /out \
     && find target/release -maxdepth 1 -type f -perm -u+x -name 'vigia-*' -exec cp {} /out/ \;
 
-# Runtime: slim Debian with libpcap and nothing else (no shell tools beyond the base).
+# Runtime: slim Debian with libpcap and the CA certificates (the InfluxDB writer's HTTP
+# client loads the system's roots when it starts, even for an http:// URL, and refuses to
+# start without them).
 FROM debian:bookworm-slim
 RUN apt-get update \
-    && apt-get install -y --no-install-recommends libpcap0.8 \
+    && apt-get install -y --no-install-recommends libpcap0.8 ca-certificates \
     && rm -rf /var/lib/apt/lists/*
 # A fixed uid/gid, so that host-side ownership of volumes is predictable.
 RUN groupadd --system --gid 10001 vigia \
