@@ -42,6 +42,9 @@ enum Handle {
 /// An opened capture, before its thread starts.
 pub struct CaptureSource {
     handle: Handle,
+    /// Wakes a live capture blocked in libpcap at shutdown (a quiet interface may never
+    /// return from a read otherwise).
+    pub breaker: Option<pcap::BreakLoop>,
     pub datalink: Datalink,
     pub description: String,
 }
@@ -97,6 +100,10 @@ pub fn open(config: &Config) -> Result<CaptureSource, vigia_kit::ConfigError> {
         )
     })?;
     let mut handle = handle;
+    let breaker = match &mut handle {
+        Handle::Live(c) => Some(c.breakloop_handle()),
+        Handle::File(_) => None,
+    };
     if let Some(filter) = &config.filter {
         let result = match &mut handle {
             Handle::Live(c) => c.filter(filter, true),
@@ -106,6 +113,7 @@ pub fn open(config: &Config) -> Result<CaptureSource, vigia_kit::ConfigError> {
     }
     Ok(CaptureSource {
         handle,
+        breaker,
         datalink,
         description,
     })
@@ -209,7 +217,10 @@ fn run_live(
     let send = |batch: Vec<PacketSummary>| -> bool {
         let n = batch.len() as u64;
         match tx.try_send(Event::Packets(batch)) {
-            Ok(()) => true,
+            Ok(()) => {
+                tracing::debug!(packets = n, "batch handed over");
+                true
+            }
             Err(TrySendError::Full(_)) => {
                 counters.queue_dropped.inc_by(n);
                 true
@@ -218,14 +229,21 @@ fn run_live(
         }
     };
     while !stop.load(Ordering::Relaxed) {
-        match cap.next_packet() {
-            Ok(p) => {
-                if batch.is_empty() {
+        // pcap_dispatch hands over the packets of a ring block in one call, as tcpdump
+        // reads, instead of one call per packet.
+        let room = BATCH - batch.len();
+        let was_empty = batch.is_empty();
+        let result = cap.dispatch(Some(room), |p| {
+            batch.push(summarize(datalink, p.data, p.header.len, ts_ns(p.header)));
+        });
+        match result {
+            Ok(n) => {
+                if was_empty && n > 0 {
                     batch_started = Instant::now();
                 }
-                batch.push(summarize(datalink, p.data, p.header.len, ts_ns(p.header)));
             }
-            Err(pcap::Error::TimeoutExpired) => {}
+            // pcap_breakloop (shutdown) ends a dispatch with an error: not a failure.
+            Err(_) if stop.load(Ordering::Relaxed) => break,
             Err(e) => {
                 if !batch.is_empty() {
                     send(std::mem::take(&mut batch));

@@ -121,7 +121,7 @@ fn main() -> ExitCode {
 
 async fn run(
     config: Config,
-    source: capture::CaptureSource,
+    mut source: capture::CaptureSource,
     scorer: WindowScorer,
     listen: std::net::SocketAddr,
     web: WebConfig,
@@ -149,6 +149,7 @@ async fn run(
     };
     let live = matches!(config.input(), Input::Live(_));
     let description = source.description.clone();
+    let breaker = source.breaker.take();
     let stop = Arc::new(AtomicBool::new(false));
     let (rx, capture_thread) =
         match capture::spawn(source, config.queue_packets, counters, stop.clone()) {
@@ -218,6 +219,9 @@ async fn run(
             tracing::info!(input = %description, "capturing");
             server::serve(listener, router, web, shutdown, Duration::from_secs(5)).await;
             stop.store(true, Ordering::Relaxed);
+            if let Some(b) = &breaker {
+                b.breakloop();
+            }
             let failed_live = match analysis.await {
                 Ok(Err(_)) => live,
                 _ => false,
