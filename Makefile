@@ -1,7 +1,7 @@
 # vigia: make up (runs the stack), make test (runs every check and test).
 CARGO ?= cargo
 
-.PHONY: up down validate test lint fmt-check clippy unit build release bench bench-ports bench-ping bench-host
+.PHONY: up down validate test lint fmt-check clippy unit build release bench bench-ports bench-ping bench-host bench-capture fuzz
 
 ## test: formatting, clippy -D warnings, every unit and integration test, then the stack's offline validation.
 test: lint unit validate
@@ -24,7 +24,7 @@ release:
 	$(CARGO) build --workspace --release
 
 ## bench: every benchmark against its peer (long; not part of make test).
-bench: bench-ports bench-ping bench-host
+bench: bench-ports bench-ping bench-capture bench-host
 
 ## bench-ports: vigia-ports vs node_exporter tcpstat, psutil and ss at 20k and 100k connections.
 bench-ports:
@@ -49,3 +49,13 @@ validate:
 ## bench-host: vigia-host vs node_exporter (default collectors): scrape latency, CPU per scrape, peak RSS.
 bench-host:
 	CARGO=$(CARGO) bench/host/run
+
+## bench-capture: vigia-capture's offline pipeline vs tcpdump -r, tshark conv,ip and the seed's Scapy loop, 5M packets.
+bench-capture:
+	CARGO=$(CARGO) bench/capture/run
+
+## fuzz: vigia-capture's packet parser and window features under cargo-fuzz (nightly) for FUZZ_SECONDS.
+FUZZ_SECONDS ?= 60
+fuzz:
+	@command -v cargo-fuzz >/dev/null || { echo "fuzz: cargo-fuzz is missing: cargo install cargo-fuzz (and a nightly toolchain)" >&2; exit 1; }
+	cd exporters/capture/fuzz && $(CARGO) +nightly fuzz run parse_and_features -- -max_total_time=$(FUZZ_SECONDS) -rss_limit_mb=2048

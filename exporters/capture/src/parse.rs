@@ -295,7 +295,7 @@ mod tests {
     }
 
     #[test]
-    fn seeded_random_bytes_never_panic() {
+    fn seeded_random_bytes_never_panic_in_parser_or_features() {
         let mut rng = vigia_anomaly::SplitMix64::new(0x5eed);
         let links = [
             Datalink::Ethernet,
@@ -305,6 +305,7 @@ mod tests {
             Datalink::Null,
         ];
         let base = tcp_syn();
+        let mut window = crate::window::Window::new(64);
         for i in 0..200_000u32 {
             let len = (rng.next_u64() % 96) as usize;
             let mut buf: Vec<u8> = (0..len).map(|_| rng.next_u64() as u8).collect();
@@ -319,7 +320,12 @@ mod tests {
                 buf.truncate((rng.next_u64() as usize) % (buf.len() + 1));
             }
             let link = links[(i as usize) % links.len()];
-            let _ = summarize(link, &buf, rng.next_u64() as u32, 0);
+            let p = summarize(link, &buf, rng.next_u64() as u32, u64::from(i));
+            window.add(&p);
+            if i % 1000 == 999 {
+                let stats = window.close(0, 1, 5);
+                assert!(stats.vector().iter().all(|v| v.is_finite()), "{stats:?}");
+            }
         }
     }
 }
