@@ -1,0 +1,301 @@
+//! Detection on real attack traffic (root + network namespace): a namespace host in
+//! 198.18.0.0/15 behind a veth pair, vigia-capture live on the host-side veth with 1 s
+//! windows, a calm baseline (HTTP requests to a small server, pings, a rate-limited
+//! iperf3 stream), then `nmap -sS` against the host, then a bounded `hping3 --syn` burst.
+//! The scan and the burst must reach the threshold; the calm windows must not.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use common::*;
+
+struct Netns {
+    name: String,
+    host_if: String,
+    children: Vec<Child>,
+}
+
+fn sh(args: &[&str]) {
+    let status = Command::new(args[0]).args(&args[1..]).status().unwrap();
+    assert!(status.success(), "{args:?} failed");
+}
+
+impl Netns {
+    fn create(tag: u32, host_addr: &str, ns_addr: &str) -> Netns {
+        let name = format!("vcapdet{tag}");
+        let host_if = format!("vcaph{tag}");
+        let ns_if = format!("vcapn{tag}");
+        let _ = Command::new("ip").args(["netns", "del", &name]).status();
+        let _ = Command::new("ip").args(["link", "del", &host_if]).status();
+        sh(&["ip", "netns", "add", &name]);
+        let ns = Netns {
+            name: name.clone(),
+            host_if: host_if.clone(),
+            children: Vec::new(),
+        };
+        sh(&[
+            "ip", "link", "add", &host_if, "type", "veth", "peer", "name", &ns_if,
+        ]);
+        sh(&["ip", "link", "set", &ns_if, "netns", &name]);
+        // No IPv6 on the pair: router solicitations and MLD reports would be noise.
+        let _ = Command::new("sysctl")
+            .args(["-qw", &format!("net.ipv6.conf.{host_if}.disable_ipv6=1")])
+            .status();
+        sh(&[
+            "ip",
+            "addr",
+            "add",
+            &format!("{host_addr}/30"),
+            "dev",
+            &host_if,
+        ]);
+        sh(&["ip", "link", "set", &host_if, "up"]);
+        sh(&[
+            "ip",
+            "netns",
+            "exec",
+            &name,
+            "sysctl",
+            "-qw",
+            "net.ipv6.conf.all.disable_ipv6=1",
+        ]);
+        sh(&[
+            "ip",
+            "netns",
+            "exec",
+            &name,
+            "ip",
+            "addr",
+            "add",
+            &format!("{ns_addr}/30"),
+            "dev",
+            &ns_if,
+        ]);
+        sh(&[
+            "ip", "netns", "exec", &name, "ip", "link", "set", &ns_if, "up",
+        ]);
+        sh(&[
+            "ip", "netns", "exec", &name, "ip", "link", "set", "lo", "up",
+        ]);
+        ns
+    }
+
+    fn spawn(&mut self, args: &[&str]) {
+        let child = Command::new("ip")
+            .args(["netns", "exec", &self.name])
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        self.children.push(child);
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        for c in &mut self.children {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        let _ = Command::new("ip")
+            .args(["link", "del", &self.host_if])
+            .status();
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .status();
+    }
+}
+
+fn now_s() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64()
+}
+
+fn http_request(addr: SocketAddr) {
+    if let Ok(mut s) = TcpStream::connect_timeout(&addr, Duration::from_millis(500)) {
+        let _ = s.set_read_timeout(Some(Duration::from_millis(500)));
+        let _ = s.write_all(b"GET / HTTP/1.0\r\nHost: test\r\n\r\n");
+        let mut buf = Vec::new();
+        let _ = s.read_to_end(&mut buf);
+    }
+}
+
+#[test]
+fn scan_and_syn_burst_cross_the_threshold_calm_windows_do_not_root_netns() {
+    assert!(
+        is_root(),
+        "this test needs root (netns, live capture); CI runs as root"
+    );
+    for (tool, package) in [
+        ("ip", "iproute2"),
+        ("nmap", "nmap"),
+        ("hping3", "hping3"),
+        ("iperf3", "iperf3"),
+        ("ping", "iputils-ping"),
+        ("python3", "python3"),
+    ] {
+        require_tool(tool, package);
+    }
+    let tag = std::process::id() % 200;
+    let host_addr = format!("198.19.{tag}.1");
+    let ns_addr = format!("198.19.{tag}.2");
+    let mut ns = Netns::create(tag, &host_addr, &ns_addr);
+    ns.spawn(&["python3", "-m", "http.server", "8080", "--bind", &ns_addr]);
+    ns.spawn(&["iperf3", "-s", "-B", &ns_addr, "-p", "5201"]);
+    std::thread::sleep(Duration::from_millis(800));
+
+    let config = format!(
+        "interface: {}\nwindow: 1s\nread_timeout: 20ms\nanomaly:\n  window_size: 30\n",
+        ns.host_if
+    );
+    let e = Exporter::start(&config, &[]);
+    let threshold = e.value("vigia_capture_anomaly_threshold").unwrap();
+
+    // Calm traffic for the whole test, bounded by `calm_until` and counts.
+    let running = Arc::new(AtomicBool::new(true));
+    let http_addr: SocketAddr = format!("{ns_addr}:8080").parse().unwrap();
+    let r = running.clone();
+    let http = std::thread::spawn(move || {
+        for _ in 0..2000 {
+            if !r.load(Ordering::Relaxed) {
+                break;
+            }
+            http_request(http_addr);
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    });
+    let mut ping = Command::new("ping")
+        .args(["-q", "-i", "0.2", "-c", "400", &ns_addr])
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut iperf = Command::new("iperf3")
+        .args([
+            "-c", &ns_addr, "-p", "5201", "-b", "2M", "-t", "75", "-l", "1200",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+
+    // Windows as the exporter closes them: (end of window, score, warm).
+    let mut windows: Vec<(f64, f64, bool)> = Vec::new();
+    let mut poll = |windows: &mut Vec<(f64, f64, bool)>| {
+        let body = e.metrics();
+        let end = value_of(&body, "vigia_capture_last_window_end_timestamp_seconds").unwrap_or(0.0);
+        if end > 0.0 && windows.last().map(|w| w.0) != Some(end) {
+            let score = value_of(&body, "vigia_capture_anomaly_score").unwrap();
+            let warm = value_of(&body, "vigia_capture_anomaly_warm") == Some(1.0);
+            windows.push((end, score, warm));
+        }
+    };
+    let wait_until = |t: Instant,
+                      windows: &mut Vec<(f64, f64, bool)>,
+                      poll: &mut dyn FnMut(&mut Vec<(f64, f64, bool)>)| {
+        while Instant::now() < t {
+            poll(windows);
+            std::thread::sleep(Duration::from_millis(150));
+        }
+    };
+    let start = Instant::now();
+    // 30 windows of warm-up, then 12 calm windows that are scored.
+    wait_until(start + Duration::from_secs(43), &mut windows, &mut poll);
+    let scan_from = now_s();
+    let nmap = Command::new("nmap")
+        .args([
+            "-sS",
+            "-Pn",
+            "-n",
+            "-p",
+            "1-2000",
+            "--max-retries",
+            "1",
+            "--min-rate",
+            "1500",
+            "--host-timeout",
+            "20s",
+            &ns_addr,
+        ])
+        .stdout(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(nmap.success());
+    let scan_to = now_s();
+    wait_until(
+        Instant::now() + Duration::from_secs(6),
+        &mut windows,
+        &mut poll,
+    );
+    let burst_from = now_s();
+    let hping = Command::new("hping3")
+        .args([
+            "--syn", "-q", "-p", "8080", "-c", "3000", "-i", "u400", &ns_addr,
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .unwrap();
+    let _ = hping;
+    let burst_to = now_s();
+    wait_until(
+        Instant::now() + Duration::from_secs(3),
+        &mut windows,
+        &mut poll,
+    );
+    running.store(false, Ordering::Relaxed);
+    let _ = http.join();
+    let _ = ping.kill();
+    let _ = ping.wait();
+    let _ = iperf.kill();
+    let _ = iperf.wait();
+
+    let overlaps = |end: f64, from: f64, to: f64| end > from && end - 1.0 < to;
+    let scan: Vec<f64> = windows
+        .iter()
+        .filter(|w| w.2 && overlaps(w.0, scan_from, scan_to))
+        .map(|w| w.1)
+        .collect();
+    let burst: Vec<f64> = windows
+        .iter()
+        .filter(|w| w.2 && overlaps(w.0, burst_from, burst_to))
+        .map(|w| w.1)
+        .collect();
+    // Calm: warm windows that end before the scan, with a second of margin.
+    let calm: Vec<f64> = windows
+        .iter()
+        .filter(|w| w.2 && w.0 < scan_from - 0.05)
+        .map(|w| w.1)
+        .collect();
+    let detected_scan = scan.iter().filter(|s| **s >= threshold).count();
+    let detected_burst = burst.iter().filter(|s| **s >= threshold).count();
+    let false_positives = calm.iter().filter(|s| **s >= threshold).count();
+    println!(
+        "detection: scan {detected_scan}/{} windows, burst {detected_burst}/{} windows; false positives {false_positives}/{} calm windows; scores scan {scan:?} burst {burst:?} calm {calm:?}",
+        scan.len(),
+        burst.len(),
+        calm.len()
+    );
+    assert!(calm.len() >= 8, "too few calm scored windows: {windows:?}");
+    assert!(!scan.is_empty() && !burst.is_empty(), "{windows:?}");
+    assert!(detected_scan >= 1, "the scan was not detected: {scan:?}");
+    assert!(
+        detected_burst >= 1,
+        "the SYN burst was not detected: {burst:?}"
+    );
+    assert_eq!(
+        false_positives, 0,
+        "calm windows over the threshold: {calm:?}"
+    );
+    drop(e);
+    drop(ns);
+}
