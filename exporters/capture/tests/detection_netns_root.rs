@@ -15,6 +15,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use common::*;
 
+/// Windows as the exporter closed them: (end of window, score, warm).
+type Seen = Vec<(f64, f64, bool)>;
+
 struct Netns {
     name: String,
     host_if: String,
@@ -189,8 +192,8 @@ fn scan_and_syn_burst_cross_the_threshold_calm_windows_do_not_root_netns() {
         .unwrap();
 
     // Windows as the exporter closes them: (end of window, score, warm).
-    let mut windows: Vec<(f64, f64, bool)> = Vec::new();
-    let mut poll = |windows: &mut Vec<(f64, f64, bool)>| {
+    let mut windows: Seen = Vec::new();
+    let mut poll = |windows: &mut Seen| {
         let body = e.metrics();
         let end = value_of(&body, "vigia_capture_last_window_end_timestamp_seconds").unwrap_or(0.0);
         if end > 0.0 && windows.last().map(|w| w.0) != Some(end) {
@@ -199,9 +202,7 @@ fn scan_and_syn_burst_cross_the_threshold_calm_windows_do_not_root_netns() {
             windows.push((end, score, warm));
         }
     };
-    let wait_until = |t: Instant,
-                      windows: &mut Vec<(f64, f64, bool)>,
-                      poll: &mut dyn FnMut(&mut Vec<(f64, f64, bool)>)| {
+    let wait_until = |t: Instant, windows: &mut Seen, poll: &mut dyn FnMut(&mut Seen)| {
         while Instant::now() < t {
             poll(windows);
             std::thread::sleep(Duration::from_millis(150));
