@@ -1,8 +1,9 @@
 //! Per-window traffic features: what the anomaly score looks at.
 //!
 //! Distinct counts are bounded in memory: addresses are kept exactly up to
-//! `distinct_cap` per window and counted by a HyperLogLog (4,096 registers, about 1.6 %
-//! standard error) beside it, whose estimate is used once the exact set is full.
+//! `distinct_cap` per window; once a set is full, a HyperLogLog (4,096 registers, about
+//! 1.6 % standard error) seeded with the set's contents counts the rest, and its estimate
+//! is the window's count.
 //! Destination ports need no bound: a 65,536-slot count array holds them exactly, and the
 //! port entropy comes from the same counts.
 
@@ -119,7 +120,8 @@ pub struct Window {
     sources: HyperLogLog,
     destinations_exact: FxHashSet<IpAddr>,
     destinations: HyperLogLog,
-    overflowed: bool,
+    sources_over: bool,
+    destinations_over: bool,
     port_counts: Box<[u32]>,
     touched_ports: Vec<u16>,
     tcp_syn: u64,
@@ -139,7 +141,8 @@ impl Window {
             sources: HyperLogLog::new(),
             destinations_exact: FxHashSet::default(),
             destinations: HyperLogLog::new(),
-            overflowed: false,
+            sources_over: false,
+            destinations_over: false,
             port_counts: vec![0u32; 65_536].into_boxed_slice(),
             touched_ports: Vec::new(),
             tcp_syn: 0,
@@ -156,8 +159,6 @@ impl Window {
         if p.protocol == Protocol::NonIp {
             return;
         }
-        self.sources.insert(address_hash(&p.src));
-        self.destinations.insert(address_hash(&p.dst));
         let cap = self.cap;
         let len = self.source_bytes.len();
         match self.source_bytes.get_mut(&p.src) {
@@ -165,12 +166,28 @@ impl Window {
             None if len < cap => {
                 self.source_bytes.insert(p.src, u64::from(p.wire_len));
             }
-            None => self.overflowed = true,
+            None => {
+                // The HyperLogLog only starts when the exact set is full, seeded with
+                // what the set holds: a window under the cap costs no extra hashing.
+                if !self.sources_over {
+                    self.sources_over = true;
+                    for a in self.source_bytes.keys() {
+                        self.sources.insert(address_hash(a));
+                    }
+                }
+                self.sources.insert(address_hash(&p.src));
+            }
         }
         if self.destinations_exact.len() < cap {
             self.destinations_exact.insert(p.dst);
         } else if !self.destinations_exact.contains(&p.dst) {
-            self.overflowed = true;
+            if !self.destinations_over {
+                self.destinations_over = true;
+                for a in &self.destinations_exact {
+                    self.destinations.insert(address_hash(a));
+                }
+            }
+            self.destinations.insert(address_hash(&p.dst));
         }
         if p.protocol.has_ports() && p.dst_port != 0 {
             let slot = &mut self.port_counts[usize::from(p.dst_port)];
@@ -217,14 +234,16 @@ impl Window {
                 self.port_counts[usize::from(port)] = 0;
             }
         }
-        let exact = !self.overflowed;
-        let (sources, destinations) = if exact {
-            (
-                self.source_bytes.len() as u64,
-                self.destinations_exact.len() as u64,
-            )
+        let exact = !self.sources_over && !self.destinations_over;
+        let sources = if self.sources_over {
+            self.sources.estimate()
         } else {
-            (self.sources.estimate(), self.destinations.estimate())
+            self.source_bytes.len() as u64
+        };
+        let destinations = if self.destinations_over {
+            self.destinations.estimate()
+        } else {
+            self.destinations_exact.len() as u64
         };
         let mut talkers: Vec<(IpAddr, u64)> =
             self.source_bytes.iter().map(|(a, b)| (*a, *b)).collect();
@@ -264,7 +283,8 @@ impl Window {
         }
         self.sources.clear();
         self.destinations.clear();
-        self.overflowed = false;
+        self.sources_over = false;
+        self.destinations_over = false;
         self.touched_ports.clear();
         self.tcp_syn = 0;
         self.tcp_synack = 0;
