@@ -13,8 +13,10 @@ die() {
 command -v docker >/dev/null || die "docker is not installed"
 docker compose version >/dev/null 2>&1 || die "the Docker Compose v2 plugin (docker compose) is not installed"
 
-random_secret() { # 32 URL-safe characters from the kernel's CSPRNG
-  LC_ALL=C tr -dc 'A-Za-z0-9' </dev/urandom | head -c 32
+random_secret() { # 32 hex digits (128 bits) from the kernel's CSPRNG
+  # od reads exactly what it needs and exits by itself: `tr </dev/urandom | head` would end
+  # on SIGPIPE, which pipefail turns into a failed first run.
+  od -An -N16 -tx1 /dev/urandom | tr -d ' \n'
 }
 
 # secrets/: 0700 so only root (and the Docker daemon) reads it on the host. The files are
@@ -40,7 +42,18 @@ chmod 644 secrets/*
 
 if [[ ! -e .env ]]; then
   host=$(hostname -f 2>/dev/null || hostname)
-  docker_gid=$(stat -c %g /var/run/docker.sock 2>/dev/null || echo 0)
+  # vigia-host reads container names through the socket as a member of its group. No
+  # socket, no guess: group 0 would hand the container root's group.
+  socket=${VIGIA_DOCKER_SOCKET:-/var/run/docker.sock}
+  docker_gid=$(stat -c %g "$socket" 2>/dev/null) \
+    || die "no $socket: vigia-host needs the Docker socket (is the engine running?)"
+  [[ $docker_gid != 0 ]] \
+    || die "$socket belongs to group 0; give it a group of its own (the docker group) or write DOCKER_GID in .env yourself"
+  # The host-network exporters (ports, host, capture) listen on the Docker bridge's address
+  # only: Prometheus reaches them there (host.docker.internal), the LAN does not.
+  bridge_ip=$(docker network inspect bridge --format '{{ (index .IPAM.Config 0).Gateway }}' 2>/dev/null) \
+    || die "cannot read the address of Docker's default bridge (docker network inspect bridge)"
+  [[ -n $bridge_ip ]] || die "Docker's default bridge has no gateway address; set EXPORTER_LISTEN_ADDRESS in .env yourself"
   cat >.env <<ENV
 # vigia settings (written by make up on first run; edit and run make up again).
 # Where users reach the stack; used in links (notifications, Grafana).
@@ -48,6 +61,10 @@ GRAFANA_URL=http://$host:3000
 PROMETHEUS_URL=http://$host:9090
 # Interface the published ports bind to (0.0.0.0: all).
 PUBLISH_ADDRESS=0.0.0.0
+# Where vigia-ports, vigia-host and vigia-capture listen (host network): the Docker
+# bridge's address, reachable from Prometheus and this host only. 0.0.0.0 opens them to
+# the network (then give them a --web.config.file with TLS and basic auth).
+EXPORTER_LISTEN_ADDRESS=$bridge_ip
 GRAFANA_PORT=3000
 BOARD_PORT=9471
 PROMETHEUS_PORT=9090

@@ -185,7 +185,9 @@ check "dashboards type-check against @grafana/schema (tsc)" \
   node "$NPM/typescript/bin/tsc" -p "$WORK/grafana"
 
 # --- InfluxDB, ping, scripts ------------------------------------------------------
-check "shell scripts parse" bash -c 'for f in scripts/up.sh scripts/down.sh scripts/fetch-tools.sh scripts/healthcheck influxdb/init/*.sh; do bash -n "$f" || exit 1; done; sh -n alertmanager/render.sh'
+check "make up (scripts/up.sh, stand-in docker): random secrets, .env, password printed once, second run keeps them, root-group socket refused" \
+  tests/stack/up_test.sh
+check "shell scripts parse" bash -c 'for f in scripts/up.sh scripts/down.sh scripts/fetch-tools.sh scripts/healthcheck influxdb/init/*.sh tests/e2e/*.sh tests/e2e/standins/*.sh; do bash -n "$f" || exit 1; done; sh -n alertmanager/render.sh'
 # vigia-ping reads ping/ping.yaml and ping/targets.txt in the container; its own
 # --check-config validates both (paths moved to the repository's copies).
 if cargo build -q -p vigia-ping >"$WORK/cargo.log" 2>&1; then
