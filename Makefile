@@ -1,9 +1,9 @@
 # vigia: make up (runs the stack), make test (runs every check and test).
 CARGO ?= cargo
 
-.PHONY: up down validate test lint fmt-check clippy unit build release bench bench-ports bench-ping bench-host bench-capture fuzz
+.PHONY: up down validate e2e test lint fmt-check clippy unit build release bench bench-ports bench-ping bench-host bench-capture fuzz
 
-## test: formatting, clippy -D warnings, every unit and integration test, then the stack's offline validation.
+## test: formatting, clippy -D warnings, every unit and integration test, the stack's offline validation, then the stack end to end under Docker.
 test: lint unit validate
 
 lint: fmt-check clippy
@@ -45,6 +45,10 @@ down:
 ## validate: offline checks of compose files, Prometheus rules and tests, Alertmanager, dashboards.
 validate:
 	tests/stack/validate.sh
+
+## e2e: the whole stack under a real Docker engine, faults injected, alerts delivered (root; about 20 minutes).
+e2e:
+	tests/e2e/run.sh
 
 ## bench-host: vigia-host vs node_exporter (default collectors): scrape latency, CPU per scrape, peak RSS.
 bench-host:

@@ -23,9 +23,12 @@ fail() {
   exit 2
 }
 
-# A secret counts as set when its file holds anything but whitespace.
+# A secret counts as set when its file holds anything but whitespace. A file that is
+# there but unreadable is an error, not "off": a channel must not vanish silently.
 secret_set() {
-  [ -f "$secrets/$1" ] && grep -q '[^[:space:]]' "$secrets/$1"
+  [ -e "$secrets/$1" ] || return 1
+  [ -r "$secrets/$1" ] || fail "secrets/$1 is not readable by uid $(id -u) (make it 0644; secrets/ itself stays 0700)"
+  grep -q '[^[:space:]]' "$secrets/$1"
 }
 
 # YAML single-quoted scalar: the value as given, with quotes doubled.

@@ -151,6 +151,22 @@ expect_fail "alertmanager refuses a Telegram token without TELEGRAM_CHAT_ID (exi
   bash -c "$(declare -f render_am); ROOT='$ROOT'; render_am '$am_all'"
 expect_fail "alertmanager refuses a non-numeric TELEGRAM_CHAT_ID (exit 2)" 2 \
   bash -c "$(declare -f render_am); ROOT='$ROOT'; render_am '$am_all' TELEGRAM_CHAT_ID=@noc"
+# As Alertmanager's user (nobody): a secret file it cannot read stops it with a reason,
+# instead of switching that channel off without a word.
+am_unreadable=$WORK/am-unreadable
+mkdir -p "$am_unreadable/secrets" "$am_unreadable/run"
+chmod 755 "$WORK" "$am_unreadable" "$am_unreadable/secrets"
+chmod 777 "$am_unreadable/run"
+echo "123456:test-token" >"$am_unreadable/secrets/telegram_bot_token"
+chmod 600 "$am_unreadable/secrets/telegram_bot_token"
+if [[ $(id -u) == 0 ]] && command -v setpriv >/dev/null; then
+  expect_fail "alertmanager refuses a secret file it cannot read (exit 2, not a channel silently off)" 2 \
+    bash -c "env -i PATH='$PATH' VIGIA_SECRETS_DIR='$am_unreadable/secrets' VIGIA_AM_RUN_DIR='$am_unreadable/run' \
+      VIGIA_AM_TEMPLATES='$ROOT/alertmanager/templates' VIGIA_AM_RENDER_ONLY=1 TELEGRAM_CHAT_ID=-1 \
+      setpriv --reuid=65534 --regid=65534 --clear-groups sh '$ROOT/alertmanager/render.sh' 2>&1 | tee /dev/stderr | grep -q 'not readable' && exit 2"
+else
+  echo "NOT RUN alertmanager unreadable-secret check (needs root and setpriv to act as nobody)"
+fi
 # The one-line notification, rendered by amtool from a down ping target and a resolved one.
 render_template() { # render_template NAME: vigia's template NAME over the test alerts
   "$AMTOOL" template render --template.glob="$am_all/run/*.tmpl" \

@@ -1,0 +1,125 @@
+#!/usr/bin/env bash
+# Makes every image the end-to-end test needs on an engine with no registry (TESTING.md):
+#   debian:bookworm-slim     debootstrap --variant=minbase bookworm, imported
+#   rust:<RUST_VERSION>-bookworm  that base + gcc + this machine's own Rust toolchain
+#   prom/prometheus, prom/alertmanager  stand-ins from Debian trixie's builds of the
+#                            pinned versions, laid out like the official images
+#   vigia-e2e/influxdb:1.6.7 Debian's InfluxDB 1.6.7 (test-only stand-in for InfluxDB 2)
+#   vigia-e2e/tools          aiosmtpd (SMTP) and the Telegram/Discord receiver
+# then builds vigia's own image with the project's Dockerfile. Downloads and the base root
+# are cached in .cache/e2e/; an image already in the engine is not made again (except
+# vigia's, whose build the engine's layer cache makes cheap when nothing changed).
+#   tests/e2e/images.sh VIGIA_IMAGE_TAG
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+ROOT=$PWD
+TAG=${1:?usage: images.sh VIGIA_IMAGE_TAG}
+CACHE=$ROOT/.cache/e2e
+mkdir -p "$CACHE"
+DOCKER=${DOCKER:-docker}
+log() { printf '%s images: %s\n' "$(date +%H:%M:%S)" "$*"; }
+have_image() { "$DOCKER" image inspect "$1" >/dev/null 2>&1; }
+
+scripts/fetch-tools.sh >/dev/null
+STACK_ROOT=$ROOT/.cache/stack/root
+
+# Debian packages of this machine's release (the system's apt lists), unpacked.
+debs=$CACHE/debs
+mkdir -p "$debs"
+for pkg in busybox-static influxdb influxdb-client; do
+  if ! compgen -G "$debs/${pkg}_*.deb" >/dev/null; then
+    log "downloading $pkg"
+    (cd "$debs" && apt-get -o APT::Sandbox::User=root download -q "$pkg" >/dev/null)
+  fi
+done
+pkgroot=$CACHE/pkgroot
+if [[ ! -x $pkgroot/usr/bin/influxd || ! -x $pkgroot/usr/bin/influx || ! -x $pkgroot/bin/busybox ]]; then
+  rm -rf "$pkgroot"
+  for deb in "$debs"/*.deb; do dpkg -x "$deb" "$pkgroot"; done
+fi
+
+# The mirror this machine already uses, read from its own apt sources (no host name is
+# written into the repository).
+mirror() {
+  local f=/etc/apt/sources.list.d/debian.sources uri=""
+  [[ -f $f ]] && uri=$(awk '/^URIs:/ {print $2; exit}' "$f")
+  if [[ -z $uri && -f /etc/apt/sources.list ]]; then
+    uri=$(awk '/^deb / {for (i = 2; i <= NF; i++) if ($i ~ /^[a-z]+:\/\//) {print $i; exit}}' /etc/apt/sources.list)
+  fi
+  [[ -n $uri ]] || { echo "images: no Debian mirror in the system's apt sources" >&2; exit 1; }
+  echo "$uri"
+}
+
+if ! have_image debian:bookworm-slim; then
+  base_tar=$CACHE/bookworm-minbase.tar
+  if [[ ! -s $base_tar ]]; then
+    log "debootstrap bookworm (minbase)"
+    dir=$(mktemp -d "$CACHE/debootstrap.XXXXXX")
+    debootstrap --variant=minbase bookworm "$dir" "$(mirror)" >"$CACHE/debootstrap.log" 2>&1 \
+      || { tail -n 20 "$CACHE/debootstrap.log" >&2; exit 1; }
+    # The mirror may be a dated snapshot whose Release files are past their Valid-Until.
+    printf 'Acquire::Check-Valid-Until "false";\n' >"$dir/etc/apt/apt.conf.d/99vigia-e2e-snapshot"
+    rm -rf "$dir"/var/cache/apt/archives/*.deb "$dir"/var/lib/apt/lists/*
+    tar -C "$dir" -cf "$base_tar.tmp" .
+    mv "$base_tar.tmp" "$base_tar"
+    rm -rf "$dir"
+  fi
+  log "importing debian:bookworm-slim"
+  "$DOCKER" import "$base_tar" debian:bookworm-slim >/dev/null
+fi
+
+rust_version=$(awk -F= '/^ARG RUST_VERSION=/ {print $2; exit}' Dockerfile)
+rust_image=rust:${rust_version}-bookworm
+if ! have_image "$rust_image"; then
+  toolchain=$(rustc --print sysroot)
+  case $(rustc --version) in
+    "rustc $rust_version"*) ;;
+    *) echo "images: the Dockerfile wants Rust $rust_version, this machine has $(rustc --version)" >&2; exit 1 ;;
+  esac
+  ctx=$(mktemp -d "$CACHE/rust-ctx.XXXXXX")
+  log "making $rust_image from $(rustc --version)"
+  mkdir "$ctx/toolchain"
+  tar -C "$toolchain" --exclude=./share/doc -cf - . | tar -C "$ctx/toolchain" -xf -
+  cp /etc/ssl/certs/ca-certificates.crt "$ctx/ca-bundle.crt"
+  "$DOCKER" build -q --network host -t "$rust_image" -f tests/e2e/images/rust.Dockerfile "$ctx" >/dev/null
+  rm -rf "$ctx"
+fi
+
+# standin IMAGE DOCKERFILE FILE...: builds IMAGE from DOCKERFILE with FILEs as its context,
+# again whenever one of them changed (their digest is the image's label).
+standin() {
+  local image=$1 dockerfile=$2
+  shift 2
+  local digest
+  digest=$(cat "$dockerfile" "$@" | sha256sum | cut -c1-16)
+  [[ $("$DOCKER" image inspect -f '{{ index .Config.Labels "vigia.e2e.inputs" }}' "$image" 2>/dev/null) == "$digest" ]] && return 0
+  log "making $image"
+  local ctx
+  ctx=$(mktemp -d "$CACHE/ctx.XXXXXX")
+  cp "$@" "$ctx/"
+  "$DOCKER" build -q --network host --label "vigia.e2e.inputs=$digest" -t "$image" -f "$dockerfile" "$ctx" >/dev/null
+  rm -rf "$ctx"
+}
+prom_image=$(grep -E '^\s+image: prom/prometheus:' compose.yaml | awk '{print $2}')
+am_image=$(grep -E '^\s+image: prom/alertmanager:' compose.yaml | awk '{print $2}')
+[[ -n $prom_image && -n $am_image ]] || { echo "images: compose.yaml names no prom/prometheus or prom/alertmanager image" >&2; exit 1; }
+prom_version=$("$STACK_ROOT/usr/bin/prometheus" --version 2>&1 | awk 'NR == 1 {print $3}')
+am_version=$("$STACK_ROOT/usr/bin/prometheus-alertmanager" --version 2>&1 | awk 'NR == 1 {print $3}')
+[[ v${prom_version%%+*} == "${prom_image#*:}" ]] || { echo "images: $prom_image pinned, trixie has Prometheus $prom_version" >&2; exit 1; }
+[[ v${am_version%%+*} == "${am_image#*:}" ]] || { echo "images: $am_image pinned, trixie has Alertmanager $am_version" >&2; exit 1; }
+unpacked=$(mktemp -d "$CACHE/bin.XXXXXX")
+cp "$STACK_ROOT/usr/bin/prometheus" "$STACK_ROOT/usr/bin/promtool" "$STACK_ROOT/usr/bin/amtool" "$pkgroot/bin/busybox" "$unpacked/"
+cp "$STACK_ROOT/usr/bin/prometheus-alertmanager" "$unpacked/alertmanager"
+standin "$prom_image" tests/e2e/images/prometheus.Dockerfile "$unpacked/prometheus" "$unpacked/promtool" "$unpacked/busybox"
+standin "$am_image" tests/e2e/images/alertmanager.Dockerfile "$unpacked/alertmanager" "$unpacked/amtool" "$unpacked/busybox"
+rm -rf "$unpacked"
+standin vigia-e2e/influxdb:1.6.7 tests/e2e/images/influxdb.Dockerfile \
+  "$pkgroot/usr/bin/influxd" "$pkgroot/usr/bin/influx" tests/e2e/standins/influxdb-entrypoint.sh
+standin vigia-e2e/tools:1 tests/e2e/images/tools.Dockerfile \
+  tests/e2e/standins/smtp_sink.py tests/e2e/standins/receiver.py
+
+log "building $TAG with the project's Dockerfile"
+start=$(date +%s)
+"$DOCKER" build --network host -t "$TAG" . >"$CACHE/vigia-build.log" 2>&1 \
+  || { tail -n 40 "$CACHE/vigia-build.log" >&2; exit 1; }
+log "built $TAG in $(($(date +%s) - start)) s"
