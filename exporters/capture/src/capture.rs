@@ -4,12 +4,21 @@
 //! does not fit is dropped and counted (`stage="queue"`), as the kernel's own drops are
 //! (`stage="kernel"`). A file replay waits instead, so a replay is complete and
 //! deterministic.
+//!
+//! A live handle is non-blocking and the thread waits in poll(2) itself. On Linux,
+//! libpcap's blocking read does not return when its timeout expires on a quiet
+//! interface: it polls again until a packet passes the filter. A partial batch held
+//! across such a read would stay in this thread, uncounted, until the next matching
+//! packet; waiting ourselves bounds that to [`LIVE_FLUSH`].
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
+
+use std::os::raw::{c_int, c_short, c_ulong};
+use std::os::unix::io::{AsRawFd, RawFd};
 
 use pcap::{Active, Capture, Offline};
 use prometheus_client::metrics::counter::Counter;
@@ -23,6 +32,10 @@ pub const BATCH: usize = 256;
 
 /// How long a live packet may wait in a partial batch.
 const LIVE_FLUSH: Duration = Duration::from_millis(20);
+
+/// Longest a quiet live capture waits for the kernel before it looks at `stop` and the
+/// kernel's drop counters again.
+const IDLE_WAIT: Duration = Duration::from_millis(100);
 
 /// What the capture thread sends.
 #[derive(Debug)]
@@ -77,6 +90,7 @@ pub fn open(config: &Config) -> Result<CaptureSource, vigia_kit::ConfigError> {
                         .timeout(config.read_timeout.as_millis().clamp(1, 10_000) as i32)
                         .open()
                 })
+                .and_then(|c| c.setnonblock())
                 .map_err(|e| live_open_error(&interface, &e.to_string()))?;
             (
                 Handle::Live(cap),
@@ -228,19 +242,22 @@ fn run_live(
             Err(TrySendError::Disconnected(_)) => false,
         }
     };
+    let fd = cap.as_raw_fd();
     while !stop.load(Ordering::Relaxed) {
         // pcap_dispatch hands over the packets of a ring block in one call, as tcpdump
-        // reads, instead of one call per packet.
+        // reads, instead of one call per packet. Non-blocking: it returns what the ring
+        // holds, possibly nothing.
         let room = BATCH - batch.len();
         let was_empty = batch.is_empty();
         let result = cap.dispatch(Some(room), |p| {
             batch.push(summarize(datalink, p.data, p.header.len, ts_ns(p.header)));
         });
-        match result {
+        let read = match result {
             Ok(n) => {
                 if was_empty && n > 0 {
                     batch_started = Instant::now();
                 }
+                n
             }
             // pcap_breakloop (shutdown) ends a dispatch with an error: not a failure.
             Err(_) if stop.load(Ordering::Relaxed) => break,
@@ -251,7 +268,7 @@ fn run_live(
                 let _ = tx.send(Event::Failed(format!("live capture failed: {e}")));
                 return;
             }
-        }
+        };
         if !batch.is_empty() && (batch.len() == BATCH || batch_started.elapsed() >= LIVE_FLUSH) {
             let full = std::mem::replace(&mut batch, Vec::with_capacity(BATCH));
             if !send(full) {
@@ -268,6 +285,16 @@ fn run_live(
                 kernel_seen = total;
             }
         }
+        if read < room {
+            // The ring is empty: wait for the kernel, no longer than the partial batch
+            // may still wait.
+            let wait = if batch.is_empty() {
+                IDLE_WAIT
+            } else {
+                LIVE_FLUSH.saturating_sub(batch_started.elapsed())
+            };
+            wait_readable(fd, wait);
+        }
     }
     if let Ok(stats) = cap.stats() {
         let total = u64::from(stats.dropped) + u64::from(stats.if_dropped);
@@ -279,4 +306,37 @@ fn run_live(
         let _ = tx.send(Event::Packets(batch));
     }
     let _ = tx.send(Event::End);
+}
+
+#[repr(C)]
+struct PollFd {
+    fd: c_int,
+    events: c_short,
+    revents: c_short,
+}
+
+const POLLIN: c_short = 0x001;
+
+extern "C" {
+    // poll(2) from the C library std already links; the only call this crate needs
+    // from it, so no binding crate.
+    fn poll(fds: *mut PollFd, nfds: c_ulong, timeout: c_int) -> c_int;
+}
+
+/// Waits until `fd` is readable, or has an error to report, or `wait` has passed.
+/// An error condition (an interface that went down) is left for the next read to
+/// report; the full wait is slept first, so a persistent error bit (or a failing poll)
+/// never turns the loop into a busy one.
+fn wait_readable(fd: RawFd, wait: Duration) {
+    let ms = wait.as_micros().div_ceil(1000).clamp(1, 10_000) as c_int;
+    let mut pfd = PollFd {
+        fd,
+        events: POLLIN,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd, for the duration of the call.
+    let ready = unsafe { poll(&mut pfd, 1, ms) };
+    if ready < 0 || (ready > 0 && pfd.revents & POLLIN == 0) {
+        std::thread::sleep(wait.max(Duration::from_millis(1)));
+    }
 }
