@@ -60,6 +60,8 @@ if ! have_image debian:bookworm-slim; then
     # The mirror may be a dated snapshot whose Release files are past their Valid-Until.
     printf 'Acquire::Check-Valid-Until "false";\n' >"$dir/etc/apt/apt.conf.d/99vigia-e2e-snapshot"
     rm -rf "$dir"/var/cache/apt/archives/*.deb "$dir"/var/lib/apt/lists/*
+    # mktemp made the root 0700, and tar keeps that: nobody but root could run anything.
+    chmod 755 "$dir"
     tar -C "$dir" -cf "$base_tar.tmp" .
     mv "$base_tar.tmp" "$base_tar"
     rm -rf "$dir"
@@ -68,9 +70,13 @@ if ! have_image debian:bookworm-slim; then
   "$DOCKER" import "$base_tar" debian:bookworm-slim >/dev/null
 fi
 
+# Images made from the base are made again when the base changed.
+base_id=$("$DOCKER" image inspect -f '{{.Id}}' debian:bookworm-slim)
+
 rust_version=$(awk -F= '/^ARG RUST_VERSION=/ {print $2; exit}' Dockerfile)
 rust_image=rust:${rust_version}-bookworm
-if ! have_image "$rust_image"; then
+rust_inputs=$(cat tests/e2e/images/rust.Dockerfile <(echo "$base_id" "$(rustc --version)") | sha256sum | cut -c1-16)
+if [[ $("$DOCKER" image inspect -f '{{ index .Config.Labels "vigia.e2e.inputs" }}' "$rust_image" 2>/dev/null) != "$rust_inputs" ]]; then
   toolchain=$(rustc --print sysroot)
   case $(rustc --version) in
     "rustc $rust_version"*) ;;
@@ -81,7 +87,8 @@ if ! have_image "$rust_image"; then
   mkdir "$ctx/toolchain"
   tar -C "$toolchain" --exclude=./share/doc -cf - . | tar -C "$ctx/toolchain" -xf -
   cp /etc/ssl/certs/ca-certificates.crt "$ctx/ca-bundle.crt"
-  "$DOCKER" build -q --network host -t "$rust_image" -f tests/e2e/images/rust.Dockerfile "$ctx" >/dev/null
+  "$DOCKER" build -q --network host --label "vigia.e2e.inputs=$rust_inputs" -t "$rust_image" \
+    -f tests/e2e/images/rust.Dockerfile "$ctx" >/dev/null
   rm -rf "$ctx"
 fi
 
@@ -91,7 +98,7 @@ standin() {
   local image=$1 dockerfile=$2
   shift 2
   local digest
-  digest=$(cat "$dockerfile" "$@" | sha256sum | cut -c1-16)
+  digest=$(cat "$dockerfile" "$@" <(echo "$base_id") | sha256sum | cut -c1-16)
   [[ $("$DOCKER" image inspect -f '{{ index .Config.Labels "vigia.e2e.inputs" }}' "$image" 2>/dev/null) == "$digest" ]] && return 0
   log "making $image"
   local ctx
@@ -111,13 +118,18 @@ unpacked=$(mktemp -d "$CACHE/bin.XXXXXX")
 cp "$STACK_ROOT/usr/bin/prometheus" "$STACK_ROOT/usr/bin/promtool" "$STACK_ROOT/usr/bin/amtool" "$pkgroot/bin/busybox" "$unpacked/"
 cp "$STACK_ROOT/usr/bin/prometheus-alertmanager" "$unpacked/alertmanager"
 standin "$prom_image" tests/e2e/images/prometheus.Dockerfile "$unpacked/prometheus" "$unpacked/promtool" "$unpacked/busybox"
-standin "$am_image" tests/e2e/images/alertmanager.Dockerfile "$unpacked/alertmanager" "$unpacked/amtool" "$unpacked/busybox"
+standin "$am_image" tests/e2e/images/alertmanager.Dockerfile "$unpacked/alertmanager" "$unpacked/amtool" "$unpacked/busybox" \
+  "$STACK_ROOT/usr/share/prometheus/alertmanager/default.tmpl" "$STACK_ROOT/usr/share/prometheus/alertmanager/email.tmpl"
 rm -rf "$unpacked"
 standin vigia-e2e/influxdb:1.6.7 tests/e2e/images/influxdb.Dockerfile \
   "$pkgroot/usr/bin/influxd" "$pkgroot/usr/bin/influx" tests/e2e/standins/influxdb-entrypoint.sh
 standin vigia-e2e/tools:1 tests/e2e/images/tools.Dockerfile \
   tests/e2e/standins/smtp_sink.py tests/e2e/standins/receiver.py
 
+if [[ ${VIGIA_E2E_REUSE_IMAGE:-0} == 1 ]] && have_image "$TAG"; then
+  log "reusing $TAG as it is (VIGIA_E2E_REUSE_IMAGE=1)"
+  exit 0
+fi
 log "building $TAG with the project's Dockerfile"
 start=$(date +%s)
 "$DOCKER" build --network host -t "$TAG" . >"$CACHE/vigia-build.log" 2>&1 \

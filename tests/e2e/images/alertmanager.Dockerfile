@@ -2,6 +2,9 @@
 # laid out like the official image (busybox based there too: /bin/sh and wget).
 FROM debian:bookworm-slim
 COPY alertmanager amtool busybox /bin/
+# Debian's build reads its default notification templates from files (upstream's binary
+# embeds them).
+COPY default.tmpl email.tmpl /usr/share/prometheus/alertmanager/
 RUN ln -sf /bin/busybox /bin/wget \
     && mkdir -p /etc/alertmanager /alertmanager \
     && chown -R nobody:nogroup /etc/alertmanager /alertmanager
