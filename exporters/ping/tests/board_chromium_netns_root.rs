@@ -1,7 +1,8 @@
 //! The status board of the real vigia-ping binary in headless Chromium, with three real
 //! targets: a loopback address that answers, a network-namespace host in 198.18.0.0/15
 //! that answers slowly (kernel echo off, a user-space responder that waits), and one
-//! whose link is down. Needs root, `iproute2`, `procps`, `python3` and `chromium`;
+//! whose link is down. Tiles are checked by the colour on screen (computed style and the
+//! pixels drawn), not by class names. Needs root, `iproute2`, `procps`, `python3` and `chromium`;
 //! screenshots go to `target/test-output/board/`.
 
 mod board_support;
@@ -10,6 +11,7 @@ mod support;
 use std::time::{Duration, Instant};
 
 use board_support::cdp::{Browser, Page};
+use board_support::{assert_tile_colour, css, GREEN, RED, YELLOW};
 use support::{metric, require_tool, Exporter, NetnsHost, SlowResponder};
 
 fn require_root() {
@@ -58,7 +60,7 @@ fn hms_seconds(text: &str) -> u64 {
 }
 
 #[test]
-fn board_in_chromium_shows_up_slow_and_down_hosts_with_a_running_stopwatch() {
+fn root_netns_board_in_chromium_shows_up_slow_and_down_hosts_with_a_running_stopwatch() {
     require_root();
     require_tool("chromium");
     let slow = NetnsHost::new();
@@ -107,19 +109,23 @@ targets:
         "three tiles",
     );
 
-    let classes = browser.eval(
+    let order = browser.eval(
         &page,
-        "Array.from(document.querySelectorAll('.tile')).map(t => [t.dataset.target, t.className, t.querySelector('.word').textContent])",
+        "Array.from(document.querySelectorAll('.tile')).map(t => [t.dataset.target, t.querySelector('.word').textContent])",
     );
     assert_eq!(
-        classes,
+        order,
         serde_json::json!([
-            ["slow-dslam", "tile status-warning", "warning"],
-            ["core-router", "tile status-ok", "ok"],
-            ["lost-olt", "tile status-down", "down"]
+            ["slow-dslam", "warning"],
+            ["core-router", "ok"],
+            ["lost-olt", "down"]
         ]),
         "tiles by site (north, south), worst first"
     );
+    // The colours on screen: green, yellow, and red with a white frame.
+    assert_tile_colour(&mut browser, &page, "core-router", GREEN, false);
+    assert_tile_colour(&mut browser, &page, "slow-dslam", YELLOW, false);
+    assert_tile_colour(&mut browser, &page, "lost-olt", RED, true);
     let headings = browser.eval(
         &page,
         "Array.from(document.querySelectorAll('section.group h2')).map(h => h.firstChild.textContent)",
@@ -172,10 +178,12 @@ targets:
         1,
         "only the down tile has a stopwatch"
     );
-    assert_eq!(
-        browser.eval(&page, "document.getElementById('freshness').className"),
-        "freshness",
-        "the board is not stale while the exporter answers"
+    let freshness = browser.eval(&page, "document.getElementById('freshness').textContent");
+    assert!(
+        freshness
+            .as_str()
+            .is_some_and(|t| t.starts_with("updated ")),
+        "the board is not stale while the exporter answers: {freshness}"
     );
 
     let out = board_support::output_dir();
@@ -188,13 +196,18 @@ targets:
     gone.set_link(true);
     browser.wait_for(
         &page,
-        "document.querySelector('.tile[data-target=\"lost-olt\"]').classList.contains('status-ok')",
+        &format!(
+            "getComputedStyle(document.querySelector('.tile[data-target=\"lost-olt\"]')).backgroundColor === '{}'",
+            css(GREEN)
+        ),
         Duration::from_secs(20),
         "lost-olt to turn green",
     );
+    assert_tile_colour(&mut browser, &page, "lost-olt", GREEN, false);
     assert_eq!(browser.eval(&page, "window.__sameDocument"), 7);
     assert_eq!(
         browser.eval(&page, "document.querySelectorAll('.stopwatch').length"),
         0
     );
+    browser.screenshot(&page, &out.join("netns-phone-recovered.png"));
 }

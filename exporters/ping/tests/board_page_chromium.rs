@@ -1,7 +1,8 @@
 //! The status board page in headless Chromium, fed by a fixed snapshot so every case the
 //! page handles is on screen at once: grouping by site, down tiles first, the downtime
 //! stopwatch against a browser whose clock is wrong, refresh without reload, a hostile
-//! target name, and the "stale" warning when the exporter stops answering.
+//! target name, and the "stale" warning when the exporter stops answering. Tiles are
+//! checked by the colour on screen (computed style and the pixels drawn), not by class.
 //! Needs the Debian package `chromium`; screenshots go to `target/test-output/board/`.
 
 #[allow(dead_code)]
@@ -16,6 +17,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use board::{StatusSnapshot, TargetView};
 use board_support::cdp::Browser;
+use board_support::{assert_tile_colour, close, css, dimmed, seen_tile, GREEN, GREY, RED, YELLOW};
 use serde_json::Value;
 
 #[derive(Default)]
@@ -99,8 +101,7 @@ fn tile_statuses(browser: &mut Browser, page: &board_support::cdp::Page) -> Valu
         r#"Array.from(document.querySelectorAll("section.group")).map(s => ({
              heading: s.querySelector("h2") ? s.querySelector("h2").firstChild.textContent : null,
              tiles: Array.from(s.querySelectorAll(".tile")).map(t => [
-               t.querySelector(".name").textContent, t.className,
-               t.querySelector(".word").textContent])
+               t.querySelector(".name").textContent, t.querySelector(".word").textContent])
            }))"#,
     )
 }
@@ -167,17 +168,31 @@ fn board_page_in_chromium_shows_groups_stopwatch_refresh_and_staleness() {
     let groups = tile_statuses(&mut browser, &page);
     let expected = serde_json::json!([
         {"heading": "north", "tiles": [
-            ["olt-1", "tile status-down", "down"],
-            ["dslam-2", "tile status-warning", "warning"],
-            ["dslam-1", "tile status-ok", "ok"]]},
+            ["olt-1", "down"],
+            ["dslam-2", "warning"],
+            ["dslam-1", "ok"]]},
         {"heading": "south", "tiles": [
-            ["router-core", "tile status-down", "down"],
-            ["server-9", "tile status-ok", "ok"]]},
+            ["router-core", "down"],
+            ["server-9", "ok"]]},
         {"heading": "No site", "tiles": [
-            ["new-olt", "tile status-unknown", "unknown"],
-            [HOSTILE_NAME, "tile status-ok", "ok"]]}
+            ["new-olt", "unknown"],
+            [HOSTILE_NAME, "ok"]]}
     ]);
     assert_eq!(groups, expected);
+
+    // Each tile in the colour of its status, as drawn on screen: down red with a white
+    // frame, warning yellow, ok green, unknown grey.
+    for (name, colour, framed) in [
+        ("olt-1", RED, true),
+        ("dslam-2", YELLOW, false),
+        ("dslam-1", GREEN, false),
+        ("router-core", RED, true),
+        ("server-9", GREEN, false),
+        ("new-olt", GREY, false),
+        (HOSTILE_NAME, GREEN, false),
+    ] {
+        assert_tile_colour(&mut browser, &page, name, colour, framed);
+    }
 
     // Counts per status in the header.
     let counts = browser.eval(
@@ -251,29 +266,51 @@ fn board_page_in_chromium_shows_groups_stopwatch_refresh_and_staleness() {
     source.0.lock().unwrap()[0] = target("dslam-1", Some("north"), "down", Some(0.42), 1.0);
     browser.wait_for(
         &page,
-        "document.querySelector('.tile[data-target=\"dslam-1\"]').classList.contains('status-down')",
+        &format!(
+            "getComputedStyle(document.querySelector('.tile[data-target=\"dslam-1\"]')).backgroundColor === '{}'",
+            css(RED)
+        ),
         Duration::from_secs(15),
         "dslam-1 to turn red after a refresh",
     );
+    assert_tile_colour(&mut browser, &page, "dslam-1", RED, true);
     assert_eq!(browser.eval(&page, "window.__sameDocument"), 42);
     assert_eq!(
         browser.eval(&page, "document.getElementById('count-down').textContent"),
         "3"
     );
-    let fresh = browser.eval(&page, "document.getElementById('freshness').className");
-    assert_eq!(fresh, "freshness");
+    let fresh = browser.eval(&page, "document.getElementById('freshness').textContent");
+    assert!(
+        fresh.as_str().is_some_and(|t| t.starts_with("updated ")),
+        "{fresh}"
+    );
 
     // The exporter goes away: the board says so instead of showing old colours as current.
     server.shutdown_background();
     let stale = browser.wait_for(
         &page,
-        "document.getElementById('freshness').classList.contains('stale') && document.getElementById('freshness').textContent",
+        "(t => t.startsWith('STALE') && t)(document.getElementById('freshness').textContent)",
         Duration::from_secs(20),
         "the stale warning",
     );
     assert!(
         stale.as_str().is_some_and(|s| s.starts_with("STALE")),
         "{stale}"
+    );
+    // On a yellow badge, and every tile dimmed: the green of an ok tile is drawn faded
+    // into the page's background.
+    assert_eq!(
+        browser.eval(
+            &page,
+            "getComputedStyle(document.getElementById('freshness')).backgroundColor"
+        ),
+        css(YELLOW)
+    );
+    let faded = seen_tile(&mut browser, &page, "server-9").fill;
+    assert!(
+        close(faded, dimmed(GREEN, 0.55)),
+        "a stale board draws ok tiles as {faded:?}, not dimmed green {:?}",
+        dimmed(GREEN, 0.55)
     );
     browser.screenshot(&page, &board_support::output_dir().join("fake-stale.png"));
 }

@@ -232,6 +232,50 @@ impl Browser {
         assert!(png.starts_with(b"\x89PNG"), "screenshot is not a PNG");
         std::fs::write(path, png).unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
     }
+
+    /// The colour on screen at (`x`, `y`), in CSS pixels of the viewport: a 1x1
+    /// screenshot of that spot, decoded by the page itself (a canvas reads the PNG back),
+    /// so it is what was drawn after every style, opacity and overlay, not what a style
+    /// sheet asked for.
+    pub fn pixel(&mut self, page: &Page, x: f64, y: f64) -> [u8; 3] {
+        let shot = self.call(
+            Some(&page.session),
+            "Page.captureScreenshot",
+            json!({
+                "format": "png",
+                "clip": {"x": x.floor(), "y": y.floor(), "width": 1, "height": 1, "scale": 1}
+            }),
+        );
+        let data = shot["data"].as_str().expect("screenshot data");
+        let rgb = self.eval(
+            page,
+            &format!(
+                r#"new Promise((resolve, reject) => {{
+                     const img = new Image();
+                     img.onload = () => {{
+                       const c = document.createElement("canvas");
+                       c.width = img.width; c.height = img.height;
+                       const g = c.getContext("2d");
+                       g.drawImage(img, 0, 0);
+                       resolve(Array.from(g.getImageData(0, 0, 1, 1).data.slice(0, 3)));
+                     }};
+                     img.onerror = () => reject(new Error("screenshot does not decode"));
+                     img.src = "data:image/png;base64,{data}";
+                   }})"#
+            ),
+        );
+        let channels: Vec<u8> = rgb
+            .as_array()
+            .unwrap_or_else(|| panic!("pixel at ({x}, {y}): {rgb}"))
+            .iter()
+            .map(|v| {
+                v.as_u64()
+                    .and_then(|v| u8::try_from(v).ok())
+                    .expect("channel")
+            })
+            .collect();
+        [channels[0], channels[1], channels[2]]
+    }
 }
 
 impl Drop for Browser {
