@@ -240,7 +240,7 @@ impl Validate for Config {
 impl Defaults {
     fn validate(&self) -> Result<(), ConfigError> {
         check_settings(
-            "defaults",
+            &|f| format!("defaults.{f}"),
             self.interval,
             self.count,
             self.timeout,
@@ -266,8 +266,10 @@ impl Defaults {
     }
 }
 
+/// `field` turns a setting's name into the path errors name (`defaults.interval`,
+/// `targets[2].timeout`, `targets_file t.txt line 4: count`).
 fn check_settings(
-    at: &str,
+    field: &dyn Fn(&str) -> String,
     interval: Duration,
     count: u32,
     timeout: Duration,
@@ -276,26 +278,23 @@ fn check_settings(
 ) -> Result<(), ConfigError> {
     if interval.is_zero() {
         return Err(ConfigError::new(
-            format!("{at}.interval"),
+            field("interval"),
             "must be greater than 0",
         ));
     }
     if count == 0 || count > MAX_COUNT {
         return Err(ConfigError::new(
-            format!("{at}.count"),
+            field("count"),
             format!("{count} is out of range 1..={MAX_COUNT}"),
         ));
     }
     if timeout.is_zero() {
-        return Err(ConfigError::new(
-            format!("{at}.timeout"),
-            "must be greater than 0",
-        ));
+        return Err(ConfigError::new(field("timeout"), "must be greater than 0"));
     }
     let spacing = interval / count;
     if timeout > spacing {
         return Err(ConfigError::new(
-            format!("{at}.timeout"),
+            field("timeout"),
             format!(
                 "{} is longer than interval / count ({} / {count} = {}); a round must end before the next begins",
                 humantime::format_duration(timeout),
@@ -306,13 +305,13 @@ fn check_settings(
     }
     if !(0.0..1.0).contains(&warning_loss) {
         return Err(ConfigError::new(
-            format!("{at}.warning_loss"),
+            field("warning_loss"),
             format!("{warning_loss} is not a loss ratio in 0 ..< 1"),
         ));
     }
     if down_after == 0 {
         return Err(ConfigError::new(
-            format!("{at}.down_after"),
+            field("down_after"),
             "must be at least 1 round",
         ));
     }
@@ -405,13 +404,8 @@ impl Config {
             || t.warning_loss.is_some()
             || t.down_after.is_some();
         if overrides {
-            let prefix = if at.starts_with("targets[") {
-                at.to_string()
-            } else {
-                format!("{at}:")
-            };
             check_settings(
-                &prefix,
+                &field,
                 spec.interval,
                 spec.count,
                 spec.timeout,
@@ -498,9 +492,23 @@ pub fn read_targets_file(path: &Path) -> Result<Vec<FileTarget>, ConfigError> {
     parse_targets_file(&text, &path.display().to_string())
 }
 
-/// The targets file: one target per line, `name address [label=value ...]`, fields
-/// separated by spaces or tabs. `#` starts a comment; blank lines are ignored. A label
-/// value with spaces is written in double quotes: `site="San Martín"`.
+/// Per-target settings a targets-file line may override, written `key=value` like a
+/// label: in the file these names are settings, never labels (a target that needs a
+/// label called `count` belongs in the config file).
+pub const FILE_SETTINGS: [&str; 6] = [
+    "interval",
+    "count",
+    "timeout",
+    "warning_rtt",
+    "warning_loss",
+    "down_after",
+];
+
+/// The targets file: one target per line, `name address [key=value ...]`, fields
+/// separated by spaces or tabs. A key in [`FILE_SETTINGS`] overrides that setting of the
+/// `defaults` for this target (`interval=5s down_after=24`); any other key is a label.
+/// `#` starts a comment; blank lines are ignored. A value with spaces is written in
+/// double quotes: `site="San Martín"`.
 pub fn parse_targets_file(text: &str, file: &str) -> Result<Vec<FileTarget>, ConfigError> {
     let mut out = Vec::new();
     for (i, raw) in text.lines().enumerate() {
@@ -512,40 +520,75 @@ pub fn parse_targets_file(text: &str, file: &str) -> Result<Vec<FileTarget>, Con
         if words.len() < 2 {
             return Err(ConfigError::new(
                 &origin,
-                "expected `name address [label=value ...]`",
+                "expected `name address [key=value ...]`",
             ));
         }
-        let mut labels = BTreeMap::new();
+        let mut target = TargetConfig {
+            name: words[0].clone(),
+            address: words[1].clone(),
+            labels: BTreeMap::new(),
+            interval: None,
+            count: None,
+            timeout: None,
+            warning_rtt: None,
+            warning_loss: None,
+            down_after: None,
+        };
+        let mut settings = HashSet::new();
         for w in &words[2..] {
             let Some((k, v)) = w.split_once('=') else {
                 return Err(ConfigError::new(
                     &origin,
-                    format!("{w:?} is not a label=value pair"),
+                    format!("{w:?} is not a key=value pair (a label or a setting)"),
                 ));
             };
-            if labels.insert(k.to_string(), v.to_string()).is_some() {
+            if FILE_SETTINGS.contains(&k) {
+                if !settings.insert(k) {
+                    return Err(ConfigError::new(format!("{origin}: {k}"), "given twice"));
+                }
+                set_file_setting(&mut target, k, v)
+                    .map_err(|m| ConfigError::new(format!("{origin}: {k}"), m))?;
+            } else if target.labels.insert(k.to_string(), v.to_string()).is_some() {
                 return Err(ConfigError::new(
                     &origin,
                     format!("label {k:?} given twice"),
                 ));
             }
         }
-        out.push(FileTarget {
-            origin,
-            target: TargetConfig {
-                name: words[0].clone(),
-                address: words[1].clone(),
-                labels,
-                interval: None,
-                count: None,
-                timeout: None,
-                warning_rtt: None,
-                warning_loss: None,
-                down_after: None,
-            },
-        });
+        out.push(FileTarget { origin, target });
     }
     Ok(out)
+}
+
+/// Parses the value of one of [`FILE_SETTINGS`] into `target`; ranges and combinations
+/// (timeout within interval / count, ...) are checked with the config's own rules.
+fn set_file_setting(target: &mut TargetConfig, key: &str, value: &str) -> Result<(), String> {
+    let duration = |v: &str| {
+        humantime::parse_duration(v)
+            .map_err(|e| format!("{v:?} is not a duration like 10s or 500ms ({e})"))
+    };
+    let whole = |v: &str| {
+        v.parse::<u32>()
+            .map_err(|_| format!("{v:?} is not a whole number"))
+    };
+    match key {
+        "interval" => target.interval = Some(duration(value)?),
+        "count" => target.count = Some(whole(value)?),
+        "timeout" => target.timeout = Some(duration(value)?),
+        "warning_rtt" => target.warning_rtt = Some(duration(value)?),
+        "warning_loss" => {
+            target.warning_loss = Some(
+                value
+                    .parse::<f64>()
+                    .ok()
+                    .filter(|l| l.is_finite())
+                    .ok_or_else(|| format!("{value:?} is not a loss ratio like 0.2"))?,
+            )
+        }
+        "down_after" => target.down_after = Some(whole(value)?),
+        other => return Err(format!("{other:?} is not a per-target setting")),
+    }
+    Ok(())
 }
 
 /// Splits a line on whitespace up to a `#` comment; double quotes group words.
@@ -679,6 +722,122 @@ mod tests {
         let bad = parse_targets_file("x 1.2.3.4.5\n", "t.txt").unwrap();
         let e = c.all_targets(&bad).unwrap_err();
         assert_eq!(e.path, "targets_file t.txt line 1: address");
+    }
+
+    #[test]
+    fn targets_file_settings_override_the_defaults_and_labels_stay_labels() {
+        let text = "core 198.18.0.1 site=centro interval=5s count=2 timeout=500ms warning_rtt=50ms warning_loss=0.25 down_after=24\n\
+                    plain 198.18.0.2 kind=olt\n";
+        let t = parse_targets_file(text, "t.txt").unwrap();
+        let core = &t[0].target;
+        assert_eq!(core.interval, Some(Duration::from_secs(5)));
+        assert_eq!(core.count, Some(2));
+        assert_eq!(core.timeout, Some(Duration::from_millis(500)));
+        assert_eq!(core.warning_rtt, Some(Duration::from_millis(50)));
+        assert_eq!(core.warning_loss, Some(0.25));
+        assert_eq!(core.down_after, Some(24));
+        // Settings are not labels: only `site` becomes one.
+        assert_eq!(
+            core.labels,
+            BTreeMap::from([("site".to_string(), "centro".to_string())])
+        );
+
+        let c =
+            load("defaults: {interval: 10s, count: 5, timeout: 1s, warning_rtt: 200ms}\n").unwrap();
+        let specs = c.all_targets(&t).unwrap();
+        let (core, plain) = (&specs[0], &specs[1]);
+        assert_eq!(
+            (core.interval, core.count, core.timeout, core.warning_rtt),
+            (
+                Duration::from_secs(5),
+                2,
+                Duration::from_millis(500),
+                Duration::from_millis(50)
+            )
+        );
+        assert_eq!((core.warning_loss, core.down_after), (0.25, 24));
+        // A line without settings keeps the defaults.
+        assert_eq!(
+            (
+                plain.interval,
+                plain.count,
+                plain.timeout,
+                plain.warning_rtt
+            ),
+            (
+                Duration::from_secs(10),
+                5,
+                Duration::from_secs(1),
+                Duration::from_millis(200)
+            )
+        );
+        assert_eq!(plain.labels["kind"], "olt");
+    }
+
+    #[test]
+    fn targets_file_bad_settings_name_the_line_and_the_key() {
+        // Values that do not parse: rejected by the parser.
+        for (line, key, says) in [
+            ("a 127.0.0.1 interval=often", "interval", "not a duration"),
+            ("a 127.0.0.1 interval=", "interval", "not a duration"),
+            ("a 127.0.0.1 timeout=5", "timeout", "not a duration"),
+            (
+                "a 127.0.0.1 warning_rtt=fast",
+                "warning_rtt",
+                "not a duration",
+            ),
+            ("a 127.0.0.1 count=lots", "count", "not a whole number"),
+            ("a 127.0.0.1 count=-1", "count", "not a whole number"),
+            (
+                "a 127.0.0.1 down_after=2.5",
+                "down_after",
+                "not a whole number",
+            ),
+            (
+                "a 127.0.0.1 warning_loss=some",
+                "warning_loss",
+                "not a loss ratio",
+            ),
+            (
+                "a 127.0.0.1 warning_loss=NaN",
+                "warning_loss",
+                "not a loss ratio",
+            ),
+            ("a 127.0.0.1 count=2 count=3", "count", "given twice"),
+        ] {
+            let text = format!("ok 127.0.0.2\n{line}\n");
+            let e = parse_targets_file(&text, "t.txt").expect_err(line);
+            assert_eq!(
+                e.path,
+                format!("targets_file t.txt line 2: {key}"),
+                "{line}"
+            );
+            assert!(e.message.contains(says), "{line}: {e}");
+        }
+        // Values that parse but break the config's rules: rejected with the defaults.
+        let c = load("defaults: {interval: 10s, count: 5, timeout: 1s}\n").unwrap();
+        for (line, key, says) in [
+            ("a 127.0.0.1 interval=0s", "interval", "greater than 0"),
+            ("a 127.0.0.1 count=0", "count", "out of range"),
+            ("a 127.0.0.1 count=5000", "count", "out of range"),
+            ("a 127.0.0.1 down_after=0", "down_after", "at least 1"),
+            ("a 127.0.0.1 warning_loss=1", "warning_loss", "loss ratio"),
+            // 2 s / 5 requests leaves 400 ms per request, less than the default 1 s.
+            (
+                "a 127.0.0.1 interval=2s",
+                "timeout",
+                "longer than interval / count",
+            ),
+        ] {
+            let t = parse_targets_file(&format!("{line}\n"), "t.txt").unwrap();
+            let e = c.all_targets(&t).expect_err(line);
+            assert_eq!(
+                e.path,
+                format!("targets_file t.txt line 1: {key}"),
+                "{line}"
+            );
+            assert!(e.message.contains(says), "{line}: {e}");
+        }
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! The targets file a NOC edits: added targets start, removed ones leave /metrics, a bad
-//! edit is rejected and counted while the previous list keeps running. Needs root (raw
-//! ICMP socket).
+//! edit is rejected and counted while the previous list keeps running, and `key=value`
+//! settings on a line override the defaults for that target. Needs root (raw ICMP
+//! socket).
 
 mod support;
 
@@ -79,4 +80,90 @@ fn root_targets_file_edits_apply_and_bad_edits_keep_the_previous_list() {
         metric(b, "vigia_ping_targets_file_last_reload_success", &[]) == Some(1.0)
             && metric(b, "vigia_ping_targets", &[]) == Some(2.0)
     });
+}
+
+#[test]
+fn root_targets_file_settings_override_the_defaults_per_line() {
+    // SAFETY: geteuid has no preconditions.
+    assert_eq!(
+        unsafe { libc::geteuid() },
+        0,
+        "this test needs root (CI runs as root)"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let list = dir.path().join("targets.txt");
+    // Defaults send one request a round and call 200 ms slow: `burst` sends three, and
+    // `picky` calls any RTT at all slow. `plain` keeps the defaults.
+    std::fs::write(
+        &list,
+        "burst 127.0.0.21 site=norte count=3\n\
+         picky 127.0.0.22 warning_rtt=1ns kind=router\n\
+         plain 127.0.0.23\n",
+    )
+    .unwrap();
+    let e = Exporter::start(&format!(
+        "defaults: {{interval: 1s, count: 1, timeout: 300ms, warning_rtt: 200ms}}\n\
+         targets_file: \"{}\"\n\
+         targets_file_check_interval: 200ms\n",
+        list.display()
+    ));
+    let requests = |b: &str, t: &str| metric(b, "vigia_ping_requests_total", &[("target", t)]);
+    let status = |b: &str, t: &str, s: &str| {
+        metric(b, "vigia_ping_status", &[("target", t), ("status", s)]) == Some(1.0)
+    };
+    let body = e.wait_metrics(Duration::from_secs(10), "two rounds of each", |b| {
+        requests(b, "burst").unwrap_or(0.0) >= 6.0 && requests(b, "plain").unwrap_or(0.0) >= 2.0
+    });
+    // Counters move by whole rounds: three requests a round for burst, one for plain.
+    let burst = requests(&body, "burst").unwrap();
+    assert_eq!(
+        burst % 3.0,
+        0.0,
+        "burst sent {burst} requests, not rounds of 3"
+    );
+    assert_eq!(
+        metric(&body, "vigia_ping_replies_total", &[("target", "burst")]),
+        Some(burst),
+        "every request to loopback answered"
+    );
+    assert!(status(&body, "picky", "warning"), "picky: {body}");
+    assert!(status(&body, "plain", "ok"), "plain: {body}");
+    assert!(status(&body, "burst", "ok"), "burst: {body}");
+    // The settings are not labels; the labels are.
+    assert!(
+        !body.contains("count=\"3\"") && !body.contains("warning_rtt="),
+        "{body}"
+    );
+    assert_eq!(
+        metric(
+            &body,
+            "vigia_ping_up",
+            &[("target", "burst"), ("site", "norte")]
+        ),
+        Some(1.0)
+    );
+
+    // A bad value is rejected naming the line and the key; the previous list goes on,
+    // with its overrides.
+    std::fs::write(
+        &list,
+        "burst 127.0.0.21 site=norte count=3\npicky 127.0.0.22 warning_rtt=soon\n",
+    )
+    .unwrap();
+    e.wait_metrics(Duration::from_secs(10), "the rejected edit counted", |b| {
+        metric(b, "vigia_ping_targets_file_reload_errors_total", &[]) == Some(1.0)
+    });
+    let stderr = e.stderr();
+    assert!(
+        stderr.contains(&format!("{} line 2: warning_rtt", list.display()))
+            && stderr.contains("soon")
+            && stderr.contains("is not a duration"),
+        "{stderr}"
+    );
+    let body = e.wait_metrics(Duration::from_secs(10), "burst still probed", |b| {
+        requests(b, "burst").unwrap_or(0.0) >= burst + 6.0
+    });
+    assert_eq!(requests(&body, "burst").unwrap() % 3.0, 0.0);
+    assert!(status(&body, "picky", "warning"), "picky kept: {body}");
+    assert_eq!(metric(&body, "vigia_ping_targets", &[]), Some(3.0));
 }
