@@ -2,6 +2,7 @@
 //! table, because targets carry label sets of their own (site, kind, ...) and a target
 //! removed from the targets file must disappear from /metrics with all its series.
 
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
@@ -12,6 +13,7 @@ use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::metrics::MetricType;
 use vigia_kit::{Metrics, Source, SourceError};
 
+use crate::config::Host;
 use crate::status::{unix_seconds, Status, StatusTable, TargetEntry};
 
 /// A per-target counter: name (without `_total`), help, and where its value is.
@@ -33,6 +35,8 @@ struct Row {
     send_errors: u64,
     resolve_errors: u64,
     last_rtt: Option<f64>,
+    /// The address probed: the configured IP, or what the name last resolved to.
+    ip: Option<IpAddr>,
     rtt: Histogram,
 }
 
@@ -57,6 +61,10 @@ impl Source for TargetMetrics {
                     send_errors: s.send_errors,
                     resolve_errors: s.resolve_errors,
                     last_rtt: s.last_rtt.map(|d| d.as_secs_f64()),
+                    ip: match entry.spec.host {
+                        Host::Ip(ip) => Some(ip),
+                        Host::Name(_) => s.ip,
+                    },
                     rtt: s.rtt.clone(),
                     entry: entry.clone(),
                 };
@@ -147,6 +155,31 @@ impl Source for TargetMetrics {
         )?;
         for r in &rows {
             ConstGauge::new(r.since).encode(f.encode_family(&r.entry.labels)?)?;
+        }
+
+        // One series per target, like blackbox_exporter's probe_ip_addr_hash but
+        // readable: the IP is a label of its own series, not of every metric, so a name
+        // that moves to a new address replaces this one series and nothing else. The
+        // target's labels are left out; join on `target`.
+        let mut f = enc.encode_descriptor(
+            "vigia_ping_target_info",
+            "The IP address probed for the target (a host name's last resolution); absent while a name does not resolve. The value is always 1",
+            None,
+            MetricType::Gauge,
+        )?;
+        for r in &rows {
+            if let Some(ip) = r.ip {
+                let ip = ip.to_string();
+                let labels: Vec<(&str, &str)> = r
+                    .entry
+                    .labels
+                    .iter()
+                    .filter(|(k, _)| k == "target" || k == "address")
+                    .map(|(k, v)| (k.as_str(), v.as_str()))
+                    .chain([("ip", ip.as_str())])
+                    .collect();
+                ConstGauge::new(1).encode(f.encode_family(&labels)?)?;
+            }
         }
 
         let mut f = enc.encode_descriptor(

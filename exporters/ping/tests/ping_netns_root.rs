@@ -27,6 +27,18 @@ fn status_of(body: &str, target: &str) -> Option<&'static str> {
     })
 }
 
+/// The `ip` of every `vigia_ping_target_info` series of `target`.
+fn info_ips(body: &str, target: &str) -> Vec<String> {
+    body.lines()
+        .filter(|l| l.starts_with("vigia_ping_target_info{"))
+        .filter(|l| l.contains(&format!("target=\"{target}\"")))
+        .map(|l| {
+            let at = l.find("ip=\"").expect("an ip label") + 4;
+            l[at..at + l[at..].find('"').unwrap()].to_string()
+        })
+        .collect()
+}
+
 /// What /metrics said after one round: counters and status are updated together, so a
 /// scrape always shows whole rounds.
 #[derive(Debug, Clone)]
@@ -238,11 +250,34 @@ fn root_netns_host_names_resolve_on_schedule_and_failures_mark_down() {
     let mut e = Exporter::start_in(
         &ns,
         "defaults: {interval: 1s, count: 1, timeout: 300ms, resolve_interval: 1s}\n\
-         targets:\n  - {name: flappy, address: flappy.vigia.test}\n  - {name: ghost, address: ghost.vigia.test}\n",
+         targets:\n  - {name: flappy, address: flappy.vigia.test}\n  - {name: ghost, address: ghost.vigia.test}\n  - {name: fixed, address: 127.0.0.1}\n",
     );
     let body = e.wait_metrics(Duration::from_secs(15), "flappy ok and ghost down", |b| {
         status_of(b, "flappy") == Some("ok") && status_of(b, "ghost") == Some("down")
     });
+    // The address each target is probed at: one info series per target that has one.
+    assert_eq!(info_ips(&body, "flappy"), ["127.0.0.5"]);
+    assert_eq!(
+        metric(
+            &body,
+            "vigia_ping_target_info",
+            &[("target", "flappy"), ("address", "flappy.vigia.test")]
+        ),
+        Some(1.0)
+    );
+    assert_eq!(info_ips(&body, "fixed"), ["127.0.0.1"]);
+    assert!(info_ips(&body, "ghost").is_empty(), "{body}");
+
+    // The name moves to another address: followed at the next resolve, and the info
+    // series is replaced, not joined by a second one.
+    ns.write_etc(
+        "hosts",
+        "127.0.0.1 localhost\n127.0.0.6 flappy.vigia.test\n",
+    );
+    let body = e.wait_metrics(Duration::from_secs(15), "flappy at 127.0.0.6", |b| {
+        info_ips(b, "flappy") == ["127.0.0.6"]
+    });
+    assert_eq!(status_of(&body, "flappy"), Some("ok"));
     let ghost = [("target", "ghost"), ("address", "ghost.vigia.test")];
     assert!(metric(&body, "vigia_ping_resolve_errors_total", &ghost).unwrap() >= 1.0);
     assert_eq!(
@@ -271,6 +306,7 @@ fn root_netns_host_names_resolve_on_schedule_and_failures_mark_down() {
             >= 1.0
     );
     assert!(e.is_running());
+    assert!(info_ips(&body, "flappy").is_empty(), "{body}");
     // Logged when the failure starts, not every round.
     let log = e.stderr();
     let ghost_warnings = log
@@ -280,9 +316,10 @@ fn root_netns_host_names_resolve_on_schedule_and_failures_mark_down() {
     assert_eq!(ghost_warnings, 1, "{log}");
     // And resolves again.
     ns.write_etc("hosts", hosts_with);
-    e.wait_metrics(Duration::from_secs(15), "flappy ok again", |b| {
+    let body = e.wait_metrics(Duration::from_secs(15), "flappy ok again", |b| {
         status_of(b, "flappy") == Some("ok")
     });
+    assert_eq!(info_ips(&body, "flappy"), ["127.0.0.5"]);
     assert!(e.is_running());
 }
 
