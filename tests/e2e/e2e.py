@@ -222,6 +222,13 @@ class Stack:
     def down(self, volumes=False):
         self.compose("down", "--remove-orphans", *(["-v"] if volumes else []), check=False, timeout=300)
 
+    def health(self):
+        """{service: its health, or its state when it has no healthcheck}."""
+        ps = self.compose("ps", "-a", "--format", "json").stdout
+        # Compose 2.21+ prints one JSON object per line; older ones a JSON list.
+        rows = json.loads(ps) if ps.lstrip().startswith("[") else [json.loads(l) for l in ps.splitlines() if l.strip()]
+        return {r["Service"]: r.get("Health") or r.get("State") for r in rows}
+
     def container(self, service):
         cid = self.compose("ps", "-q", service).stdout.strip()
         require(cid, f"no container for {service}")
@@ -340,13 +347,11 @@ class E2E:
     def stack_up(self):
         with self.check("docker compose up: every service healthy (--wait)", required=True):
             self.s.up()
-            ps = self.s.compose("ps", "--format", "json").stdout
-            rows = [json.loads(l) for l in ps.splitlines() if l.strip()] if not ps.lstrip().startswith("[") else json.loads(ps)
-            services = {r["Service"]: r for r in rows}
+            health = self.s.health()
             want = {"vigia-ports", "vigia-ping", "vigia-host", "vigia-capture", "prometheus", "alertmanager",
                     "influxdb", "mailpit", "receiver"}
-            require(want <= set(services), f"services running: {sorted(services)}")
-            bad = {k: v.get("Health") or v.get("State") for k, v in services.items() if v.get("Health") != "healthy"}
+            require(want == set(health), f"services: {sorted(health)}, expected {sorted(want)}")
+            bad = {k: v for k, v in health.items() if v != "healthy"}
             require(not bad, f"not healthy: {bad}")
 
     def targets_up(self):
@@ -578,6 +583,16 @@ class E2E:
             require(len(m) == 2 and len(t) == 2 and len(d) == 2, f"emails {len(m)}, telegram {len(t)}, discord {len(d)} (want 2 each: firing, resolved)")
             require(m[1]["subject"] == f"[RESOLVED] PingTargetDown {OLT}", f"subject {m[1]['subject']!r}")
 
+    def restart_all(self):
+        with self.check("docker compose restart (as after a reboot): every service healthy again"):
+            self.s.compose("restart", timeout=300)
+
+            def healthy():
+                bad = {k: v for k, v in self.s.health().items() if v != "healthy"}
+                require(not bad, f"not healthy: {bad}")
+                return True
+            wait_until("every service healthy after the restart", healthy, timeout=180, interval=5)
+
     def restart_keeps_data(self):
         with self.check("docker compose down and up: Prometheus data and Alertmanager silences survive"):
             am = ["exec", "-T", "alertmanager", "amtool", "--alertmanager.url=http://127.0.0.1:9093"]
@@ -616,6 +631,7 @@ class E2E:
             self.down_alert_delivered()
             self.no_repeat_while_down()
             self.resolved_delivered()
+            self.restart_all()
             self.restart_keeps_data()
             ok = all(r[2] for r in self.results)
         except CheckFailed as e:
