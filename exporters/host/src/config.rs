@@ -177,7 +177,9 @@ pub struct InventoryConfig {
     pub top_processes: usize,
     /// How many distinct user names get a `vigia_host_user_sessions` series.
     pub max_users: usize,
-    /// The `host` tag of the InfluxDB rows; the machine's host name when empty.
+    /// The `host` tag of the InfluxDB rows, unless `influxdb.tags` names one; the
+    /// machine's host name when empty. Resolved at load to the writer's `host` tag, so
+    /// the inventory rows and the writer's default agree.
     pub host: String,
 }
 
@@ -275,6 +277,17 @@ fn check_dir_field(path: &std::path::Path, field: &str) -> Result<(), ConfigErro
 }
 
 impl Validate for HostConfig {
+    /// `inventory.host` predates `influxdb.tags` and feeds its `host` when that is not
+    /// set; then both hold the writer's `host` tag.
+    fn resolve(&mut self) {
+        if let Some(influx) = &mut self.influxdb {
+            if !self.inventory.host.is_empty() {
+                influx.add_tag_if_unset(vigia_kit::influx::HOST_TAG, &self.inventory.host);
+            }
+            self.inventory.host = influx.host_tag().unwrap_or_default();
+        }
+    }
+
     fn validate(&self) -> Result<(), ConfigError> {
         check_dir_field(&self.procfs_root, "procfs_root")?;
         check_dir_field(&self.sysfs_root, "sysfs_root")?;
@@ -357,9 +370,27 @@ mod tests {
 
     fn load(yaml: &str) -> Result<HostConfig, ConfigError> {
         let tree = vigia_kit::config::parse_yaml(yaml, "host.yaml")?;
-        let c: HostConfig = vigia_kit::config::from_value(tree)?;
+        let mut c: HostConfig = vigia_kit::config::from_value(tree)?;
+        c.resolve();
         c.validate()?;
         Ok(c)
+    }
+
+    #[test]
+    fn inventory_host_and_the_writers_host_tag_agree() {
+        let influx = "influxdb:\n  url: http://127.0.0.1:8086\n  database: vigia\n";
+        let c = load(&format!("inventory:\n  host: edge-1\n{influx}")).unwrap();
+        assert_eq!(c.influxdb.unwrap().host_tag().as_deref(), Some("edge-1"));
+        assert_eq!(c.inventory.host, "edge-1");
+        let c = load(&format!(
+            "inventory:\n  host: edge-1\n{influx}  tags: {{host: edge-2}}\n"
+        ))
+        .unwrap();
+        assert_eq!(c.influxdb.unwrap().host_tag().as_deref(), Some("edge-2"));
+        assert_eq!(c.inventory.host, "edge-2");
+        let c = load(influx).unwrap();
+        assert_eq!(c.inventory.host, vigia_kit::influx::hostname());
+        assert_eq!(load("").unwrap().inventory.host, "");
     }
 
     #[test]

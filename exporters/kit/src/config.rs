@@ -5,7 +5,8 @@
 //! (their values are parsed as YAML, so `[22, 80]` and `10s` both work), and the result
 //! is deserialized into the exporter's typed config with `serde_path_to_error`, so a bad
 //! value is reported with its full field path. [`Validate`] then checks what types
-//! cannot (ranges, duplicates, files that must exist). Nothing listens before this passes.
+//! cannot (ranges, duplicates, files that must exist), after [`Validate::resolve`] has
+//! filled in what depends on other fields. Nothing listens before this passes.
 
 use std::fmt;
 use std::path::Path;
@@ -49,6 +50,11 @@ impl std::error::Error for ConfigError {}
 
 /// Checks that types cannot express. Errors name the field's path.
 pub trait Validate {
+    /// Fills in what depends on other fields, after deserializing and before
+    /// [`Validate::validate`]: an older setting feeding a newer one (vigia-host's
+    /// `inventory.host` feeding `influxdb.tags.host`). Nothing by default.
+    fn resolve(&mut self) {}
+
     fn validate(&self) -> Result<(), ConfigError>;
 }
 
@@ -72,7 +78,8 @@ where
         None => Value::Object(Map::new()),
     };
     apply_env_overrides(&mut tree, env_prefix, env)?;
-    let config: T = from_value(tree)?;
+    let mut config: T = from_value(tree)?;
+    config.resolve();
     config.validate()?;
     Ok(config)
 }
@@ -257,6 +264,50 @@ mod tests {
             e.to_string(),
             "invalid configuration: field `ports`: port 0 is not a port"
         );
+    }
+
+    #[derive(Debug, Deserialize)]
+    struct Aliased {
+        #[serde(default)]
+        old: Option<String>,
+        #[serde(default)]
+        new: std::collections::BTreeMap<String, String>,
+    }
+
+    impl Validate for Aliased {
+        fn resolve(&mut self) {
+            if let Some(old) = &self.old {
+                self.new.entry("host".into()).or_insert_with(|| old.clone());
+            }
+        }
+        fn validate(&self) -> Result<(), ConfigError> {
+            match self.new.get("host") {
+                Some(h) if h == "bad" => Err(ConfigError::new("new.host", "is bad")),
+                _ => Ok(()),
+            }
+        }
+    }
+
+    #[test]
+    fn load_resolves_before_it_validates() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("c.yaml");
+        std::fs::write(&file, "old: edge-1\n").unwrap();
+        let env = |pairs: &[(&str, &str)]| -> Vec<(String, String)> {
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        };
+        let c: Aliased = load_with_env(Some(&file), "T", env(&[])).unwrap();
+        assert_eq!(c.new["host"], "edge-1");
+        // The newer field, here from the environment, wins over the older one.
+        let c: Aliased =
+            load_with_env(Some(&file), "T", env(&[("T__NEW__HOST", "edge-2")])).unwrap();
+        assert_eq!(c.new["host"], "edge-2");
+        let e =
+            load_with_env::<Aliased, _>(Some(&file), "T", env(&[("T__OLD", "bad")])).unwrap_err();
+        assert_eq!(e.path, "new.host");
     }
 
     #[test]

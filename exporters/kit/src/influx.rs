@@ -42,11 +42,19 @@
 //! is `username:password`). The token comes from `token_file`, else from the environment
 //! variable `VIGIA_INFLUXDB_TOKEN`; never from the YAML itself.
 //!
+//! # Default tags
+//!
+//! Every point gets the tags of `tags` that it does not set itself; `host` is among them
+//! unless configured otherwise, with this machine's hostname ([`hostname`]) as its value.
+//! So every row of every exporter can be queried by the agent host that wrote it, and
+//! several agent hosts can share one database without their rows mixing. `host: ""`
+//! leaves the tag out (a tag with an empty value is no tag in line protocol).
+//!
 //! One writer per [`Metrics`]: its metric names are fixed, so dashboards and alert rules
 //! can rely on them.
 
 use std::collections::hash_map::RandomState;
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::fmt;
 use std::hash::BuildHasher;
 use std::io::Write as _;
@@ -142,7 +150,14 @@ pub struct InfluxConfig {
     /// `i64::MAX` is left out of its point.
     #[serde(default)]
     pub unsigned_integers: bool,
+    /// Tags added to every point that does not set the tag itself. `host` defaults to
+    /// this machine's hostname when not listed here; `host: ""` leaves it out.
+    #[serde(default)]
+    pub tags: BTreeMap<String, String>,
 }
+
+/// The tag every point carries unless told otherwise: the agent host that wrote it.
+pub const HOST_TAG: &str = "host";
 
 fn default_batch_size() -> usize {
     5000
@@ -178,7 +193,37 @@ impl InfluxConfig {
             max_backoff: default_max_backoff(),
             gzip: false,
             unsigned_integers: false,
+            tags: BTreeMap::new(),
         }
+    }
+
+    /// Sets tag `key` to `value` unless `tags` already names it: how an exporter's own
+    /// older setting (vigia-ports' `host:`) feeds the writer's default without
+    /// overriding `influxdb.tags`.
+    pub fn add_tag_if_unset(&mut self, key: &str, value: &str) {
+        self.tags
+            .entry(key.to_string())
+            .or_insert_with(|| value.to_string());
+    }
+
+    /// The tags every point gets unless it sets them itself, sorted by key: `tags`, plus
+    /// `host` = [`hostname`] when `tags` does not name it; empty values left out.
+    pub fn default_tags(&self) -> Vec<(String, String)> {
+        let mut tags = self.tags.clone();
+        if !tags.contains_key(HOST_TAG) {
+            tags.insert(HOST_TAG.to_string(), hostname());
+        }
+        tags.into_iter()
+            .filter(|(_, v)| !v.is_empty())
+            .map(|(k, v)| (clean(&k), clean(&v)))
+            .collect()
+    }
+
+    /// The `host` tag points get by default, `None` when configured out (`host: ""`).
+    pub fn host_tag(&self) -> Option<String> {
+        self.default_tags()
+            .into_iter()
+            .find_map(|(k, v)| (k == HOST_TAG).then_some(v))
     }
 
     /// Checks what types cannot; `path` is where this config sits in the exporter's
@@ -218,6 +263,24 @@ impl InfluxConfig {
         ] {
             if value.is_zero() {
                 return Err(ConfigError::new(field(name), "must be longer than 0s"));
+            }
+        }
+        for (key, value) in &self.tags {
+            let name = field(&format!("tags.{key}"));
+            if key.is_empty() {
+                return Err(ConfigError::new(field("tags"), "a tag name is empty"));
+            }
+            if key.chars().chain(value.chars()).any(char::is_control) {
+                return Err(ConfigError::new(
+                    name,
+                    "must not contain control characters",
+                ));
+            }
+            if key == "time" {
+                return Err(ConfigError::new(
+                    name,
+                    "`time` is the timestamp's name in InfluxDB, not a tag",
+                ));
             }
         }
         self.read_token(&field("token_file"))?;
@@ -342,6 +405,24 @@ fn resolve_token(
     Ok(Some(token))
 }
 
+/// This machine's hostname (of the UTS namespace: in a container, the container's
+/// `hostname:`), the default `host` tag; `localhost` when the kernel has none.
+pub fn hostname() -> String {
+    let mut buf = [0u8; 256];
+    // SAFETY: the buffer is live and writable for the length given.
+    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
+    if rc != 0 {
+        return "localhost".to_string();
+    }
+    let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
+    let name = String::from_utf8_lossy(&buf[..end]).trim().to_string();
+    if name.is_empty() {
+        "localhost".to_string()
+    } else {
+        name
+    }
+}
+
 /// A field value. `u64` values are written as signed integers unless
 /// [`InfluxConfig::unsigned_integers`] is set (InfluxDB 1.x cannot read `5u`).
 #[derive(Debug, Clone, PartialEq)]
@@ -449,11 +530,22 @@ impl Point {
     }
 
     /// One line of line protocol, newline included. `now` stamps a point without a
-    /// timestamp.
+    /// timestamp. No default tags: those are the writer's (see [`InfluxConfig::tags`]).
     pub fn to_line(
         &self,
         now: SystemTime,
         unsigned_integers: bool,
+    ) -> Result<String, InvalidPoint> {
+        self.encode(now, unsigned_integers, &[])
+    }
+
+    /// As [`Point::to_line`], with `defaults` (clean, non-empty) added for every tag key
+    /// the point does not set with a non-empty value.
+    fn encode(
+        &self,
+        now: SystemTime,
+        unsigned_integers: bool,
+        defaults: &[(String, String)],
     ) -> Result<String, InvalidPoint> {
         let measurement = clean(&self.measurement);
         if measurement.is_empty() || measurement.starts_with('#') {
@@ -461,11 +553,17 @@ impl Point {
         }
         let ts = unix_nanos(self.timestamp.unwrap_or(now)).ok_or(InvalidPoint::Timestamp)?;
 
-        let mut tags: Vec<(String, String)> = self
-            .tags
+        // Defaults first: the stable sort below keeps them ahead of the point's own tags
+        // of the same key, and keeping the last of each run lets the point's value win.
+        let mut tags: Vec<(String, String)> = defaults
             .iter()
-            .map(|(k, v)| (clean(k), clean(v)))
-            .filter(|(k, v)| !k.is_empty() && !v.is_empty())
+            .cloned()
+            .chain(
+                self.tags
+                    .iter()
+                    .map(|(k, v)| (clean(k), clean(v)))
+                    .filter(|(k, v)| !k.is_empty() && !v.is_empty()),
+            )
             .collect();
         // Sorted by key as InfluxDB stores them (saves it the work); the stable sort keeps
         // repeated keys in insertion order, so keeping the last of each run keeps the
@@ -713,6 +811,7 @@ struct Shared {
     flush_interval: Duration,
     max_backoff: Duration,
     unsigned_integers: bool,
+    default_tags: Vec<(String, String)>,
 }
 
 impl Shared {
@@ -793,6 +892,7 @@ impl InfluxWriter {
             flush_interval: config.flush_interval,
             max_backoff: config.max_backoff,
             unsigned_integers: config.unsigned_integers,
+            default_tags: config.default_tags(),
         });
         let task = runtime.spawn(run(shared.clone(), sender));
         Ok(Self {
@@ -805,7 +905,11 @@ impl InfluxWriter {
     /// full the oldest waiting point is dropped and counted.
     pub fn write(&self, point: Point) {
         let shared = &self.shared;
-        let line = match point.to_line(SystemTime::now(), shared.unsigned_integers) {
+        let line = match point.encode(
+            SystemTime::now(),
+            shared.unsigned_integers,
+            &shared.default_tags,
+        ) {
             Ok(line) => line,
             Err(why) => {
                 tracing::debug!(measurement = %point.measurement, reason = %why, "point not written");
@@ -1250,6 +1354,60 @@ mod tests {
     }
 
     #[test]
+    fn default_tags_are_added_unless_the_point_sets_them() {
+        let mut c = valid();
+        c.tags.insert("site".into(), "norte".into());
+        c.add_tag_if_unset("host", "agent 1");
+        c.add_tag_if_unset("host", "ignored: already set");
+        let defaults = c.default_tags();
+        assert_eq!(
+            defaults,
+            [
+                ("host".to_string(), "agent 1".to_string()),
+                ("site".to_string(), "norte".to_string())
+            ]
+        );
+        let p = Point::new("m")
+            .tag("zone", "a")
+            .field("v", 1i64)
+            .timestamp(at(3));
+        assert_eq!(
+            p.encode(at(1), false, &defaults).unwrap(),
+            "m,host=agent\\ 1,site=norte,zone=a v=1i 3\n"
+        );
+        // The point's own value wins; an empty one counts as not set.
+        let p = Point::new("m")
+            .tag("host", "edge-1")
+            .tag("site", "")
+            .field("v", 1i64)
+            .timestamp(at(3));
+        assert_eq!(
+            p.encode(at(1), false, &defaults).unwrap(),
+            "m,host=edge-1,site=norte v=1i 3\n"
+        );
+        // Without `host` in tags, it is this machine's hostname; `host: ""` leaves it out.
+        let c = valid();
+        assert_eq!(c.host_tag(), Some(hostname()));
+        assert_eq!(
+            Point::new("m")
+                .field("v", 1i64)
+                .encode(at(2), false, &c.default_tags())
+                .unwrap(),
+            format!("m,host={} v=1i 2\n", hostname().replace(' ', "\\ "))
+        );
+        let mut c = valid();
+        c.tags.insert("host".into(), String::new());
+        assert_eq!(c.host_tag(), None);
+        assert!(c.default_tags().is_empty());
+    }
+
+    #[test]
+    fn hostname_is_the_kernels() {
+        let kernel = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
+        assert_eq!(hostname(), kernel.trim());
+    }
+
+    #[test]
     fn points_that_cannot_be_written_are_invalid() {
         let no_fields = Point::new("m").tag("a", "b").field("x", f64::NAN);
         assert_eq!(no_fields.to_line(at(1), false), Err(InvalidPoint::NoFields));
@@ -1369,6 +1527,24 @@ mod tests {
             ),
             (
                 Box::new(|c| {
+                    c.tags.insert(String::new(), "x".into());
+                }),
+                "influxdb.tags",
+            ),
+            (
+                Box::new(|c| {
+                    c.tags.insert("site".into(), "a\nb".into());
+                }),
+                "influxdb.tags.site",
+            ),
+            (
+                Box::new(|c| {
+                    c.tags.insert("time".into(), "x".into());
+                }),
+                "influxdb.tags.time",
+            ),
+            (
+                Box::new(|c| {
                     c.api = InfluxApi::V2;
                     c.database = None;
                     c.bucket = Some("b".into());
@@ -1409,6 +1585,15 @@ mod tests {
         assert_eq!((c.batch_size, c.queue_capacity), (5000, 100_000));
         assert_eq!(c.timeout, Duration::from_secs(10));
         assert_eq!(c.max_backoff, Duration::from_secs(30));
+        assert!(c.tags.is_empty());
+        let tree = crate::config::parse_yaml(
+            "url: http://127.0.0.1\ndatabase: d\ntags: {host: edge-1, site: norte}\n",
+            "t.yaml",
+        )
+        .unwrap();
+        let tagged: InfluxConfig = crate::config::from_value(tree).unwrap();
+        assert_eq!(tagged.host_tag().as_deref(), Some("edge-1"));
+        assert_eq!(tagged.tags["site"], "norte");
         assert_eq!(
             c.endpoint().unwrap().as_str(),
             "https://127.0.0.1:8086/proxy/api/v2/write?org=noc&bucket=ports&precision=ns"

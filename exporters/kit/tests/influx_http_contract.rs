@@ -1,7 +1,8 @@
 //! What the InfluxDB writer puts on the wire, recorded by a small HTTP server on
 //! loopback: the `api: v2` request (no InfluxDB 2 server can run here), the v1 query and
 //! headers, gzip bodies, retries of the same bytes after a 5xx, no retry after a 401,
-//! and what shutdown does with the queue.
+//! the default `host` tag, batches of at most `batch_size` lines in order, the retry
+//! delay's growth and cap, and what shutdown does with the queue.
 
 use std::collections::{HashMap, VecDeque};
 use std::io::Read as _;
@@ -24,6 +25,7 @@ struct Recorded {
     query: Vec<(String, String)>,
     headers: HeaderMap,
     body: Vec<u8>,
+    arrived: Instant,
 }
 
 #[derive(Default)]
@@ -51,7 +53,9 @@ async fn record(
                 .collect()
         })
         .unwrap_or_default();
+    let arrived = Instant::now();
     rec.requests.lock().unwrap().push(Recorded {
+        arrived,
         method,
         path: uri.path().to_string(),
         query,
@@ -129,10 +133,18 @@ fn three_points() -> Vec<Point> {
     ]
 }
 
+/// The writer adds the configured `host` to the first two; the third sets its own.
 const THREE_LINES: &str =
-    "tcp_connections,port=443,state=established count=12i 1700000000000000001\n\
-tcp_connections,port=22,state=time_wait count=3i 1700000000000000002\n\
+    "tcp_connections,host=agent-1,port=443,state=established count=12i 1700000000000000001\n\
+tcp_connections,host=agent-1,port=22,state=time_wait count=3i 1700000000000000002\n\
 anomaly,host=edge\\ 1 score=0.25,note=\"ok\" 1700000000000000003\n";
+
+/// A v1 config whose points get `host=agent-1` unless they set `host` themselves.
+fn agent_config(url: String, database: &str) -> InfluxConfig {
+    let mut cfg = InfluxConfig::v1(url, database);
+    cfg.tags.insert("host".into(), "agent-1".into());
+    cfg
+}
 
 fn query_map(r: &Recorded) -> HashMap<String, String> {
     r.query.iter().cloned().collect()
@@ -144,7 +156,7 @@ async fn v2_request_has_the_documented_method_path_query_headers_and_body() {
     let dir = tempfile::tempdir().unwrap();
     let token_file = dir.path().join("influx-token");
     std::fs::write(&token_file, "s3cr3t-t0ken==\n").unwrap();
-    let mut cfg = InfluxConfig::v1(format!("http://{addr}"), "unused");
+    let mut cfg = agent_config(format!("http://{addr}"), "unused");
     cfg.api = InfluxApi::V2;
     cfg.database = None;
     cfg.org = Some("noc".into());
@@ -209,7 +221,13 @@ async fn v1_request_names_database_and_retention_policy_and_sends_no_token_when_
     // The test process has no VIGIA_INFLUXDB_TOKEN and the config no token_file.
     assert!(std::env::var_os("VIGIA_INFLUXDB_TOKEN").is_none());
     assert!(r.headers.get("authorization").is_none());
-    assert_eq!(String::from_utf8(r.body.clone()).unwrap(), THREE_LINES);
+    // No `tags` configured: `host` is this machine's hostname.
+    let hostname = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
+    let expected = THREE_LINES.replace(
+        "host=agent-1",
+        &format!("host={}", hostname.trim().replace(' ', "\\ ")),
+    );
+    assert_eq!(String::from_utf8(r.body.clone()).unwrap(), expected);
     writer.shutdown(Duration::from_secs(5)).await;
 }
 
@@ -223,7 +241,7 @@ async fn server_error_is_retried_with_the_same_gzip_body() {
         ),
         (StatusCode::INTERNAL_SERVER_ERROR, r#"{"error":"timeout"}"#),
     ]);
-    let mut cfg = InfluxConfig::v1(format!("http://{addr}"), "vigia");
+    let mut cfg = agent_config(format!("http://{addr}"), "vigia");
     cfg.gzip = true;
     cfg.batch_size = 3;
     cfg.max_backoff = Duration::from_millis(200);
@@ -275,7 +293,7 @@ async fn unauthorized_is_not_retried() {
         StatusCode::UNAUTHORIZED,
         r#"{"code":"unauthorized","message":"unauthorized access"}"#,
     ));
-    let mut cfg = InfluxConfig::v1(format!("http://{addr}"), "vigia");
+    let mut cfg = agent_config(format!("http://{addr}"), "vigia");
     cfg.batch_size = 3;
     let mut metrics = Metrics::new("vigia-test");
     let writer = InfluxWriter::start(&cfg, &mut metrics).unwrap();
@@ -306,7 +324,7 @@ async fn unauthorized_is_not_retried() {
 #[tokio::test]
 async fn shutdown_flushes_what_is_queued_before_the_interval() {
     let (rec, addr) = recorder().await;
-    let mut cfg = InfluxConfig::v1(format!("http://{addr}"), "vigia");
+    let mut cfg = agent_config(format!("http://{addr}"), "vigia");
     cfg.flush_interval = Duration::from_secs(3600);
     let mut metrics = Metrics::new("vigia-test");
     let writer = InfluxWriter::start(&cfg, &mut metrics).unwrap();
@@ -347,7 +365,7 @@ async fn shutdown_gives_up_within_its_bound_and_counts_what_is_left() {
         .local_addr()
         .unwrap()
         .port();
-    let mut cfg = InfluxConfig::v1(format!("http://127.0.0.1:{port}"), "vigia");
+    let mut cfg = agent_config(format!("http://127.0.0.1:{port}"), "vigia");
     cfg.batch_size = 2;
     cfg.flush_interval = Duration::from_millis(20);
     let mut metrics = Metrics::new("vigia-test");
@@ -381,7 +399,7 @@ async fn shutdown_gives_up_within_its_bound_and_counts_what_is_left() {
 #[tokio::test]
 async fn invalid_points_are_counted_not_sent() {
     let (rec, addr) = recorder().await;
-    let mut cfg = InfluxConfig::v1(format!("http://{addr}"), "vigia");
+    let mut cfg = agent_config(format!("http://{addr}"), "vigia");
     cfg.batch_size = 1;
     let mut metrics = Metrics::new("vigia-test");
     let writer = InfluxWriter::start(&cfg, &mut metrics).unwrap();
@@ -396,7 +414,7 @@ async fn invalid_points_are_counted_not_sent() {
         ),
         2.0
     );
-    assert_eq!(requests(&rec)[0].body, b"m v=1i 7\n");
+    assert_eq!(requests(&rec)[0].body, b"m,host=agent-1 v=1i 7\n");
     writer.shutdown(Duration::from_secs(5)).await;
 }
 
@@ -408,4 +426,132 @@ async fn start_refuses_a_bad_config_with_the_field_path() {
     let err = InfluxWriter::start(&cfg, &mut metrics).unwrap_err();
     assert_eq!(err.path, "influxdb.batch_size");
     assert!(err.to_string().contains("queue_capacity"), "{err}");
+}
+
+fn seq_point(seq: u64) -> Point {
+    Point::new("seq")
+        .field("n", seq as i64)
+        .timestamp(at(1_700_000_000_000_000_000 + seq))
+}
+
+fn body_lines(r: &Recorded) -> Vec<String> {
+    String::from_utf8(r.body.clone())
+        .unwrap()
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+#[tokio::test]
+async fn a_queue_longer_than_batch_size_goes_out_in_batches_in_order() {
+    let (rec, addr) = recorder().await;
+    // The first batch fails once, so the rest queue up behind it while it waits.
+    rec.script
+        .lock()
+        .unwrap()
+        .push_back((StatusCode::SERVICE_UNAVAILABLE, r#"{"error":"busy"}"#));
+    let mut cfg = agent_config(format!("http://{addr}"), "vigia");
+    cfg.batch_size = 4;
+    // Only full batches go out before shutdown: the sizes are known exactly.
+    cfg.flush_interval = Duration::from_secs(3600);
+    let mut metrics = Metrics::new("vigia-test");
+    let writer = InfluxWriter::start(&cfg, &mut metrics).unwrap();
+    for seq in 0..4 {
+        writer.write(seq_point(seq));
+    }
+    wait_for("the first attempt", || !requests(&rec).is_empty()).await;
+    for seq in 4..13 {
+        writer.write(seq_point(seq));
+    }
+    assert!(
+        sample(&metrics, "vigia_influxdb_queue_points") >= 9.0,
+        "more than batch_size points queued"
+    );
+    wait_for("the full batches", || requests(&rec).len() == 4).await;
+    writer.shutdown(Duration::from_secs(5)).await;
+
+    let reqs = requests(&rec);
+    let sizes: Vec<usize> = reqs.iter().map(|r| body_lines(r).len()).collect();
+    assert_eq!(
+        sizes,
+        [4, 4, 4, 4, 1],
+        "the failed batch, its retry, then the rest"
+    );
+    assert_eq!(reqs[0].body, reqs[1].body, "the retry is the same batch");
+    let delivered: Vec<String> = reqs[1..].iter().flat_map(body_lines).collect();
+    let expected: Vec<String> = (0..13)
+        .map(|seq| {
+            seq_point(seq)
+                .tag("host", "agent-1")
+                .to_line(at(0), false)
+                .unwrap()
+                .trim_end()
+                .to_string()
+        })
+        .collect();
+    assert_eq!(
+        delivered, expected,
+        "every point once, in the order written"
+    );
+    assert_eq!(
+        sample(&metrics, "vigia_influxdb_points_written_total"),
+        13.0
+    );
+}
+
+#[tokio::test]
+async fn retry_delay_doubles_from_100ms_and_stops_at_max_backoff() {
+    let (rec, addr) = recorder().await;
+    const FAILURES: usize = 8;
+    rec.script.lock().unwrap().extend(
+        std::iter::repeat((StatusCode::SERVICE_UNAVAILABLE, r#"{"error":"down"}"#)).take(FAILURES),
+    );
+    let mut cfg = agent_config(format!("http://{addr}"), "vigia");
+    cfg.batch_size = 1;
+    cfg.max_backoff = Duration::from_millis(500);
+    let mut metrics = Metrics::new("vigia-test");
+    let writer = InfluxWriter::start(&cfg, &mut metrics).unwrap();
+    writer.write(seq_point(0));
+    wait_for("every attempt", || requests(&rec).len() == FAILURES + 1).await;
+    wait_for("written counted", || {
+        sample(&metrics, "vigia_influxdb_points_written_total") == 1.0
+    })
+    .await;
+    writer.shutdown(Duration::from_secs(5)).await;
+
+    let reqs = requests(&rec);
+    let gaps: Vec<Duration> = reqs
+        .windows(2)
+        .map(|w| w[1].arrived - w[0].arrived)
+        .collect();
+    // Delay before attempt n+1: the backoff (100 ms doubled per failure, at most 500 ms)
+    // with jitter, so between half of it and all of it. A loaded machine only adds time,
+    // so the lower bounds are exact; the upper ones get a whole second of slack.
+    let backoff = [100u64, 200, 400, 500, 500, 500, 500, 500].map(Duration::from_millis);
+    let slack = Duration::from_secs(1);
+    eprintln!("gaps between attempts: {gaps:?}");
+    for (i, (gap, b)) in gaps.iter().zip(backoff).enumerate() {
+        assert!(
+            *gap >= b / 2,
+            "gap {i} is {gap:?}, shorter than half its backoff {b:?}: {gaps:?}"
+        );
+        assert!(
+            *gap <= b + slack,
+            "gap {i} is {gap:?}, far longer than its backoff {b:?}: {gaps:?}"
+        );
+    }
+    // Growth: the third delay is at least twice the longest possible first one.
+    assert!(gaps[2] >= 2 * backoff[0], "{gaps:?}");
+    // The cap: uncapped, the sixth delay would be at least 1.6 s (3.2 s halved) and the
+    // eighth at least 6.4 s; capped, every one of them stays under 1.5 s.
+    for gap in &gaps[5..] {
+        assert!(*gap < Duration::from_millis(1500), "not capped: {gaps:?}");
+    }
+    assert_eq!(
+        sample(
+            &metrics,
+            "vigia_influxdb_write_errors_total{reason=\"server_error\"}"
+        ),
+        FAILURES as f64
+    );
 }

@@ -406,9 +406,76 @@ async fn server_killed_while_writing_every_point_arrives_exactly_once() {
         ],
         "count, sum, min, max of seq"
     );
+    // Queryable by the agent host and time (seed 004): the writer tagged every row with
+    // this machine's hostname, as no `tags` were configured.
+    let hostname = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
+    let base_ns = base.duration_since(UNIX_EPOCH).unwrap().as_nanos();
+    let rows = server
+        .rows(
+            "vigia",
+            &format!(
+                "SELECT count(seq) FROM points WHERE \"host\" = '{}' AND time >= {base_ns} AND time < {}",
+                hostname.trim(),
+                base_ns + u128::from(total) * 1_000_000
+            ),
+        )
+        .await;
+    assert_eq!(rows[0][1], serde_json::json!(n), "rows by host and time");
+    let rows = server
+        .rows(
+            "vigia",
+            "SELECT count(seq) FROM points WHERE \"host\" = 'another-agent'",
+        )
+        .await;
+    assert!(rows.is_empty(), "no row under another host: {rows:?}");
     eprintln!(
         "outage test: {total} points, {sent_at_kill}..{sent_before_restart} written while the server was down"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_agents_writing_one_database_stay_apart_by_their_host_tag() {
+    captured_logs();
+    let server = Influxd::start().await;
+    server.create_database("vigia").await;
+    let base = base_time();
+    let mut writers = Vec::new();
+    for (agent, count) in [("agent-a", 3u64), ("agent-b", 5)] {
+        let mut cfg = config(&server, "vigia");
+        cfg.tags.insert("host".into(), agent.into());
+        cfg.tags.insert("site".into(), "lab".into());
+        let mut metrics = Metrics::new("vigia-test");
+        let writer = InfluxWriter::start(&cfg, &mut metrics).unwrap();
+        // The same series and timestamps from both: only the host tag tells them apart.
+        for seq in 0..count {
+            writer.write(numbered(base, seq));
+        }
+        writers.push(writer);
+    }
+    for w in &writers {
+        w.shutdown(Duration::from_secs(10)).await;
+    }
+    for (agent, count) in [("agent-a", 3), ("agent-b", 5)] {
+        let rows = server
+            .rows(
+                "vigia",
+                &format!(
+                    "SELECT count(seq) FROM points WHERE \"host\" = '{agent}' AND \"site\" = 'lab'"
+                ),
+            )
+            .await;
+        assert_eq!(rows[0][1], serde_json::json!(count), "rows of {agent}");
+    }
+    let body = server
+        .query("vigia", "SHOW TAG VALUES FROM points WITH KEY = \"host\"")
+        .await;
+    let hosts: Vec<&str> = body["results"][0]["series"][0]["values"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v[1].as_str().unwrap())
+        .collect();
+    assert_eq!(hosts, ["agent-a", "agent-b"]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -16,8 +16,9 @@ use vigia_kit::{ConfigError, Validate};
 pub const ENV_PREFIX: &str = "VIGIA_PING";
 
 /// Label names a target may not define: the exporter sets them itself, or Prometheus
-/// gives them a meaning (`le` on the RTT histogram, `status` on `vigia_ping_status`).
-const RESERVED_LABELS: [&str; 4] = ["target", "address", "status", "le"];
+/// gives them a meaning (`le` on the RTT histogram, `status` on `vigia_ping_status`), or
+/// the InfluxDB writer does (`host`, the agent that probed, on every round row).
+const RESERVED_LABELS: [&str; 5] = ["target", "address", "status", "le", "host"];
 
 /// Largest ICMP payload accepted; jumbo frames, not fragmented monsters.
 const MAX_PAYLOAD: usize = 9000;
@@ -681,6 +682,10 @@ mod tests {
             (
                 "targets: [{name: a, address: 127.0.0.1, labels: {target: x}}]\n",
                 "targets[0].labels.target",
+            ),
+            (
+                "targets: [{name: a, address: 127.0.0.1, labels: {host: x}}]\n",
+                "targets[0].labels.host",
             ),
             (
                 "targets: [{name: a, address: 127.0.0.1, labels: {1site: x}}]\n",

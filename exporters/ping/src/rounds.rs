@@ -26,7 +26,9 @@ impl RoundWriter {
     }
 }
 
-/// Tags: `target`, `address` and the target's own labels (site, kind, ...). Fields:
+/// Tags: `target`, `address` and the target's own labels (site, kind, ...); the writer
+/// adds `host`, the agent that probed (`influxdb.tags`), which is why no target may
+/// have a label of that name. Fields:
 /// `sent`, `received`, `loss_ratio`, `status`, and `min/avg/max_rtt_seconds` when any
 /// reply came back, `ip` when the address resolved.
 pub fn round_point(entry: &TargetEntry, round: &RoundResult, status: Status) -> Point {

@@ -49,7 +49,8 @@ pub struct Config {
     /// How often the counts are pushed to InfluxDB.
     #[serde(default = "default_influxdb_interval", with = "humantime_serde")]
     pub influxdb_interval: Duration,
-    /// The `host` tag of pushed points; default: this machine's hostname.
+    /// The `host` tag of pushed points, when `influxdb.tags` does not name one; default:
+    /// this machine's hostname (the writer's own default).
     #[serde(default)]
     pub host: Option<String>,
 }
@@ -63,6 +64,13 @@ fn default_influxdb_interval() -> Duration {
 }
 
 impl Validate for Config {
+    /// `host:` predates `influxdb.tags` and feeds its `host` when that is not set.
+    fn resolve(&mut self) {
+        if let (Some(host), Some(influxdb)) = (&self.host, &mut self.influxdb) {
+            influxdb.add_tag_if_unset(vigia_kit::influx::HOST_TAG, host);
+        }
+    }
+
     fn validate(&self) -> Result<(), ConfigError> {
         if self.ports.is_empty() {
             return Err(ConfigError::new(
@@ -151,7 +159,8 @@ pub fn load_from(
         }
     }
     apply_env_overrides(&mut tree, ENV_PREFIX, env)?;
-    let config: Config = from_value(tree)?;
+    let mut config: Config = from_value(tree)?;
+    config.resolve();
     config.validate()?;
     Ok(config)
 }
@@ -237,6 +246,21 @@ mod tests {
             .unwrap();
         let influxdb = c.influxdb.unwrap();
         assert_eq!(influxdb.database.as_deref(), Some("vigia"));
+        assert_eq!(influxdb.host_tag(), Some(vigia_kit::influx::hostname()));
+    }
+
+    #[test]
+    fn host_feeds_the_writers_host_tag_unless_influxdb_tags_names_one() {
+        let influx = "influxdb:\n  url: http://127.0.0.1:8086\n  database: vigia\n";
+        let c = yaml(&format!("ports: [80]\nhost: edge-1\n{influx}")).unwrap();
+        assert_eq!(c.influxdb.unwrap().host_tag().as_deref(), Some("edge-1"));
+        let c = yaml(&format!(
+            "ports: [80]\nhost: edge-1\n{influx}  tags: {{host: edge-2, site: norte}}\n"
+        ))
+        .unwrap();
+        let influxdb = c.influxdb.unwrap();
+        assert_eq!(influxdb.host_tag().as_deref(), Some("edge-2"));
+        assert_eq!(influxdb.tags["site"], "norte");
     }
 
     #[test]

@@ -100,12 +100,10 @@ async fn run(
     };
     let (_trigger, shutdown) = Shutdown::on_signals();
     let pusher = writer.clone().map(|writer| {
-        let host = config.host.clone().unwrap_or_else(push::hostname);
         push::spawn(
             table.clone(),
             writer,
             config.influxdb_interval,
-            host,
             metrics.errors(),
             shutdown.clone(),
         )

@@ -2,7 +2,8 @@
 //! every `influxdb_interval`, one read of the socket table becomes one point per
 //! (port, side, state) in `vigia_port_connections` and one per state in
 //! `vigia_tcp_connections`, all with the same timestamp, zeros included (as in
-//! Prometheus, so a query over a quiet port finds rows).
+//! Prometheus, so a query over a quiet port finds rows). The writer adds the `host` tag
+//! (`influxdb.tags`, fed by the older `host:` setting).
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -16,7 +17,7 @@ use crate::counts::{ConnectionCounts, Side, TcpState};
 use crate::sockets::SocketTable;
 
 /// The points of one read of the socket table.
-pub fn points(counts: &ConnectionCounts, host: &str, at: SystemTime) -> Vec<Point> {
+pub fn points(counts: &ConnectionCounts, at: SystemTime) -> Vec<Point> {
     let mut out = Vec::with_capacity(
         counts.ports().len() * Side::ALL.len() * TcpState::ALL.len() + TcpState::ALL.len(),
     );
@@ -26,7 +27,6 @@ pub fn points(counts: &ConnectionCounts, host: &str, at: SystemTime) -> Vec<Poin
             for state in TcpState::ALL {
                 out.push(
                     Point::new("vigia_port_connections")
-                        .tag("host", host)
                         .tag("port", port.as_str())
                         .tag("side", side.label())
                         .tag("state", state.label())
@@ -39,7 +39,6 @@ pub fn points(counts: &ConnectionCounts, host: &str, at: SystemTime) -> Vec<Poin
     for state in TcpState::ALL {
         out.push(
             Point::new("vigia_tcp_connections")
-                .tag("host", host)
                 .tag("state", state.label())
                 .field("count", counts.host(state))
                 .timestamp(at),
@@ -48,47 +47,27 @@ pub fn points(counts: &ConnectionCounts, host: &str, at: SystemTime) -> Vec<Poin
     out
 }
 
-/// This machine's hostname, the default `host` tag.
-pub fn hostname() -> String {
-    let mut buf = [0u8; 256];
-    // SAFETY: the buffer is live and writable for the length given.
-    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
-    if rc != 0 {
-        return "localhost".to_string();
-    }
-    let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
-    let name = String::from_utf8_lossy(&buf[..end]).trim().to_string();
-    if name.is_empty() {
-        "localhost".to_string()
-    } else {
-        name
-    }
-}
-
 /// Pushes the counts every `interval` until `shutdown`. A failed read is logged and
 /// counted under `vigia_errors_total{source="sockets"}`, like a failed scrape.
 pub fn spawn(
     table: Arc<SocketTable>,
     writer: InfluxWriter,
     interval: Duration,
-    host: String,
     errors: ErrorCounter,
     shutdown: Shutdown,
 ) -> JoinHandle<()> {
     tokio::spawn(async move {
         let mut ticks = tokio::time::interval(interval);
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let host = Arc::<str>::from(host);
         loop {
             tokio::select! {
                 _ = ticks.tick() => {}
                 _ = shutdown.wait() => return,
             }
             let table = table.clone();
-            let host = host.clone();
             // The read is a few system calls or a file read: off the async threads.
             let read = tokio::task::spawn_blocking(move || {
-                table.read(|counts| points(counts, &host, SystemTime::now()))
+                table.read(|counts| points(counts, SystemTime::now()))
             })
             .await;
             match read {
@@ -123,31 +102,28 @@ mod tests {
         counts.add(1, 22, 50001);
         counts.add(6, 50002, 443);
         let at = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
-        let lines: Vec<String> = points(&counts, "edge 1", at)
+        let lines: Vec<String> = points(&counts, at)
             .iter()
             .map(|p| p.to_line(SystemTime::UNIX_EPOCH, false).unwrap())
             .collect();
         assert_eq!(lines.len(), 2 * 2 * 11 + 11);
         let ts = "1700000000000000000\n";
         for expected in [
-            format!("vigia_port_connections,host=edge\\ 1,port=22,side=local,state=listen count=1i {ts}"),
-            format!("vigia_port_connections,host=edge\\ 1,port=22,side=local,state=established count=2i {ts}"),
-            format!("vigia_port_connections,host=edge\\ 1,port=22,side=remote,state=established count=0i {ts}"),
-            format!("vigia_port_connections,host=edge\\ 1,port=443,side=remote,state=time_wait count=1i {ts}"),
-            format!("vigia_port_connections,host=edge\\ 1,port=443,side=local,state=closing count=0i {ts}"),
-            format!("vigia_tcp_connections,host=edge\\ 1,state=established count=2i {ts}"),
-            format!("vigia_tcp_connections,host=edge\\ 1,state=time_wait count=1i {ts}"),
-            format!("vigia_tcp_connections,host=edge\\ 1,state=syn_recv count=0i {ts}"),
+            format!("vigia_port_connections,port=22,side=local,state=listen count=1i {ts}"),
+            format!("vigia_port_connections,port=22,side=local,state=established count=2i {ts}"),
+            format!("vigia_port_connections,port=22,side=remote,state=established count=0i {ts}"),
+            format!("vigia_port_connections,port=443,side=remote,state=time_wait count=1i {ts}"),
+            format!("vigia_port_connections,port=443,side=local,state=closing count=0i {ts}"),
+            format!("vigia_tcp_connections,state=established count=2i {ts}"),
+            format!("vigia_tcp_connections,state=time_wait count=1i {ts}"),
+            format!("vigia_tcp_connections,state=syn_recv count=0i {ts}"),
         ] {
-            assert!(lines.contains(&expected), "missing {expected:?} in {lines:#?}");
+            assert!(
+                lines.contains(&expected),
+                "missing {expected:?} in {lines:#?}"
+            );
         }
         let distinct: std::collections::HashSet<_> = lines.iter().collect();
         assert_eq!(distinct.len(), lines.len(), "no two points share a series");
-    }
-
-    #[test]
-    fn hostname_is_the_kernels() {
-        let kernel = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
-        assert_eq!(hostname(), kernel.trim());
     }
 }
