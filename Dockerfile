@@ -1,7 +1,7 @@
 # One image with the four vigia exporters; compose.yaml runs one container per exporter
 # with its own command, user and capabilities.
 #
-#   docker build -t vigia:dev .
+#   docker build -t vigia:dev --build-arg VIGIA_REVISION=$(git rev-parse --short HEAD) .
 #
 # Build stage: the Rust toolchain on Debian bookworm, with the libpcap headers
 # vigia-capture links against.
@@ -13,6 +13,10 @@ RUN apt-get update \
 WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
 COPY exporters exporters
+# The context has no .git: the revision in vigia_build_info comes from this argument
+# (exporters/kit/build.rs reads it), "unknown" when not given.
+ARG VIGIA_REVISION=unknown
+ENV VIGIA_REVISION=$VIGIA_REVISION
 # Every binary of the workspace; only the exporters (vigia-*) go into the image.
 RUN cargo build --release --locked --workspace --bins \
     && mkdir /out \

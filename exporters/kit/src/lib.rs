@@ -31,3 +31,45 @@ pub fn exit_config_error(program: &str, err: impl std::fmt::Display) -> ExitCode
 
 /// Version string shared by `--version`, the landing page and `vigia_build_info`.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// The source revision in `vigia_build_info{revision}`: `VIGIA_REVISION` at build time,
+/// else the checkout's `git rev-parse --short HEAD`, else `unknown` (see `build.rs`).
+pub const REVISION: &str = env!("VIGIA_REVISION");
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+    use std::process::Command;
+
+    #[test]
+    fn revision_is_the_checkouts_commit_when_built_from_one() {
+        let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let in_checkout = manifest.ancestors().any(|d| d.join(".git").exists());
+        let git_works = Command::new("git")
+            .args(["rev-parse", "HEAD"])
+            .current_dir(manifest)
+            .output()
+            .is_ok_and(|o| o.status.success());
+        match env!("VIGIA_REVISION_SOURCE") {
+            "env" => assert_eq!(super::REVISION, env!("VIGIA_REVISION")),
+            "git" => {
+                // A commit of this repository (HEAD itself may have moved since the build).
+                let named = Command::new("git")
+                    .args(["cat-file", "-e", &format!("{}^{{commit}}", super::REVISION)])
+                    .current_dir(manifest)
+                    .status()
+                    .unwrap();
+                assert!(named.success(), "{} is not a commit", super::REVISION);
+                assert!(super::REVISION.len() >= 7, "{}", super::REVISION);
+            }
+            source => {
+                assert_eq!(source, "none");
+                assert_eq!(super::REVISION, "unknown");
+                assert!(
+                    !(in_checkout && git_works),
+                    "built in a git checkout, yet the revision is unknown"
+                );
+            }
+        }
+    }
+}

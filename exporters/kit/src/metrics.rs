@@ -110,12 +110,7 @@ impl Metrics {
             Info::new(vec![
                 ("exporter".to_string(), exporter.to_string()),
                 ("version".to_string(), crate::VERSION.to_string()),
-                (
-                    "revision".to_string(),
-                    option_env!("VIGIA_REVISION")
-                        .unwrap_or("unknown")
-                        .to_string(),
-                ),
+                ("revision".to_string(), crate::REVISION.to_string()),
             ]),
         );
         let errors = ErrorCounter::default();
@@ -307,6 +302,10 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("# TYPE vigia_build_info gauge\n"));
+        assert!(
+            text.contains(&format!(",revision=\"{}\"}} 1\n", crate::REVISION)),
+            "{text}"
+        );
         let om = m.encode(Format::OpenMetrics);
         assert!(om.ends_with("# EOF\n"));
         assert!(
