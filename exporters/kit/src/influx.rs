@@ -17,10 +17,15 @@
 //! # The delivery guarantee
 //!
 //! At-least-once for every point that is not counted as dropped. A batch leaves the queue
-//! only when the server acknowledged it (2xx), or rejected it with a 4xx other than 408
-//! and 429 (retrying the same bytes cannot succeed). Network errors, timeouts, 5xx, 408 and
-//! 429 are retried with exponential backoff (100 ms doubling up to `max_backoff`, with
-//! jitter), so a batch the server stored but whose answer was lost is sent again.
+//! only when the server acknowledged it (2xx), or rejected it with a 4xx other than 404,
+//! 408 and 429 (retrying the same bytes cannot succeed). Network errors, timeouts, 5xx,
+//! 408 and 429 are retried with exponential backoff (100 ms doubling up to `max_backoff`,
+//! with jitter), so a batch the server stored but whose answer was lost is sent again.
+//! So is 404 ("database not found", "bucket not found"): the database of a stack that
+//! starts together often does not exist yet when the first batch goes out (InfluxDB's
+//! first-boot setup, an init script's DBRP mapping), and dropping those points would lose
+//! the first minutes of every fresh install. A 404 that lasts (a wrong name) keeps the
+//! newest points within the bound, logged and counted, until the name is fixed.
 //! That repeat is harmless: InfluxDB keys a value by measurement, tag set, field key and
 //! timestamp, and a second write of the same key overwrites the first. This is why the
 //! writer stamps a point that has no timestamp at `write()` time rather than leaving the
@@ -661,7 +666,13 @@ struct ReasonLabel {
 }
 
 const DROP_REASONS: [&str; 4] = ["queue_full", "rejected", "invalid", "shutdown"];
-const ERROR_REASONS: [&str; 4] = ["network", "timeout", "server_error", "client_error"];
+const ERROR_REASONS: [&str; 5] = [
+    "network",
+    "timeout",
+    "server_error",
+    "not_found",
+    "client_error",
+];
 
 /// The writer's metrics; names are a contract with dashboards and alert rules.
 #[derive(Clone)]
@@ -707,7 +718,7 @@ impl WriterMetrics {
         );
         r.register(
             "vigia_influxdb_write_errors",
-            "Failed write requests to InfluxDB, by reason: network, timeout, server_error (5xx, 408, 429: retried), client_error (other 4xx: not retried)",
+            "Failed write requests to InfluxDB, by reason: network, timeout, server_error (5xx, 408, 429: retried), not_found (404, database or bucket missing: retried), client_error (other 4xx: not retried)",
             m.write_errors.clone(),
         );
         r.register(
@@ -1093,7 +1104,7 @@ fn jitter(delay: Duration) -> Duration {
 
 #[derive(Debug)]
 enum SendError {
-    /// Worth sending again (network, timeout, 5xx, 408, 429).
+    /// Worth sending again (network, timeout, 5xx, 404, 408, 429).
     Retry {
         reason: &'static str,
         message: String,
@@ -1160,6 +1171,13 @@ impl HttpSender {
         {
             return Err(SendError::Retry {
                 reason: "server_error",
+                message,
+                retry_after,
+            });
+        }
+        if status == StatusCode::NOT_FOUND {
+            return Err(SendError::Retry {
+                reason: "not_found",
                 message,
                 retry_after,
             });
