@@ -59,6 +59,9 @@ if [[ ! -e .env ]]; then
 # Where users reach the stack; used in links (notifications, Grafana).
 GRAFANA_URL=http://$host:3000
 PROMETHEUS_URL=http://$host:9090
+# This host's name: the \`host\` tag of vigia-ping's InfluxDB rows (the host-network
+# exporters read it themselves).
+HOST_NAME=$(hostname)
 # Interface the published ports bind to (0.0.0.0: all).
 PUBLISH_ADDRESS=0.0.0.0
 # Where vigia-ports, vigia-host and vigia-capture listen (host network): the Docker
