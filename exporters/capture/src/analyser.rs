@@ -181,7 +181,8 @@ impl Analyser {
             bytes[i] += u64::from(p.wire_len);
             parse_errors += u64::from(p.parse_error);
             truncated += u64::from(p.truncated);
-            self.window.add(p);
+            // The addresses reach the window through the flow table, per flow.
+            self.window.count(p);
             if p.protocol != Protocol::NonIp
                 && self.flows.observe(p, &mut self.finished) == Observed::New
             {
@@ -265,6 +266,7 @@ impl Analyser {
     }
 
     fn close_window(&mut self, start: u64, end: u64) {
+        self.flows.fold_window(&mut self.window);
         let stats = self.window.close(start, end, self.top_n);
         let verdict = self.scorer.score(&stats);
         self.last_score = verdict.score;
@@ -354,6 +356,7 @@ impl Analyser {
     /// End of the capture: the partial window is reported (not scored: it is shorter
     /// than the others) and every flow is finished.
     fn finish(&mut self, elapsed: Duration) {
+        self.flows.fold_window(&mut self.window);
         if let Some(start) = self.window_start {
             if self.window.packets() > 0 {
                 let stats = self.window.close(start, start + self.window_ns, self.top_n);

@@ -17,6 +17,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use std::ffi::c_void;
 use std::os::raw::{c_int, c_short, c_ulong};
 use std::os::unix::io::{AsRawFd, RawFd};
 
@@ -26,9 +27,13 @@ use prometheus_client::metrics::counter::Counter;
 use crate::config::{Config, Input};
 use crate::parse::{summarize, Datalink, PacketSummary};
 
-/// Packets per batch: large enough that the queue costs nothing per packet, small enough
-/// that a live batch is handed over within milliseconds.
+/// Packets per live batch: large enough that the queue costs nothing per packet, small
+/// enough that a live batch is handed over within milliseconds.
 pub const BATCH: usize = 256;
+
+/// Packets per batch of a file replay, where no latency matters: each hand-over may wake
+/// the analyser, and on one core every wake-up is a pair of context switches.
+const FILE_BATCH: usize = 2048;
 
 /// How long a live packet may wait in a partial batch.
 const LIVE_FLUSH: Duration = Duration::from_millis(20);
@@ -74,6 +79,7 @@ pub fn open(config: &Config) -> Result<CaptureSource, vigia_kit::ConfigError> {
                     format!("cannot read {} as pcap or pcapng: {e}", path.display()),
                 )
             })?;
+            unlock_savefile_stream(&cap);
             (
                 Handle::File(cap),
                 "file",
@@ -133,6 +139,23 @@ pub fn open(config: &Config) -> Result<CaptureSource, vigia_kit::ConfigError> {
     })
 }
 
+/// libpcap reads a savefile with two `fread` calls per packet, and once a process has
+/// more than one thread the C library takes the stream's lock in each (an atomic
+/// read-modify-write, more than a tenth of a replay's time per packet). The stream
+/// belongs to this handle alone and the handle to the capture thread alone: the lock
+/// guards nothing.
+fn unlock_savefile_stream(cap: &Capture<Offline>) {
+    // SAFETY: `pcap_file` only reads the handle, which is valid while `cap` lives; the
+    // stream it returns is libpcap's own, used by no one else. `__fsetlocking` changes
+    // a flag of that stream.
+    unsafe {
+        let stream = pcap_file(cap.as_ptr().cast());
+        if !stream.is_null() {
+            __fsetlocking(stream, FSETLOCKING_BYCALLER);
+        }
+    }
+}
+
 fn live_open_error(interface: &str, message: &str) -> vigia_kit::ConfigError {
     let lower = message.to_ascii_lowercase();
     let text = if lower.contains("permission") || lower.contains("not permitted") {
@@ -161,7 +184,11 @@ pub fn spawn(
     counters: CaptureCounters,
     stop: Arc<AtomicBool>,
 ) -> std::io::Result<(Receiver<Event>, JoinHandle<()>)> {
-    let (tx, rx) = sync_channel((queue_packets / BATCH).max(1));
+    let batch = match &source.handle {
+        Handle::File(_) => FILE_BATCH,
+        Handle::Live(_) => BATCH,
+    };
+    let (tx, rx) = sync_channel((queue_packets / batch).max(1));
     let datalink = source.datalink;
     let thread = std::thread::Builder::new()
         .name("capture".into())
@@ -185,13 +212,13 @@ fn run_file(
     tx: SyncSender<Event>,
     stop: Arc<AtomicBool>,
 ) {
-    let mut batch = Vec::with_capacity(BATCH);
+    let mut batch = Vec::with_capacity(FILE_BATCH);
     loop {
         match cap.next_packet() {
             Ok(p) => {
                 batch.push(summarize(datalink, p.data, p.header.len, ts_ns(p.header)));
-                if batch.len() == BATCH {
-                    let full = std::mem::replace(&mut batch, Vec::with_capacity(BATCH));
+                if batch.len() == FILE_BATCH {
+                    let full = std::mem::replace(&mut batch, Vec::with_capacity(FILE_BATCH));
                     if tx.send(Event::Packets(full)).is_err() || stop.load(Ordering::Relaxed) {
                         return;
                     }
@@ -317,10 +344,15 @@ struct PollFd {
 
 const POLLIN: c_short = 0x001;
 
+/// `<stdio_ext.h>`: the caller takes care of the stream's locking.
+const FSETLOCKING_BYCALLER: c_int = 2;
+
+// Three calls the pcap crate does not wrap, from the libraries it already links (libpcap
+// and the C library): no binding crate for them.
 extern "C" {
-    // poll(2) from the C library std already links; the only call this crate needs
-    // from it, so no binding crate.
     fn poll(fds: *mut PollFd, nfds: c_ulong, timeout: c_int) -> c_int;
+    fn pcap_file(p: *mut c_void) -> *mut c_void;
+    fn __fsetlocking(stream: *mut c_void, kind: c_int) -> c_int;
 }
 
 /// Waits until `fd` is readable, or has an error to report, or `wait` has passed.

@@ -2,11 +2,21 @@
 //! cut by the snaplen or by a broken sender still yields the layers that are there.
 //! Nothing here panics on any bytes (the fuzz target and a seeded random-bytes test
 //! hold it to that).
+//!
+//! Most frames take a short path: etherparse's link and IP slices, then the few checks
+//! that decide whether slicing the transport header could fail. Whenever it could (or
+//! the frame is anything but Ethernet / cooked / raw, up to two VLAN tags, IPv4 or IPv6
+//! with clean extension headers), the frame goes through [`LaxSlicedPacket`] instead.
+//! Both give the same summary; a test holds them to that on every prefix and on seeded
+//! mutations of many frames.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use etherparse::err::packet::SliceError;
-use etherparse::{EtherType, LaxNetSlice, LaxSlicedPacket};
+use etherparse::{
+    icmpv6, EtherType, Ethernet2Slice, IpNumber, LaxIpPayloadSlice, LaxIpSlice, LaxNetSlice,
+    LaxSlicedPacket, SingleVlanSlice,
+};
 
 /// The datalinks vigia-capture reads (libpcap `DLT_*` / `LINKTYPE_*` numbers).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -133,6 +143,98 @@ pub fn summarize(datalink: Datalink, data: &[u8], wire_len: u32, ts_ns: u64) -> 
     if (data.len() as u64) < u64::from(wire_len) {
         summary.truncated = true;
     }
+    if let Some(ip) = ip_bytes(datalink, data) {
+        if summarize_clean_ip(ip, &mut summary) {
+            return summary;
+        }
+    }
+    summarize_lax(datalink, data, summary)
+}
+
+/// The bytes after the link header (and up to two VLAN tags) when they are announced as
+/// IPv4 or IPv6; `None` for everything [`summarize_lax`] has to look at.
+fn ip_bytes(datalink: Datalink, data: &[u8]) -> Option<&[u8]> {
+    let (mut ether_type, mut payload) = match datalink {
+        Datalink::Ethernet => {
+            let eth = Ethernet2Slice::from_slice_without_fcs(data).ok()?;
+            (eth.ether_type(), eth.payload_slice())
+        }
+        Datalink::LinuxSll => (
+            EtherType(u16::from_be_bytes([*data.get(14)?, *data.get(15)?])),
+            data.get(16..)?,
+        ),
+        Datalink::LinuxSll2 => (
+            EtherType(u16::from_be_bytes([*data.first()?, *data.get(1)?])),
+            data.get(20..)?,
+        ),
+        Datalink::RawIp | Datalink::Ipv4 | Datalink::Ipv6 => return Some(data),
+        // The general path does not look at the address family either: IP or nothing.
+        Datalink::Null => return data.get(4..),
+    };
+    for _ in 0..3 {
+        match ether_type {
+            EtherType::IPV4 | EtherType::IPV6 => return Some(payload),
+            EtherType::VLAN_TAGGED_FRAME
+            | EtherType::PROVIDER_BRIDGING
+            | EtherType::VLAN_DOUBLE_TAGGED_FRAME => {
+                let vlan = SingleVlanSlice::from_slice(payload).ok()?;
+                ether_type = vlan.ether_type();
+                payload = vlan.payload_slice();
+            }
+            _ => return None,
+        }
+    }
+    None
+}
+
+/// Fills `summary` from IP bytes that etherparse slices with no stop error and whose
+/// transport header [`LaxSlicedPacket`] would slice without one. Returns `false`, with
+/// `summary` untouched, for anything else.
+fn summarize_clean_ip(bytes: &[u8], summary: &mut PacketSummary) -> bool {
+    let Ok((ip, None)) = LaxIpSlice::from_slice(bytes) else {
+        return false;
+    };
+    let payload = ip.payload();
+    if !payload.fragmented && !transport_slices_cleanly(payload.ip_number, payload.payload) {
+        return false;
+    }
+    match &ip {
+        LaxIpSlice::Ipv4(v4) => {
+            let h = v4.header();
+            summary.src = IpAddr::V4(h.source_addr());
+            summary.dst = IpAddr::V4(h.destination_addr());
+        }
+        LaxIpSlice::Ipv6(v6) => {
+            let h = v6.header();
+            summary.src = IpAddr::V6(Ipv6Addr::from(h.source()));
+            summary.dst = IpAddr::V6(Ipv6Addr::from(h.destination()));
+        }
+    }
+    add_transport(summary, payload);
+    true
+}
+
+/// Whether etherparse's transport slicing (as [`LaxSlicedPacket`] runs it) succeeds on
+/// `bytes`: the same length and content checks, for the protocols it slices.
+fn transport_slices_cleanly(ip_number: IpNumber, bytes: &[u8]) -> bool {
+    match ip_number {
+        IpNumber::TCP => {
+            // Data offset in 32-bit words: at least 5, and the whole header captured.
+            let header_len = bytes.get(12).map_or(0, |b| usize::from(b >> 4) * 4);
+            bytes.len() >= 20 && header_len >= 20 && bytes.len() >= header_len
+        }
+        IpNumber::UDP => bytes.len() >= 8,
+        // Timestamp (13) and timestamp reply (14) have a length of their own.
+        IpNumber::ICMP => bytes.len() >= 8 && !matches!(bytes[0], 13 | 14),
+        IpNumber::IPV6_ICMP => bytes.len() >= 8 && bytes.len() <= icmpv6::MAX_ICMPV6_BYTE_LEN,
+        // IGMP's minimum length depends on its type: left to the general path.
+        IpNumber::IGMP => false,
+        _ => true,
+    }
+}
+
+/// The general path: etherparse's [`LaxSlicedPacket`], every layer and every error.
+fn summarize_lax(datalink: Datalink, data: &[u8], mut summary: PacketSummary) -> PacketSummary {
     let sliced = match datalink {
         Datalink::Ethernet => match LaxSlicedPacket::from_ethernet(data) {
             Ok(p) => p,
@@ -212,6 +314,12 @@ pub fn summarize(datalink: Datalink, data: &[u8], wire_len: u32, ts_ns: u64) -> 
             return summary;
         }
     };
+    add_transport(&mut summary, payload);
+    summary
+}
+
+/// Protocol, ports and TCP flags from the IP payload.
+fn add_transport(summary: &mut PacketSummary, payload: &LaxIpPayloadSlice<'_>) {
     if payload.incomplete {
         summary.truncated = true;
     }
@@ -226,7 +334,7 @@ pub fn summarize(datalink: Datalink, data: &[u8], wire_len: u32, ts_ns: u64) -> 
     // Fragments after the first carry no transport header; the first one is rare enough
     // that its ports are left out too rather than telling the two apart per family.
     if payload.fragmented {
-        return summary;
+        return;
     }
     match summary.protocol {
         Protocol::Tcp => {
@@ -252,7 +360,6 @@ pub fn summarize(datalink: Datalink, data: &[u8], wire_len: u32, ts_ns: u64) -> 
         }
         _ => {}
     }
-    summary
 }
 
 #[cfg(test)]
@@ -292,6 +399,199 @@ mod tests {
                 assert_eq!(s.dst_port, 443, "cut at {cut}");
             }
         }
+    }
+
+    /// What the general path alone makes of a frame.
+    fn lax_only(datalink: Datalink, data: &[u8], wire_len: u32) -> PacketSummary {
+        let mut summary = PacketSummary::non_ip(0, wire_len);
+        if (data.len() as u64) < u64::from(wire_len) {
+            summary.truncated = true;
+        }
+        summarize_lax(datalink, data, summary)
+    }
+
+    fn eth(b: etherparse::PacketBuilderStep<etherparse::TcpHeader>, payload: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        b.write(&mut out, payload).unwrap();
+        out
+    }
+
+    /// Ethernet frames of every shape the short path takes or hands on.
+    fn base_frames() -> Vec<Vec<u8>> {
+        use etherparse::{TcpOptionElement, VlanId};
+        let (a4, b4) = ([198, 18, 0, 1], [198, 19, 0, 2]);
+        let (a6, b6) = (
+            [0x20, 1, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1],
+            [0x20, 1, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2],
+        );
+        let mut frames = vec![
+            tcp_syn(),
+            eth(
+                PacketBuilder::ethernet2([1; 6], [2; 6])
+                    .ipv4(a4, b4, 64)
+                    .tcp(40000, 443, 1, 64240)
+                    .syn()
+                    .options(&[TcpOptionElement::MaximumSegmentSize(1460)])
+                    .unwrap(),
+                &[7; 40],
+            ),
+            eth(
+                PacketBuilder::ethernet2([1; 6], [2; 6])
+                    .ipv6(a6, b6, 64)
+                    .tcp(40000, 443, 1, 64240)
+                    .ack(9),
+                &[7; 20],
+            ),
+            eth(
+                PacketBuilder::ethernet2([1; 6], [2; 6])
+                    .single_vlan(VlanId::try_new(7).unwrap())
+                    .ipv4(a4, b4, 64)
+                    .tcp(1, 2, 3, 4)
+                    .rst(),
+                &[],
+            ),
+        ];
+        let mut push = |b: etherparse::PacketBuilderStep<etherparse::UdpHeader>, payload: &[u8]| {
+            let mut out = Vec::new();
+            b.write(&mut out, payload).unwrap();
+            frames.push(out);
+        };
+        push(
+            PacketBuilder::ethernet2([1; 6], [2; 6])
+                .ipv4(a4, b4, 64)
+                .udp(53, 5353),
+            &[1; 30],
+        );
+        push(
+            PacketBuilder::ethernet2([1; 6], [2; 6])
+                .ipv6(a6, b6, 64)
+                .udp(53, 5353),
+            &[1; 30],
+        );
+        push(
+            PacketBuilder::ethernet2([1; 6], [2; 6])
+                .double_vlan(VlanId::try_new(5).unwrap(), VlanId::try_new(6).unwrap())
+                .ipv6(a6, b6, 64)
+                .udp(1, 2),
+            &[1; 12],
+        );
+        let mut out = Vec::new();
+        PacketBuilder::ethernet2([1; 6], [2; 6])
+            .ipv4(a4, b4, 64)
+            .icmpv4_echo_request(1, 2)
+            .write(&mut out, &[0; 16])
+            .unwrap();
+        frames.push(out);
+        let mut out = Vec::new();
+        PacketBuilder::ethernet2([1; 6], [2; 6])
+            .ipv6(a6, b6, 64)
+            .icmpv6_echo_reply(1, 2)
+            .write(&mut out, &[0; 16])
+            .unwrap();
+        frames.push(out);
+        // Hand-made IPv4: with options, a fragment, ICMP timestamp, IGMP, GRE.
+        let ipv4 = |ihl_words: u8, flags_frag: u16, proto: u8, payload: &[u8]| {
+            let header_len = usize::from(ihl_words) * 4;
+            let mut f = vec![2, 0, 0, 0, 0, 2, 2, 0, 0, 0, 0, 1, 0x08, 0x00];
+            let total = (header_len + payload.len()) as u16;
+            f.extend_from_slice(&[0x40 | ihl_words, 0]);
+            f.extend_from_slice(&total.to_be_bytes());
+            f.extend_from_slice(&[0, 1]);
+            f.extend_from_slice(&flags_frag.to_be_bytes());
+            f.extend_from_slice(&[64, proto, 0, 0]);
+            f.extend_from_slice(&a4);
+            f.extend_from_slice(&b4);
+            f.resize(14 + header_len, 1); // options: NOPs
+            f.extend_from_slice(payload);
+            f
+        };
+        let mut tcp_header = vec![0u8; 20];
+        tcp_header[12] = 0x50;
+        tcp_header[13] = 0x12;
+        frames.push(ipv4(6, 0, 6, &tcp_header));
+        frames.push(ipv4(5, 0x2000, 17, &[0, 53, 0, 53, 0, 8, 0, 0]));
+        frames.push(ipv4(5, 0x0010, 6, &tcp_header));
+        let mut timestamp = vec![13, 0, 0, 0, 0, 1, 0, 1];
+        timestamp.extend_from_slice(&[0; 12]);
+        frames.push(ipv4(5, 0, 1, &timestamp));
+        frames.push(ipv4(5, 0, 2, &[0x11, 0, 0, 0, 0, 0, 0, 0]));
+        frames.push(ipv4(5, 0, 47, &[0, 0, 0x08, 0x00]));
+        // IPv6 with a hop-by-hop header before UDP.
+        let mut f = vec![2, 0, 0, 0, 0, 2, 2, 0, 0, 0, 0, 1, 0x86, 0xdd];
+        f.extend_from_slice(&[0x60, 0, 0, 0, 0, 16, 0, 64]);
+        f.extend_from_slice(&a6);
+        f.extend_from_slice(&b6);
+        f.extend_from_slice(&[17, 0, 1, 4, 0, 0, 0, 0]);
+        f.extend_from_slice(&[0, 1, 0, 2, 0, 8, 0, 0]);
+        frames.push(f);
+        // ARP and an unknown ethertype.
+        let mut arp = vec![0xff; 6];
+        arp.extend_from_slice(&[2, 0, 0, 0, 0, 1, 0x08, 0x06, 0, 1, 8, 0, 6, 4, 0, 1]);
+        arp.extend_from_slice(&[0; 20]);
+        frames.push(arp);
+        frames.push(vec![
+            2, 0, 0, 0, 0, 2, 2, 0, 0, 0, 0, 1, 0x88, 0xcc, 1, 2, 3, 4,
+        ]);
+        frames
+    }
+
+    /// The same frame on every datalink the exporter reads.
+    fn on_every_datalink(frame: &[u8]) -> Vec<(Datalink, Vec<u8>)> {
+        let ethertype = [frame[12], frame[13]];
+        let rest = &frame[14..];
+        let mut sll1 = vec![0, 0, 0, 1, 0, 6, 2, 0, 0, 0, 0, 1, 0, 0];
+        sll1.extend_from_slice(&ethertype);
+        sll1.extend_from_slice(rest);
+        let mut sll2 = ethertype.to_vec();
+        sll2.extend_from_slice(&[0, 0, 0, 0, 0, 1, 0, 1, 4, 6, 2, 0, 0, 0, 0, 1, 0, 0]);
+        sll2.extend_from_slice(rest);
+        let mut null = 2u32.to_le_bytes().to_vec();
+        null.extend_from_slice(rest);
+        vec![
+            (Datalink::Ethernet, frame.to_vec()),
+            (Datalink::LinuxSll, sll1),
+            (Datalink::LinuxSll2, sll2),
+            (Datalink::RawIp, rest.to_vec()),
+            (Datalink::Null, null),
+        ]
+    }
+
+    #[test]
+    fn the_short_path_gives_what_the_general_slicer_gives() {
+        let mut rng = vigia_anomaly::SplitMix64::new(0xfa57);
+        let mut short = 0u32;
+        for frame in base_frames() {
+            for (link, data) in on_every_datalink(&frame) {
+                let wire = data.len() as u32;
+                for cut in 0..=data.len() {
+                    let got = summarize(link, &data[..cut], wire, 0);
+                    assert_eq!(
+                        got,
+                        lax_only(link, &data[..cut], wire),
+                        "{link:?} {data:02x?} cut at {cut}"
+                    );
+                    let mut scratch = PacketSummary::non_ip(0, wire);
+                    short += u32::from(
+                        ip_bytes(link, &data[..cut])
+                            .is_some_and(|ip| summarize_clean_ip(ip, &mut scratch)),
+                    );
+                }
+                for _ in 0..3_000 {
+                    let mut m = data.clone();
+                    for _ in 0..1 + rng.next_u64() % 3 {
+                        let at = (rng.next_u64() as usize) % m.len().min(80);
+                        m[at] ^= 1 << (rng.next_u64() % 8);
+                    }
+                    if rng.next_u64() % 4 == 0 {
+                        m.truncate((rng.next_u64() as usize) % (m.len() + 1));
+                    }
+                    let got = summarize(link, &m, wire, 0);
+                    assert_eq!(got, lax_only(link, &m, wire), "{link:?} {m:02x?}");
+                }
+            }
+        }
+        // The short path was taken, not only the general one.
+        assert!(short > 1000, "{short}");
     }
 
     #[test]

@@ -152,42 +152,25 @@ impl Window {
         }
     }
 
+    /// Adds one packet: its counters and its addresses. The analyser goes through the
+    /// flow table instead; the tests and the fuzz target feed packets one by one.
+    #[cfg_attr(not(test), allow(dead_code))]
     pub fn add(&mut self, p: &PacketSummary) {
+        self.count(p);
+        if p.protocol != Protocol::NonIp {
+            self.add_source(p.src, u64::from(p.wire_len));
+            self.add_destination(p.dst);
+        }
+    }
+
+    /// Adds one packet's counters, not its addresses: those come per flow, from
+    /// [`crate::flows::FlowTable::fold_window`], or per packet from [`Window::add`].
+    pub fn count(&mut self, p: &PacketSummary) {
         self.packets += 1;
         self.bytes += u64::from(p.wire_len);
         self.protocol_packets[p.protocol.index()] += 1;
         if p.protocol == Protocol::NonIp {
             return;
-        }
-        let cap = self.cap;
-        let len = self.source_bytes.len();
-        match self.source_bytes.get_mut(&p.src) {
-            Some(b) => *b += u64::from(p.wire_len),
-            None if len < cap => {
-                self.source_bytes.insert(p.src, u64::from(p.wire_len));
-            }
-            None => {
-                // The HyperLogLog only starts when the exact set is full, seeded with
-                // what the set holds: a window under the cap costs no extra hashing.
-                if !self.sources_over {
-                    self.sources_over = true;
-                    for a in self.source_bytes.keys() {
-                        self.sources.insert(address_hash(a));
-                    }
-                }
-                self.sources.insert(address_hash(&p.src));
-            }
-        }
-        if self.destinations_exact.len() < cap {
-            self.destinations_exact.insert(p.dst);
-        } else if !self.destinations_exact.contains(&p.dst) {
-            if !self.destinations_over {
-                self.destinations_over = true;
-                for a in &self.destinations_exact {
-                    self.destinations.insert(address_hash(a));
-                }
-            }
-            self.destinations.insert(address_hash(&p.dst));
         }
         if p.protocol.has_ports() && p.dst_port != 0 {
             let slot = &mut self.port_counts[usize::from(p.dst_port)];
@@ -208,6 +191,44 @@ impl Window {
             if f & TCP_RST != 0 {
                 self.tcp_rst += 1;
             }
+        }
+    }
+
+    /// `bytes` sent by `src` in this window.
+    pub fn add_source(&mut self, src: IpAddr, bytes: u64) {
+        let cap = self.cap;
+        let len = self.source_bytes.len();
+        match self.source_bytes.get_mut(&src) {
+            Some(b) => *b += bytes,
+            None if len < cap => {
+                self.source_bytes.insert(src, bytes);
+            }
+            None => {
+                // The HyperLogLog only starts when the exact set is full, seeded with
+                // what the set holds: a window under the cap costs no extra hashing.
+                if !self.sources_over {
+                    self.sources_over = true;
+                    for a in self.source_bytes.keys() {
+                        self.sources.insert(address_hash(a));
+                    }
+                }
+                self.sources.insert(address_hash(&src));
+            }
+        }
+    }
+
+    /// `dst` received traffic in this window.
+    pub fn add_destination(&mut self, dst: IpAddr) {
+        if self.destinations_exact.len() < self.cap {
+            self.destinations_exact.insert(dst);
+        } else if !self.destinations_exact.contains(&dst) {
+            if !self.destinations_over {
+                self.destinations_over = true;
+                for a in &self.destinations_exact {
+                    self.destinations.insert(address_hash(a));
+                }
+            }
+            self.destinations.insert(address_hash(&dst));
         }
     }
 
