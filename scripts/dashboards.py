@@ -58,12 +58,12 @@ def prom(expr, legend="", instant=False):
     return t
 
 
-def influx(query, alias=""):
+def influx(query, alias="", table=False):
     t = {
         "datasource": INFLUX,
         "query": query,
         "rawQuery": True,
-        "resultFormat": "time_series",
+        "resultFormat": "table" if table else "time_series",
     }
     if alias:
         t["alias"] = alias
@@ -380,7 +380,7 @@ def traffic():
             prom(f'vigia_capture_anomaly_threshold{{{h}}}', "{{host}} threshold")],
             minv=0, maxv=1, options=ts_options()),
         panel(L, "timeseries", "Anomalous windows (InfluxDB)", [influx(
-            'SELECT max("score") FROM "vigia_anomaly_window" WHERE $timeFilter '
+            'SELECT max("score") FROM "vigia_anomaly_window" WHERE "host" =~ /^$host$/ AND $timeFilter '
             'GROUP BY time($__interval) fill(none)', "anomalous window score")],
             options=ts_options(),
             description="Windows over the threshold as vigia-capture stores them in InfluxDB (measurement vigia_anomaly_window, with their top features), next to the live score on the left."),
@@ -396,7 +396,7 @@ def traffic():
             f'sum by (host, protocol) (rate(vigia_capture_packets_total{{{h}}}[5m]))', "{{host}} {{protocol}}")],
             unit="pps", options=ts_options()),
         panel(L, "timeseries", "Bytes of finished flows by protocol (InfluxDB)", [influx(
-            'SELECT sum("bytes") FROM "vigia_flow" WHERE $timeFilter '
+            'SELECT sum("bytes") FROM "vigia_flow" WHERE "host" =~ /^$host$/ AND $timeFilter '
             'GROUP BY time($__interval), "protocol" fill(none)', "$tag_protocol")],
             options=ts_options()),
         panel(L, "timeseries", "Bytes by protocol", [prom(
@@ -404,6 +404,21 @@ def traffic():
             unit="Bps", options=ts_options()),
         panel(L, "timeseries", "Flows active", [prom(
             f'vigia_capture_flows_active{{{h}}}', "{{host}}")], options=ts_options()),
+        # Seed 002's rows, as stored: which windows were anomalous and why, and the flows
+        # (addresses, ports, sizes) with the score of the window they ended in.
+        row(L, "Rows in InfluxDB"),
+        panel(L, "table", "Anomalous windows and what moved (InfluxDB)", [influx(
+            'SELECT "score", "threshold", "top_features", "packets", "distinct_sources", '
+            '"distinct_destination_ports" FROM "vigia_anomaly_window" '
+            'WHERE "host" =~ /^$host$/ AND $timeFilter ORDER BY time DESC LIMIT 50', table=True)],
+            w=24, options={"showHeader": True},
+            description="One row per window whose score reached the threshold, newest first, with the features that moved most (name:+z-score)."),
+        panel(L, "table", "Finished flows, newest first (InfluxDB)", [influx(
+            'SELECT "src", "dst", "protocol", "src_port", "dst_port", "packets", "bytes", '
+            '"duration_seconds", "window_score" FROM "vigia_flow" '
+            'WHERE "host" =~ /^$host$/ AND $timeFilter ORDER BY time DESC LIMIT 100', table=True)],
+            w=24, h=10, unit=None, options={"showHeader": True},
+            description="Each finished flow (5-tuple, both directions) with the anomaly score of the window it ended in."),
     ]
     return dashboard("vigia-traffic", "Traffic & anomalies",
                      "Captured traffic and anomaly scores: Prometheus and InfluxDB side by side (seed 002).",
@@ -448,7 +463,8 @@ def stack():
         panel(L, "timeseries", "Prometheus series in memory", [prom(
             'prometheus_tsdb_head_series', "{{instance}}")], options=ts_options()),
         panel(L, "timeseries", "Ping rounds stored (InfluxDB)", [influx(
-            'SELECT count("sent") FROM "vigia_ping_round" WHERE $timeFilter GROUP BY time($__interval) fill(none)',
+            'SELECT count("sent") FROM "vigia_ping_round" WHERE "host" =~ /^$host$/ AND $timeFilter '
+            'GROUP BY time($__interval) fill(none)',
             "rounds")], w=24, options=ts_options(),
             description="Rows reaching InfluxDB: the end of the exporters' write path."),
     ]
