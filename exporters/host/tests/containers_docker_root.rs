@@ -70,7 +70,12 @@ fn start_dockerd() -> Dockerd {
         .unwrap();
     let socket = exec_root.path().join("docker.sock");
     let log = std::fs::File::create(cache_dir().join("dockerd.log")).unwrap();
-    let child = Command::new(bin)
+    // In a network namespace of its own: with no bridge (`--bridge=none`) dockerd deletes
+    // any `docker0` it finds, which would be the running engine's of whoever runs the test.
+    // unshare execs dockerd, so the child's pid is dockerd's.
+    let child = Command::new(require_tool("unshare", "util-linux"))
+        .args(["--net", "--"])
+        .arg(bin)
         .args([
             "--storage-driver=vfs",
             "--iptables=false",
