@@ -4,7 +4,7 @@ CARGO ?= cargo
 .PHONY: up down validate e2e test lint fmt-check clippy unit build release bench bench-ports bench-ping bench-host bench-capture fuzz
 
 ## test: formatting, clippy -D warnings, every unit and integration test, the stack's offline validation, then the stack end to end under Docker.
-test: lint unit validate
+test: lint unit validate e2e
 
 lint: fmt-check clippy
 
