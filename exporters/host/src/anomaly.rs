@@ -135,13 +135,22 @@ struct FeatureLabel {
 pub struct AnomalyGauges {
     score: Gauge<f64, AtomicU64>,
     warm: Gauge,
+    warmup_remaining: Gauge,
     zscores: Family<FeatureLabel, Gauge<f64, AtomicU64>>,
 }
 
 impl AnomalyGauges {
-    pub fn register(metrics: &mut Metrics, threshold: f64) -> Self {
+    /// `window_size` is the detector's: the first reading gives no vector (rates need two
+    /// readings), so warm-up lasts `window_size + 1` intervals from start.
+    pub fn register(metrics: &mut Metrics, threshold: f64, window_size: usize) -> Self {
         let score = Gauge::<f64, AtomicU64>::default();
         let warm = Gauge::default();
+        let warmup_remaining = Gauge::default();
+        warmup_remaining.set(
+            i64::try_from(window_size)
+                .unwrap_or(i64::MAX)
+                .saturating_add(1),
+        );
         let threshold_gauge = Gauge::<f64, AtomicU64>::default();
         threshold_gauge.set(threshold);
         let zscores = Family::<FeatureLabel, Gauge<f64, AtomicU64>>::default();
@@ -157,6 +166,11 @@ impl AnomalyGauges {
             warm.clone(),
         );
         r.register(
+            "vigia_host_anomaly_warmup_remaining_intervals",
+            "Scoring intervals (anomaly.interval) left before the detector has learned its first window; 0 once warm",
+            warmup_remaining.clone(),
+        );
+        r.register(
             "vigia_host_anomaly_threshold",
             "Score at or above which the host counts as anomalous (anomaly.threshold)",
             threshold_gauge,
@@ -169,6 +183,7 @@ impl AnomalyGauges {
         Self {
             score,
             warm,
+            warmup_remaining,
             zscores,
         }
     }
@@ -211,7 +226,13 @@ pub async fn run(
             match detector.score_and_learn(&x) {
                 Ok(score) => {
                     gauges.score.set(score.value);
-                    gauges.warm.set(i64::from(score.warm));
+                    // From the detector, not from this score: the point that completes the
+                    // first window was scored cold, yet the detector is warm from now on,
+                    // and `warm` must turn 1 when the remaining intervals reach 0.
+                    gauges.warm.set(i64::from(detector.warm()));
+                    gauges
+                        .warmup_remaining
+                        .set(i64::try_from(detector.warmup_remaining()).unwrap_or(i64::MAX));
                     for (name, z) in names.iter().zip(&score.contributions) {
                         gauges
                             .zscores

@@ -33,11 +33,66 @@ fn read_name(dir: &Path) -> Option<String> {
     (!n.is_empty()).then(|| n.to_string())
 }
 
-/// Zones with a readable energy counter, parents before their subzones.
-pub fn find_rapl_zones(sysfs_root: &Path) -> Vec<RaplZone> {
+/// Whether the host's RAPL counters can be used.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RaplAccess {
+    /// No `intel-rapl:*` zone with an energy counter (not Intel/AMD, a VM, no powercap).
+    Absent,
+    /// At least one zone's counter reads.
+    Readable,
+    /// Zones exist, but reading their counters is refused (root only, see `RaplScan`).
+    Unreadable,
+}
+
+impl RaplAccess {
+    fn label(self) -> &'static str {
+        match self {
+            RaplAccess::Absent => "absent",
+            RaplAccess::Readable => "readable",
+            RaplAccess::Unreadable => "unreadable",
+        }
+    }
+}
+
+/// The RAPL zones found, and those whose counter the kernel refused to read.
+///
+/// Since CVE-2020-8694 (PLATYPUS, Linux 5.10 and the stable kernels it was backported
+/// to) `energy_uj` is mode 0400, root only: its fine-grained readings leaked secrets
+/// through power side channels. A non-root process (vigia-host's container user) gets
+/// EACCES on a host that does have the sensor.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RaplScan {
+    pub zones: Vec<RaplZone>,
+    /// Directory names (`intel-rapl:0`) of the zones that answered "permission denied".
+    pub denied: Vec<String>,
+}
+
+impl RaplScan {
+    pub fn access(&self) -> RaplAccess {
+        if !self.zones.is_empty() {
+            RaplAccess::Readable
+        } else if !self.denied.is_empty() {
+            RaplAccess::Unreadable
+        } else {
+            RaplAccess::Absent
+        }
+    }
+}
+
+/// How one zone's `energy_uj` read: a value, refused, or no usable counter.
+fn read_counter(path: &Path) -> Result<u64, std::io::ErrorKind> {
+    let text = std::fs::read_to_string(path).map_err(|e| e.kind())?;
+    text.trim()
+        .parse()
+        .map_err(|_| std::io::ErrorKind::InvalidData)
+}
+
+/// Zones with a readable energy counter, parents before their subzones, and the zones
+/// whose counter exists but may not be read.
+pub fn find_rapl_zones(sysfs_root: &Path) -> RaplScan {
     let base = sysfs_root.join("class/powercap");
     let Ok(entries) = std::fs::read_dir(&base) else {
-        return Vec::new();
+        return RaplScan::default();
     };
     let mut dirs: Vec<String> = entries
         .filter_map(Result::ok)
@@ -46,12 +101,17 @@ pub fn find_rapl_zones(sysfs_root: &Path) -> Vec<RaplZone> {
         .collect();
     dirs.sort();
     let mut names: HashMap<String, String> = HashMap::new();
-    let mut out = Vec::new();
+    let mut scan = RaplScan::default();
     for d in dirs {
         let dir = base.join(&d);
-        if read_u64(&dir.join("energy_uj")).is_none() {
-            // Unreadable without privileges on recent kernels: not a usable sensor.
-            continue;
+        match read_counter(&dir.join("energy_uj")) {
+            Ok(_) => {}
+            Err(std::io::ErrorKind::PermissionDenied) => {
+                scan.denied.push(d);
+                continue;
+            }
+            // No counter (or not a number): not a sensor.
+            Err(_) => continue,
         }
         let name = read_name(&dir).unwrap_or_else(|| d.clone());
         // `intel-rapl:0:1` is a subzone of `intel-rapl:0`.
@@ -63,9 +123,9 @@ pub fn find_rapl_zones(sysfs_root: &Path) -> Vec<RaplZone> {
             _ => name.clone(),
         };
         names.insert(d, zone.clone());
-        out.push(RaplZone { dir, zone });
+        scan.zones.push(RaplZone { dir, zone });
     }
-    out
+    scan
 }
 
 /// Power inputs of hwmon chips: (sensor label, file).
@@ -136,6 +196,7 @@ struct ModelState {
     watts: f64,
 }
 
+/// Where energy figures come from on this host, decided once at start.
 pub enum EnergySources {
     Measured {
         rapl: Vec<RaplZone>,
@@ -145,55 +206,105 @@ pub enum EnergySources {
         model: PowerModel,
         procfs_root: PathBuf,
     },
+    /// Neither sensors nor a model: only `vigia_host_energy_source_info{source="none"}`.
+    Unavailable,
 }
 
+/// The setting an operator sets for the model, named in the logs.
+const MODEL_HINT: &str = "set energy.model.idle_watts and energy.model.max_watts \
+     (VIGIA_HOST__ENERGY__MODEL__IDLE_WATTS, VIGIA_HOST__ENERGY__MODEL__MAX_WATTS) for an estimate labelled source=\"model\"";
+
 impl EnergySources {
-    /// What this host offers; `None` (and the reason logged) when there is nothing.
+    /// What this host offers, with the reason logged once: measured when a sensor reads,
+    /// else the configured model, else nothing (which `source="none"` says).
     pub fn detect(
         sysfs_root: &Path,
         procfs_root: &Path,
         model: Option<&PowerModel>,
-    ) -> Option<Self> {
-        let rapl = find_rapl_zones(sysfs_root);
+    ) -> (Self, RaplAccess) {
+        let scan = find_rapl_zones(sysfs_root);
         let hwmon = find_hwmon_power(sysfs_root);
-        if !rapl.is_empty() || !hwmon.is_empty() {
-            if model.is_some() {
-                tracing::info!("energy: power sensors found, energy.model is not used");
-            }
-            return Some(EnergySources::Measured { rapl, hwmon });
+        if !scan.denied.is_empty() {
+            tracing::warn!(
+                zones = %scan.denied.join(","),
+                powercap = %sysfs_root.join("class/powercap").display(),
+                "energy: RAPL energy counters exist but are unreadable (permission denied): \
+                 energy_uj is readable by root only since CVE-2020-8694 (PLATYPUS); \
+                 give vigia-host read access to them (run it as root, or make energy_uj \
+                 readable to its user) to measure energy"
+            );
         }
-        match model {
+        let access = scan.access();
+        if !scan.zones.is_empty() || !hwmon.is_empty() {
+            tracing::info!(
+                rapl_zones = scan.zones.len(),
+                hwmon_sensors = hwmon.len(),
+                model_configured = model.is_some(),
+                "energy: measured from power sensors (source=\"rapl\" / \"hwmon\"); energy.model is not used"
+            );
+            let sources = EnergySources::Measured {
+                rapl: scan.zones,
+                hwmon,
+            };
+            return (sources, access);
+        }
+        let sources = match model {
             Some(m) => {
-                tracing::info!(
+                tracing::warn!(
                     idle_watts = m.idle_watts,
                     max_watts = m.max_watts,
-                    "energy: no RAPL or hwmon power sensor, using the configured linear model (source=\"model\")"
+                    rapl = access.label(),
+                    "energy: no readable RAPL or hwmon power sensor: estimating from CPU \
+                     utilisation with the configured linear model (source=\"model\", not a measurement)"
                 );
-                Some(EnergySources::Model {
+                EnergySources::Model {
                     model: m.clone(),
                     procfs_root: procfs_root.to_path_buf(),
-                })
+                }
             }
             None => {
-                tracing::info!(
-                    "energy: no RAPL or hwmon power sensor and no energy.model configured: energy collector disabled"
+                tracing::warn!(
+                    rapl = access.label(),
+                    "energy: no readable RAPL or hwmon power sensor and no energy.model \
+                     configured: no energy series (vigia_host_energy_source_info{{source=\"none\"}}); {MODEL_HINT}"
                 );
-                None
+                EnergySources::Unavailable
             }
+        };
+        (sources, access)
+    }
+
+    /// The `source` values of `vigia_host_energy_source_info`.
+    fn source_labels(&self) -> Vec<&'static str> {
+        match self {
+            EnergySources::Measured { rapl, hwmon } => {
+                let mut out = Vec::new();
+                if !rapl.is_empty() {
+                    out.push("rapl");
+                }
+                if !hwmon.is_empty() {
+                    out.push("hwmon");
+                }
+                out
+            }
+            EnergySources::Model { .. } => vec!["model"],
+            EnergySources::Unavailable => vec!["none"],
         }
     }
 }
 
 pub struct EnergyCollector {
     sources: EnergySources,
+    rapl_access: RaplAccess,
     rapl_state: Mutex<HashMap<String, WrappingCounter>>,
     model_state: Mutex<ModelState>,
 }
 
 impl EnergyCollector {
-    pub fn new(sources: EnergySources) -> Self {
+    pub fn new((sources, rapl_access): (EnergySources, RaplAccess)) -> Self {
         Self {
             sources,
+            rapl_access,
             rapl_state: Mutex::new(HashMap::new()),
             model_state: Mutex::new(ModelState::default()),
         }
@@ -241,13 +352,29 @@ impl Source for EnergyCollector {
     }
 
     fn collect(&self, enc: &mut DescriptorEncoder<'_>) -> Result<(), SourceError> {
+        let info = |enc: &mut DescriptorEncoder<'_>| {
+            let rapl = self.rapl_access.label();
+            let samples: Vec<Sample<'_>> = self
+                .sources
+                .source_labels()
+                .into_iter()
+                .map(|source| Sample::new(vec![("source", source), ("rapl", rapl)], 1.0))
+                .collect();
+            gauge(
+                enc,
+                "vigia_host_energy_source_info",
+                "Where the energy series come from: rapl or hwmon (measured), model (the configured estimate), none (no series); rapl says whether RAPL counters are readable, unreadable (root only) or absent",
+                &samples,
+            )
+        };
         match &self.sources {
+            EnergySources::Unavailable => info(enc)?,
             EnergySources::Measured { rapl, hwmon } => {
                 let mut energy = Vec::new();
                 {
                     let mut state = self.rapl_state.lock().unwrap_or_else(|p| p.into_inner());
                     for z in rapl {
-                        let Some(raw) = read_u64(&z.dir.join("energy_uj")) else {
+                        let Ok(raw) = read_counter(&z.dir.join("energy_uj")) else {
                             continue;
                         };
                         let max = read_u64(&z.dir.join("max_energy_range_uj"));
@@ -262,6 +389,7 @@ impl Source for EnergyCollector {
                 if energy.is_empty() && power.is_empty() {
                     return Err(anyhow::anyhow!("no power sensor could be read").into());
                 }
+                info(enc)?;
                 let energy: Vec<Sample<'_>> = energy
                     .into_iter()
                     .map(|(z, j)| Sample::new(vec![("zone", z), ("source", "rapl")], j))
@@ -285,6 +413,7 @@ impl Source for EnergyCollector {
             }
             EnergySources::Model { model, procfs_root } => {
                 let (watts, joules) = self.model_reading(model, procfs_root)?;
+                info(enc)?;
                 counter(
                     enc,
                     "vigia_host_energy_joules",
@@ -334,10 +463,19 @@ mod tests {
         write(&hw.join("power1_label"), "psu\n");
         write(&hw.join("temp1_input"), "40000\n");
 
-        let sources = EnergySources::detect(sys.path(), Path::new("/proc"), None).unwrap();
+        let detected = EnergySources::detect(sys.path(), Path::new("/proc"), None);
+        assert_eq!(detected.1, RaplAccess::Readable);
         let mut m = Metrics::new("vigia-test");
-        m.register_source(EnergyCollector::new(sources));
+        m.register_source(EnergyCollector::new(detected));
         let first = scrape(&m);
+        assert!(
+            first
+                .contains("vigia_host_energy_source_info{source=\"rapl\",rapl=\"readable\"} 1.0\n")
+                && first.contains(
+                    "vigia_host_energy_source_info{source=\"hwmon\",rapl=\"readable\"} 1.0\n"
+                ),
+            "{first}"
+        );
         assert!(
             first.contains(
                 "vigia_host_energy_joules_total{zone=\"package-0\",source=\"rapl\"} 999.0\n"
@@ -375,16 +513,33 @@ mod tests {
             idle_watts: 40.0,
             max_watts: 140.0,
         };
-        assert!(EnergySources::detect(sys.path(), proc_dir.path(), None).is_none());
+        // Nothing to measure and no model: no energy series, and the info says so.
+        let (none, access) = EnergySources::detect(sys.path(), proc_dir.path(), None);
+        assert!(matches!(none, EnergySources::Unavailable));
+        assert_eq!(access, RaplAccess::Absent);
+        let mut m = Metrics::new("vigia-test");
+        m.register_source(EnergyCollector::new((none, access)));
+        let text = scrape(&m);
+        assert!(
+            text.contains("vigia_host_energy_source_info{source=\"none\",rapl=\"absent\"} 1.0\n"),
+            "{text}"
+        );
+        assert!(
+            !text.contains("vigia_host_energy_joules") && !text.contains("vigia_host_power_watts")
+        );
         // Since boot: 100 busy ticks of 400 → 25 %.
         write(
             &proc_dir.path().join("stat"),
             "cpu  100 0 0 300 0 0 0 0 0 0\n",
         );
-        let sources = EnergySources::detect(sys.path(), proc_dir.path(), Some(&model)).unwrap();
+        let detected = EnergySources::detect(sys.path(), proc_dir.path(), Some(&model));
         let mut m = Metrics::new("vigia-test");
-        m.register_source(EnergyCollector::new(sources));
+        m.register_source(EnergyCollector::new(detected));
         let first = scrape(&m);
+        assert!(
+            first.contains("vigia_host_energy_source_info{source=\"model\",rapl=\"absent\"} 1.0\n"),
+            "{first}"
+        );
         assert!(
             first.contains("vigia_host_power_watts{sensor=\"model\",source=\"model\"} 65.0\n"),
             "{first}"

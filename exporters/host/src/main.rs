@@ -73,14 +73,20 @@ fn main() -> ExitCode {
 }
 
 /// Whether a root directory is usable; when not, the collectors under it are disabled
-/// and the reason logged once, instead of failing every scrape.
-fn root_usable(path: &Path, field: &str) -> bool {
+/// and the reason logged once, instead of failing every scrape. `readers` are the enabled collectors that need this root, named in the log line.
+fn root_usable(path: &Path, field: &str, readers: &[(&str, bool)]) -> bool {
     if path.is_dir() {
         return true;
     }
+    let collectors: Vec<&str> = readers
+        .iter()
+        .filter(|(_, on)| *on)
+        .map(|(name, _)| *name)
+        .collect();
     tracing::warn!(
         root = %path.display(),
         field,
+        collectors = %collectors.join(","),
         "root directory not found: collectors reading it are disabled"
     );
     false
@@ -88,8 +94,26 @@ fn root_usable(path: &Path, field: &str) -> bool {
 
 fn register_collectors(config: &HostConfig, metrics: &mut Metrics) {
     let on = &config.collectors;
-    let proc_ok = root_usable(&config.procfs_root, "procfs_root");
-    let rootfs_ok = root_usable(&config.rootfs, "rootfs");
+    let proc_ok = root_usable(
+        &config.procfs_root,
+        "procfs_root",
+        &[
+            ("cpu", on.cpu),
+            ("diskstats", on.diskstats),
+            ("filesystem", on.filesystem),
+            ("loadavg", on.loadavg),
+            ("meminfo", on.meminfo),
+            ("netdev", on.netdev),
+            ("stat", on.stat),
+            ("inventory", on.inventory),
+            ("anomaly", on.anomaly),
+        ],
+    );
+    let rootfs_ok = root_usable(
+        &config.rootfs,
+        "rootfs",
+        &[("filesystem", on.filesystem), ("os", on.os)],
+    );
     let procfs_root = config.procfs_root.clone();
     // Regexes were compiled once in validation; recompiling cannot fail here.
     let re = |p: &str| compile(p, "").ok().flatten();
@@ -175,13 +199,11 @@ fn register_collectors(config: &HostConfig, metrics: &mut Metrics) {
         });
     }
     if on.energy {
-        if let Some(sources) = energy::EnergySources::detect(
+        metrics.register_source(energy::EnergyCollector::new(energy::EnergySources::detect(
             &config.sysfs_root,
             &config.procfs_root,
             config.energy.model.as_ref(),
-        ) {
-            metrics.register_source(energy::EnergyCollector::new(sources));
-        }
+        )));
     }
     if on.time {
         metrics.register_source(os::TimeCollector);
@@ -265,7 +287,11 @@ async fn run(config: HostConfig, listen: SocketAddr, web: WebConfig) -> ExitCode
                 return vigia_kit::exit_config_error(PROGRAM, ConfigError::new(p.path, p.message))
             }
         };
-        let gauges = anomaly::AnomalyGauges::register(&mut metrics, config.anomaly.threshold);
+        let gauges = anomaly::AnomalyGauges::register(
+            &mut metrics,
+            config.anomaly.threshold,
+            config.anomaly.window_size,
+        );
         Some((detector, gauges))
     } else {
         None

@@ -1,6 +1,7 @@
 //! vigia-host next to the real node_exporter (Debian `prometheus-node-exporter`), same
 //! machine, same moment: every family of the core set exists in both with the same label
-//! sets, and the values agree.
+//! sets, every node_ family vigia-host writes has node_exporter's TYPE and HELP, and the
+//! values agree.
 //!
 //! Tolerances: constants (MemTotal, SwapTotal, filesystem sizes, boot time, uname and
 //! os-release labels) must be equal. Counters are read interleaved — vigia, node_exporter,
@@ -126,6 +127,36 @@ fn compare_once(vigia: &Running, node: &Running) -> Vec<String> {
             failures.push(format!(
                 "{family}: label sets differ\n  vigia-host:    {ours:?}\n  node_exporter: {theirs:?}"
             ));
+        }
+    }
+    // What a dashboard or rule reads besides values: every node_ family vigia-host
+    // writes is one node_exporter writes, with the same TYPE and HELP (the core set above
+    // among them; both read this machine, so kernel-dependent families such as the
+    // meminfo fields match too). Checked against the node_exporter this test pins, 1.5.
+    for family in COUNTERS.iter().chain(EQUAL_GAUGES).chain(MOVING_GAUGES) {
+        if !v1.meta.contains_key(*family) {
+            failures.push(format!("{family}: vigia-host writes no TYPE/HELP for it"));
+        }
+    }
+    for (family, ours) in v1.meta.iter().filter(|(f, _)| f.starts_with("node_")) {
+        match n1.meta.get(family) {
+            None => failures.push(format!(
+                "{family}: vigia-host writes it, node_exporter has no such family"
+            )),
+            Some(theirs) => {
+                if ours.kind != theirs.kind {
+                    failures.push(format!(
+                        "{family}: TYPE {:?} vs node_exporter's {:?}",
+                        ours.kind, theirs.kind
+                    ));
+                }
+                if ours.help != theirs.help {
+                    failures.push(format!(
+                        "{family}: HELP {:?} vs node_exporter's {:?}",
+                        ours.help, theirs.help
+                    ));
+                }
+            }
         }
     }
     if !failures.is_empty() {

@@ -1,11 +1,12 @@
 //! Bad configuration stops vigia-host before it listens, with exit status 2 and the
-//! field's name; missing host roots disable collectors instead of crashing it.
+//! field's name; missing host roots disable collectors instead of crashing it, each
+//! said once in the log with the setting, the path and the collectors it turns off.
 
 mod common;
 
 use std::process::Command;
 
-use common::{start_vigia_host, Scrape};
+use common::{logged, start_vigia_host, Launch, Scrape};
 
 fn run_with(env: &[(&str, &str)], args: &[&str]) -> (i32, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_vigia-host"))
@@ -68,11 +69,58 @@ fn bad_config_exits_2_naming_the_field() {
 
 #[test]
 fn missing_host_roots_disable_collectors_without_crashing() {
-    let run = start_vigia_host(&[
-        ("VIGIA_HOST__PROCFS_ROOT", "/nonexistent-vigia/proc"),
-        ("VIGIA_HOST__SYSFS_ROOT", "/nonexistent-vigia/sys"),
-        ("VIGIA_HOST__ROOTFS", "/nonexistent-vigia/root"),
-    ]);
+    let logs = tempfile::tempdir().unwrap();
+    let log = logs.path().join("vigia-host.log");
+    let run = Launch {
+        env: &[
+            ("VIGIA_HOST__PROCFS_ROOT", "/nonexistent-vigia/proc"),
+            ("VIGIA_HOST__SYSFS_ROOT", "/nonexistent-vigia/sys"),
+            ("VIGIA_HOST__ROOTFS", "/nonexistent-vigia/root"),
+        ],
+        args: &["--log.format=json"],
+        log: Some(&log),
+        ..Launch::default()
+    }
+    .start();
+    // What the operator reads: one line per missing root, naming the setting, the path
+    // and the collectors it turns off; one for the containers (no cgroup tree).
+    let text = std::fs::read_to_string(&log).unwrap();
+    let roots = logged(
+        &log,
+        "root directory not found: collectors reading it are disabled",
+    );
+    let by_field = |field: &str| {
+        let lines: Vec<_> = roots.iter().filter(|f| f["field"] == field).collect();
+        assert_eq!(lines.len(), 1, "one line for {field}: {text}");
+        (
+            lines[0]["root"].as_str().unwrap_or("").to_string(),
+            lines[0]["collectors"].as_str().unwrap_or("").to_string(),
+        )
+    };
+    assert_eq!(
+        by_field("procfs_root"),
+        (
+            "/nonexistent-vigia/proc".to_string(),
+            "cpu,diskstats,filesystem,loadavg,meminfo,netdev,stat,inventory,anomaly".to_string()
+        )
+    );
+    assert_eq!(
+        by_field("rootfs"),
+        (
+            "/nonexistent-vigia/root".to_string(),
+            "filesystem,os".to_string()
+        )
+    );
+    let containers = logged(
+        &log,
+        "no cgroup tree under sysfs_root/fs/cgroup: containers collector disabled",
+    );
+    assert_eq!(containers.len(), 1, "{text}");
+    assert_eq!(containers[0]["sysfs_root"], "/nonexistent-vigia/sys");
+    assert!(
+        !text.contains("panicked"),
+        "a missing root is no panic: {text}"
+    );
     let s = Scrape::fetch(run.addr);
     assert!(s.family("node_cpu_seconds_total").is_empty());
     assert!(s.family("node_filesystem_size_bytes").is_empty());

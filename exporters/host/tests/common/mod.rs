@@ -83,34 +83,100 @@ pub fn start_vigia_host(env: &[(&str, &str)]) -> Running {
 }
 
 pub fn start_vigia_host_with_args(env: &[(&str, &str)], args: &[&str]) -> Running {
-    let addr = free_port();
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_vigia-host"));
-    cmd.arg(format!("--web.listen-address={addr}"))
-        .args(args)
-        .env_remove("VIGIA_CONFIG_FILE")
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit());
-    for (k, v) in env {
-        cmd.env(k, v);
+    Launch {
+        env,
+        args,
+        ..Launch::default()
     }
-    let child = cmd.spawn().expect("start vigia-host");
-    let mut run = Running { child, addr };
-    wait_until_serving(&mut run, Duration::from_secs(15));
-    run
+    .start()
+}
+
+/// How to start vigia-host when its environment and arguments are not enough.
+#[derive(Default)]
+pub struct Launch<'a> {
+    /// A program and its arguments that runs what follows them (`setpriv --reuid=...`).
+    pub wrapper: &'a [&'a str],
+    /// The binary to run; Cargo's build of vigia-host when `None`.
+    pub binary: Option<&'a Path>,
+    pub env: &'a [(&'a str, &'a str)],
+    pub args: &'a [&'a str],
+    /// A file for its stderr (the logs); inherited when `None`.
+    pub log: Option<&'a Path>,
+}
+
+impl Launch<'_> {
+    pub fn start(&self) -> Running {
+        let addr = free_port();
+        let binary = self
+            .binary
+            .unwrap_or(Path::new(env!("CARGO_BIN_EXE_vigia-host")));
+        let mut cmd = match self.wrapper.split_first() {
+            Some((program, rest)) => {
+                let mut c = Command::new(program);
+                c.args(rest).arg(binary);
+                c
+            }
+            None => Command::new(binary),
+        };
+        cmd.arg(format!("--web.listen-address={addr}"))
+            .args(self.args)
+            .env_remove("VIGIA_CONFIG_FILE")
+            .envs(self.env.iter().copied())
+            .stdout(Stdio::null());
+        match self.log {
+            Some(path) => cmd.stderr(std::fs::File::create(path).expect("log file")),
+            None => cmd.stderr(Stdio::inherit()),
+        };
+        let child = cmd.spawn().expect("start vigia-host");
+        let mut run = Running { child, addr };
+        wait_until_serving(&mut run, Duration::from_secs(15));
+        run
+    }
+}
+
+/// The `fields` of every JSON log line (`--log.format=json`) whose message is `message`.
+pub fn logged(log: &Path, message: &str) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(log)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v["fields"]["message"] == message)
+        .map(|v| v["fields"].clone())
+        .collect()
 }
 
 pub type LabelSet = BTreeMap<String, String>;
 
-/// One scrape: (metric name, labels) → value.
+/// A family's `# TYPE` and `# HELP` lines (HELP as written, escapes and all).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FamilyMeta {
+    pub kind: Option<String>,
+    pub help: Option<String>,
+}
+
+/// One scrape: (metric name, labels) → value, and each family's TYPE and HELP.
 #[derive(Debug, Clone, Default)]
 pub struct Scrape {
     pub series: HashMap<(String, LabelSet), f64>,
+    pub meta: BTreeMap<String, FamilyMeta>,
 }
 
 impl Scrape {
     pub fn parse(text: &str) -> Scrape {
         let mut series = HashMap::new();
+        let mut meta: BTreeMap<String, FamilyMeta> = BTreeMap::new();
         for line in text.lines() {
+            if let Some(rest) = line.strip_prefix("# TYPE ") {
+                if let Some((name, kind)) = rest.split_once(' ') {
+                    meta.entry(name.to_string()).or_default().kind = Some(kind.to_string());
+                }
+                continue;
+            }
+            if let Some(rest) = line.strip_prefix("# HELP ") {
+                let (name, help) = rest.split_once(' ').unwrap_or((rest, ""));
+                meta.entry(name.to_string()).or_default().help = Some(help.to_string());
+                continue;
+            }
             if line.starts_with('#') || line.trim().is_empty() {
                 continue;
             }
@@ -132,7 +198,7 @@ impl Scrape {
             };
             series.insert((name, labels), value);
         }
-        Scrape { series }
+        Scrape { series, meta }
     }
 
     pub fn fetch(addr: SocketAddr) -> Scrape {
