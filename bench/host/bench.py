@@ -185,8 +185,10 @@ class Engine:
         sock = os.path.join(self.exec_root, "docker.sock")
         self.host = f"unix://{sock}"
         log = open(os.path.join(CACHE, "dockerd.log"), "w")
+        # In a network namespace of its own: with --bridge=none dockerd deletes any docker0
+        # it finds, which would be the running engine's. unshare execs dockerd (same pid).
         self.proc = subprocess.Popen(
-            [dockerd, "--storage-driver=vfs", "--iptables=false", "--bridge=none",
+            ["unshare", "--net", "--", dockerd, "--storage-driver=vfs", "--iptables=false", "--bridge=none",
              "--userland-proxy=false", f"--cgroup-parent={CGROUP_PARENT}",
              f"--data-root={self.data_root}",
              f"--exec-root={os.path.join(self.exec_root, 'exec')}",
