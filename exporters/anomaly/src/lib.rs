@@ -9,8 +9,8 @@
 //!
 //! [`HalfSpaceTrees`] is an ensemble of Half-Space Trees (Tan, Ting and Liu, IJCAI 2011).
 //! Each tree halves a random work space around the learned feature ranges and counts how
-//! many points of the reference window (the previous full window) fall in each cell; a new
-//! point descends until its cell holds fewer than `window_size / 10` reference points, and
+//! many points of the reference (the latest full windows, see below) fall in each cell; a
+//! new point descends until its cell holds fewer than a tenth of the reference points, and
 //! `log2(1 + mass * 2^depth)` there is its log-density in that tree. Per tree,
 //!
 //! `tree score = clamp(1 - log_mass(x) / median leave-one-out log_mass(reference), 0, 1)`
@@ -25,18 +25,20 @@
 //! features among eight or twelve is averaged away by the trees that never split them
 //! (measured: a 50-sigma spike in one of twelve features scored under 0.15); with
 //! subspaces it scores 1. A point outside a tree's work space (far beyond anything seen)
-//! falls in one extra cell per feature and side, holding the reference points that were
-//! also out there, usually none.
+//! falls in an extra cell of the feature it is furthest out by, one per side and doubling
+//! distance, holding the reference points that were also out there, usually none; so
+//! reference points a little out (an outage's retries) do not make a point much further
+//! out (a scan) look familiar.
 //!
-//! Last, the raw score is calibrated against the reference window itself: each reference
-//! point is scored as if it were new (left out of its own cell), and the 99th percentile
-//! of those raw scores maps to 0.5. Raw scores below it map linearly onto `[0, 0.5]`, above
-//! it onto `[0.5, 1]`; that percentile is capped at a raw 0.9, so a reference window
-//! holding more than 1 % of outliers (an attack inside it) cannot cap the next window's
-//! scores at 0.5. Without this, how high calm points score depends on the window
-//! size and the number of features (measured with 8 features, uncalibrated: calm median
-//! 0.23 and 5 % of calm points above 0.7 at a window of 60; 0.15 and 0.4 % at 250), and so
-//! would every threshold.
+//! Last, the raw score is calibrated against the reference itself: each reference point
+//! is scored as if it were new (left out of its own cell), and the 99th percentile of
+//! those raw scores maps to 0.5. Raw scores below it map linearly onto `[0, 0.5]`, above
+//! it onto `[0.5, 1]`; that percentile is capped at a raw 0.9, so a reference holding more
+//! than 1 % of outliers (an attack inside it) cannot cap the next window's scores at 0.5.
+//! Without this, how high calm points score depends on the window size and the number of
+//! features (measured with 8 features, uncalibrated: calm median 0.23 and 5 % of calm
+//! points above 0.7 at a window of 60; 0.15 and 0.4 % at 250), and so would every
+//! threshold.
 //!
 //! # What the score and a threshold of 0.7 mean
 //!
@@ -47,12 +49,20 @@
 //!
 //! Measured by the tests and `examples/measure.rs` on seeded Gaussian streams (50 trees,
 //! window 250): 0.02 % to 0.1 % of calm points reach 0.7 with 4 to 12 features (0.1 % to
-//! 0.25 % with 2; under 1 % at windows of 30 to 120); a mean shift of 10 standard deviations
+//! 0.25 % with 2; 0 to 0.07 % at windows of 30 to 120); a mean shift of 10 standard deviations
 //! in one feature, or of 6 in two of eight, reaches it at the first point; a spike of 30
 //! standard deviations in one feature scores 1. Shifts of 3 standard deviations in every
 //! feature, or of 5 in one, land around 0.5 to 0.8: at the threshold's edge. A lasting
-//! change scores high for about one window and is then the new normal, so a change that
-//! lasts longer than a window makes the return to the old state score high in turn.
+//! change scores high for about one window and is then the new normal; with a reference
+//! of one window (the default 250) the return to the old state then scores high in turn,
+//! with a reference of several windows the old state is still in it.
+//!
+//! On the traffic of a host running the vigia stack (vigia-capture's 15 features,
+//! `tests/stack_traffic.rs`, two hours with an outage, flushes of thousands of writes,
+//! five `nmap -sS` scans and three `hping3 --syn` bursts): 0.4 % of calm windows reach
+//! 0.7 at 2 s windows and `window_size: 30`, 0.2 % at 10 s and 60, and every scan and
+//! burst scores 1 (before the multi-window reference, the trim and the outside cells:
+//! 2.4 % and 0.8 %, and a scan in each configuration missed).
 //!
 //! Beside the score, [`Score::contributions`] gives each feature's robust z-score against
 //! the reference window (median, and the MAD or, when larger, the mean absolute
@@ -66,9 +76,17 @@
 //! quantiles of the observed values, after the optional log transform of
 //! [`Scaling::Log`]) and the first reference profile. During that warm-up
 //! [`Detector::warm`] is false and every score is 0. After it, each point is scored
-//! against the reference window and then learned; every `window_size` points the latest
-//! window becomes the reference and the ranges move 10 % of the way towards the newer
-//! window's.
+//! against the reference and then learned; every `window_size` points the reference is
+//! rebuilt and the ranges move 10 % of the way towards the reference's.
+//!
+//! The reference is the latest `ceil(250 / window_size)` windows
+//! ([`REFERENCE_POINTS`]): one window at the default `window_size` of 250, nine at
+//! 30, so a short warm-up does not leave the detector measuring densities on 30 points
+//! for good. It grows by a window at each rebuild until it spans that many. Of its
+//! points, those that scored at or above the threshold are left out, highest score first,
+//! up to 2 % of them ([`MAX_HELD_OUT_SHARE`]): an attack in the recent past does not
+//! teach the detector that the next one is normal, while a state that keeps coming back
+//! is still learned.
 //!
 //! # Inputs
 //!
@@ -82,15 +100,17 @@
 //! # Cost and memory
 //!
 //! A call descends every tree once, `O(trees × depth)`, and every `window_size` points the
-//! trees are rebuilt from the latest window, `O(trees × window_size × depth)`: the same
-//! amortized cost per point: measured about 7.5 µs of CPU per call with 50 trees, a window
+//! trees are rebuilt from the reference, `O(trees × reference points × depth)`: the same
+//! amortized cost per point at the default window (a reference of 9 windows of 30 costs
+//! 9 times that per point, still tens of microseconds); measured about 7.5 µs of CPU per call with 50 trees, a window
 //! of 250 and 2 to 12 features on a 2-core machine under load
 //! (`cargo run --release -p vigia-anomaly --example measure`). The depth matters little
 //! for few features: descent stops at the size limit long before depth 15. The paper keeps two counters in every node of complete trees,
 //! `trees × 2^(depth + 1)` nodes (50 trees of depth 15: 3.3 million). Descent never goes
-//! below a cell under the size limit, so this implementation keeps the latest window's
-//! points (`window_size × dims` values) and builds only the nodes that can be read: at most
-//! `1 + 2 × depth × ⌊window_size / ⌊window_size / 10⌋⌋` per tree, that is
+//! below a cell under the size limit, so this implementation keeps the reference windows'
+//! points (fewer than `(window_size + 250) × dims` values, plus the window being filled)
+//! and builds only the nodes that can be read: at most
+//! `1 + 2 × depth × ⌊n / ⌊n / 10⌋⌋` per tree for a reference of `n` points, that is
 //! `1 + 20 × depth` for round window sizes and never more than `1 + 26 × depth` (50
 //! trees of depth 15: at most 15,050 nodes of 24 bytes, about 350 KiB; in the tests
 //! about 2,300 are used).
@@ -101,7 +121,7 @@ mod rng;
 mod scaling;
 
 pub use config::{AnomalyConfig, ConfigProblem, MAX_DEPTH, MAX_TREES, MAX_WINDOW, MIN_WINDOW};
-pub use hst::{HalfSpaceTrees, FEATURES_PER_TREE};
+pub use hst::{HalfSpaceTrees, FEATURES_PER_TREE, MAX_HELD_OUT_SHARE, REFERENCE_POINTS};
 pub use rng::SplitMix64;
 pub use scaling::{Feature, Scaling, SATURATION};
 

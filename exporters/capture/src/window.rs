@@ -14,6 +14,14 @@ use vigia_anomaly::Feature;
 
 use crate::parse::{PacketSummary, Protocol, TCP_ACK, TCP_RST, TCP_SYN};
 
+/// Packets of prior weight in every ratio and share: each is `part / (whole + 20)`, as if
+/// every window also carried 20 packets with none of the flags. A quiet window of two TCP
+/// packets (a connection refused: SYN, RST) would otherwise have a SYN ratio of 0.5,
+/// like a port scan, and the detector would learn scans from every quiet moment (the
+/// end-to-end test's stack restarts did that: RST ratios of 0.5 at 63 deviations). Over
+/// the hundreds of packets of a busy window the prior changes the ratio by a few percent.
+pub const RATIO_PRIOR_PACKETS: u64 = 20;
+
 /// The feature vector, in order. Counts span orders of magnitude: log scale; ratios,
 /// shares and the entropy are bounded: linear.
 pub fn features() -> Vec<Feature> {
@@ -61,12 +69,9 @@ pub struct WindowStats {
 }
 
 impl WindowStats {
+    /// `part / (whole + RATIO_PRIOR_PACKETS)`.
     fn ratio(part: u64, whole: u64) -> f64 {
-        if whole == 0 {
-            0.0
-        } else {
-            part as f64 / whole as f64
-        }
+        part as f64 / (whole + RATIO_PRIOR_PACKETS) as f64
     }
 
     pub fn syn_ratio(&self) -> f64 {
