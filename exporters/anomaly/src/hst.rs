@@ -206,6 +206,18 @@ impl HalfSpaceTrees {
                 "the detector needs at least one feature",
             ));
         }
+        if let Some(bad) = features
+            .iter()
+            .find(|f| !(f.min_spread.is_finite() && f.min_spread >= 0.0))
+        {
+            return Err(ConfigProblem::new(
+                "features",
+                format!(
+                    "feature {:?} has a noise floor of {}: it must be finite and at least 0",
+                    bad.name, bad.min_spread
+                ),
+            ));
+        }
         if features.len() > u32::MAX as usize {
             return Err(ConfigProblem::new("features", "too many features"));
         }
@@ -417,6 +429,7 @@ impl HalfSpaceTrees {
             }
             column.sort_by(f64::total_cmp);
             let window_range = Range::of_sorted(&column);
+            let min_spread = self.features[feature].min_spread;
             let range = match &self.reference {
                 Some(previous) => {
                     let mut range = previous.ranges[feature];
@@ -424,7 +437,8 @@ impl HalfSpaceTrees {
                     range
                 }
                 None => window_range,
-            };
+            }
+            .with_floor(min_spread);
             let mid = quantile(&column, 0.5);
             for value in column.iter_mut() {
                 *value = (*value - mid).abs();
@@ -436,7 +450,7 @@ impl HalfSpaceTrees {
             let mean_ad = column.iter().sum::<f64>() / column.len() as f64;
             let sigma = (MAD_TO_SIGMA * mad).max(MEAN_AD_TO_SIGMA * mean_ad);
             let (_, width) = range.origin_and_width();
-            spread.push(sigma.max(MIN_SPREAD_SHARE * width));
+            spread.push(sigma.max(MIN_SPREAD_SHARE * width).max(min_spread));
             median.push(mid);
             ranges.push(range);
         }

@@ -16,11 +16,17 @@ pub enum Scaling {
     Log,
 }
 
-/// One input of the detector: a name for explanations and its scaling.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// One input of the detector: a name for explanations, its scaling and its noise floor.
+#[derive(Debug, Clone, PartialEq)]
 pub struct Feature {
     pub name: String,
     pub scaling: Scaling,
+    /// Smallest spread (standard deviation, in transformed units) the feature is taken
+    /// to have, however still it was in the reference: a change well under this is
+    /// noise, not news. 0 (the default) learns the spread from the data alone, which
+    /// makes a feature that barely moved (a host's memory share, steady at 0.300 for
+    /// minutes) flag a move of 1 % of memory as never seen.
+    pub min_spread: f64,
 }
 
 impl Feature {
@@ -28,6 +34,7 @@ impl Feature {
         Self {
             name: name.into(),
             scaling: Scaling::Linear,
+            min_spread: 0.0,
         }
     }
 
@@ -35,9 +42,20 @@ impl Feature {
         Self {
             name: name.into(),
             scaling: Scaling::Log,
+            min_spread: 0.0,
         }
     }
+
+    /// The same feature with a noise floor (see [`Feature::min_spread`]).
+    pub fn with_min_spread(mut self, min_spread: f64) -> Self {
+        self.min_spread = min_spread;
+        self
+    }
 }
+
+/// Width of a normal distribution's 1 %..99 % quantile range in standard deviations: the
+/// narrowest learned range of a feature with a noise floor is this many floors wide.
+const RANGE_SIGMAS: f64 = 2.0 * 2.326;
 
 /// Largest magnitude a raw input keeps. Infinities map to it and larger values are
 /// clamped to it, so every later difference and quotient stays finite.
@@ -91,6 +109,19 @@ impl Range {
         Self {
             low: quantile(sorted, RANGE_LOW_QUANTILE),
             high: quantile(sorted, RANGE_HIGH_QUANTILE),
+        }
+    }
+
+    /// This range, widened about its centre to span at least `RANGE_SIGMAS` noise floors.
+    pub(crate) fn with_floor(self, min_spread: f64) -> Self {
+        let min_width = RANGE_SIGMAS * min_spread;
+        if self.high - self.low >= min_width {
+            return self;
+        }
+        let centre = 0.5 * (self.low + self.high);
+        Self {
+            low: centre - 0.5 * min_width,
+            high: centre + 0.5 * min_width,
         }
     }
 

@@ -751,3 +751,50 @@ fn a_point_far_beyond_what_the_reference_holds_outside_still_scores_high() {
     assert!(near.value < THRESHOLD, "{near:?}");
     assert!(far.value >= 0.9, "{far:?}");
 }
+
+/// A host's memory share that sat at 0.300 ± 0.0002 for two windows, then moved by one
+/// percentage point: 50 of its own deviations, yet nothing an operator calls an anomaly.
+/// With a noise floor of 0.01 the move stays calm; without one it scores as never seen
+/// (what made calm CI baselines fail); a move of 20 floors still scores high with it.
+#[test]
+fn noise_floor_keeps_a_tiny_move_of_a_still_feature_calm() {
+    let still = |floor: f64| {
+        let mut features: Vec<Feature> = (0..DIMS)
+            .map(|i| Feature::linear(format!("f{i}")))
+            .collect();
+        features[2] = Feature::linear("memory_used_ratio").with_min_spread(floor);
+        HalfSpaceTrees::new(&config(5), features).expect("valid detector")
+    };
+    let point = |rng: &mut SplitMix64, memory: f64| {
+        let mut p = calm_point(rng, DIMS);
+        p[2] = memory + 0.0002 * rng.next_gaussian();
+        p
+    };
+    let run = |floor: f64, step: f64| {
+        let mut rng = SplitMix64::new(77);
+        let mut detector = still(floor);
+        for _ in 0..2 * detector.config().window_size {
+            detector.score_and_learn(&point(&mut rng, 0.3)).unwrap();
+        }
+        let scored: Vec<_> = (0..5)
+            .map(|_| {
+                detector
+                    .score_and_learn(&point(&mut rng, 0.3 + step))
+                    .unwrap()
+            })
+            .collect();
+        let z = scored[0].contributions[2];
+        (scored.iter().map(|s| s.value).collect::<Vec<f64>>(), z)
+    };
+    let (unfloored, z_unfloored) = run(0.0, 0.01);
+    let (floored, z_floored) = run(0.01, 0.01);
+    let (big, _) = run(0.01, 0.2);
+    eprintln!("1 pp move: no floor {unfloored:.3?} (z {z_unfloored:.1}), floor 0.01 {floored:.3?} (z {z_floored:.1}); 20 pp move with the floor {big:.3?}");
+    assert!(unfloored.iter().all(|&v| v >= THRESHOLD), "{unfloored:?}");
+    assert!(floored.iter().all(|&v| v < THRESHOLD), "{floored:?}");
+    assert!(
+        z_floored.abs() <= 1.5 && z_unfloored > 20.0,
+        "z {z_floored} for a move of one floor"
+    );
+    assert!(big.iter().all(|&v| v >= THRESHOLD), "{big:?}");
+}
