@@ -96,6 +96,9 @@ ENV
   echo "make up: wrote .env (edit it to change ports, email, Telegram chat)"
 fi
 
+# The image's vigia_build_info{revision}: the build context carries no .git.
+VIGIA_REVISION=${VIGIA_REVISION:-$(git -C "$(dirname "$0")/.." rev-parse --short HEAD 2>/dev/null || echo unknown)}
+export VIGIA_REVISION
 docker compose up -d --build --wait --wait-timeout "${VIGIA_UP_TIMEOUT:-300}" || {
   docker compose ps
   die "some services did not become healthy; see: docker compose logs <service>"

@@ -386,6 +386,12 @@ class E2E:
             # Containers are named through the Docker socket (cAdvisor's `name` label).
             named = self.s.prom(f'container_last_seen{{job="vigia-host", name="{PROJECT}-prometheus-1"}}')
             require(named, "vigia-host does not name the prometheus container")
+            # The image was built from this checkout: its build info says which commit.
+            head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
+                                  text=True, cwd=ROOT).stdout.strip()
+            revisions = {r["metric"]["job"]: r["metric"].get("revision") for r in self.s.prom("vigia_build_info")}
+            require(len(revisions) >= 4 and set(revisions.values()) == {head},
+                    f"vigia_build_info revisions {revisions}, checkout at {head}")
 
     def ping_non_root(self):
         with self.check("vigia-ping pings from its container as uid 10001 with no capability"):

@@ -132,6 +132,7 @@ if [[ ${VIGIA_E2E_REUSE_IMAGE:-0} == 1 ]] && have_image "$TAG"; then
 fi
 log "building $TAG with the project's Dockerfile"
 start=$(date +%s)
-"$DOCKER" build --network host -t "$TAG" . >"$CACHE/vigia-build.log" 2>&1 \
+revision=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
+"$DOCKER" build --network host --build-arg "VIGIA_REVISION=$revision" -t "$TAG" . >"$CACHE/vigia-build.log" 2>&1 \
   || { tail -n 40 "$CACHE/vigia-build.log" >&2; exit 1; }
 log "built $TAG in $(($(date +%s) - start)) s"
