@@ -25,8 +25,7 @@ use crate::{cpu, diskstats, meminfo, netdev};
 /// Each feature has a noise floor (smallest spread, [`Feature::min_spread`]) so that a
 /// host that sat still for a window does not flag the next small move: 2 points of CPU,
 /// half a runnable task, 1 % of memory, a factor of 1.65 in a byte rate (0.5 in log
-/// units: a rate that was 0 for a window and then reads one binary from a cold cache is
-/// not an anomaly by itself), two processes. Measured on a CI machine before the floors:
+/// units), two processes. Measured on a CI machine before the floors:
 /// 23 of 60 calm intervals at 1.0 or 0.74, each explained by `memory_used_ratio`.
 pub fn features() -> Vec<Feature> {
     const RATE_FLOOR: f64 = 0.5;
