@@ -139,3 +139,27 @@ fn check_config_accepts_a_good_config_without_probing() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[test]
+fn non_utf8_environment_is_ignored_or_rejected_without_panic() {
+    use std::ffi::OsStr;
+    use std::os::unix::ffi::OsStrExt;
+    let run = |name: &str, value: &[u8]| {
+        let out = Command::new(support::binary())
+            .arg("--check-config")
+            .env(name, OsStr::from_bytes(value))
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (code, err) = run("SOME_OTHER_PROGRAM", b"caf\xe9");
+    assert_eq!(code, Some(0), "{err}");
+    let (code, err) = run("VIGIA_PING__DEFAULTS__INTERVAL", b"1\xffs");
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("`VIGIA_PING__DEFAULTS__INTERVAL`"), "{err}");
+    assert!(err.contains("not valid UTF-8"), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+}
