@@ -1585,9 +1585,7 @@ mod tests {
         // A cost-31 hash: the salt and digest need not be real to be parsed, and it is
         // never checked (that would take days).
         let dear = "$2y$31$X0h1gDsPszWURQaxFh.zoubFi6DXncSjhoQNJgRrnGs7EsimhC7zG";
-        let started = Instant::now();
         let e = cfg(&format!("basic_auth_users:\n  alice: '{dear}'\n")).unwrap_err();
-        assert!(started.elapsed() < Duration::from_secs(1));
         assert_eq!(e.path, "basic_auth_users.alice");
         assert!(e.message.contains("cost 31 is above 17"), "{e}");
         assert!(e.message.contains("doubles"), "{e}");

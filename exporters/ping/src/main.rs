@@ -84,7 +84,7 @@ fn main() -> ExitCode {
 
 async fn run(config: Config, listen: SocketAddr, web: WebConfig) -> ExitCode {
     let file_targets = match &config.targets_file {
-        Some(path) => match config::read_targets_file(path) {
+        Some(path) => match config.read_targets_file(path) {
             Ok(t) => t,
             Err(e) => return exit_config_error(PROGRAM, e),
         },
@@ -210,7 +210,9 @@ async fn watch_targets_file(
             continue;
         }
         last = now;
-        let result = config::read_targets_file(&path).and_then(|t| config.all_targets(&t));
+        let result = config
+            .read_targets_file(&path)
+            .and_then(|t| config.all_targets(&t));
         match result {
             Ok(specs) => {
                 tracing::info!(path = %path.display(), "targets file changed");

@@ -363,3 +363,43 @@ fn board_draws_under_an_operators_content_security_policy() {
     browser.screenshot(&page, &board_support::output_dir().join("operator-csp.png"));
     drop(rt);
 }
+
+/// A bidirectional override in a name, an address or a label reorders what is drawn
+/// ("olt-\u{202E}lmth.exe" shows as "olt-exe.html"): the board writes such characters as
+/// `[U+202E]`, so what is on screen is what was configured.
+#[test]
+fn board_shows_bidi_controls_escaped() {
+    let source = Arc::new(Editable::default());
+    let mut t = target(
+        "olt-\u{202E}lmth.exe",
+        Some("nor\u{2067}te"),
+        "ok",
+        Some(1.0),
+        60.0,
+    );
+    t.labels.insert("kind".into(), "d\u{200F}slam".into());
+    *source.0.lock().unwrap() = vec![t];
+    let (_server, addr) = serve(source);
+    let mut browser = Browser::launch();
+    let page = browser.open(&format!("http://{addr}/"), 1280, 800, None);
+    browser.wait_for(
+        &page,
+        "document.querySelectorAll('.tile').length === 1",
+        Duration::from_secs(20),
+        "the tile",
+    );
+    let seen = browser.eval(
+        &page,
+        r#"(() => { const t = document.querySelector('.tile');
+             return [t.querySelector('.name').textContent, t.querySelector('.labels').textContent,
+                     document.querySelector('section.group h2').firstChild.textContent]; })()"#,
+    );
+    assert_eq!(
+        seen,
+        serde_json::json!([
+            "olt-[U+202E]lmth.exe",
+            "kind=d[U+200F]slam",
+            "nor[U+2067]te"
+        ])
+    );
+}
