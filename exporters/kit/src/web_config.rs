@@ -65,6 +65,9 @@ pub struct WebConfig {
     tls: Option<tokio_rustls::TlsAcceptor>,
     http2: bool,
     policy: Option<Arc<RequestPolicy>>,
+    /// From the `--web.*` flags, not the file (exporter-toolkit's format has no such
+    /// fields, and a vigia file must stay usable by node_exporter).
+    limits: crate::connections::ConnectionLimits,
 }
 
 impl Default for WebConfig {
@@ -90,7 +93,19 @@ impl WebConfig {
             tls: None,
             http2: true,
             policy: None,
+            limits: Default::default(),
         }
+    }
+
+    /// The same config with these connection limits.
+    pub fn with_limits(mut self, limits: crate::connections::ConnectionLimits) -> Self {
+        self.limits = limits;
+        self
+    }
+
+    /// Connection cap and idle timeouts the server applies.
+    pub fn limits(&self) -> crate::connections::ConnectionLimits {
+        self.limits
     }
 
     /// Reads and validates a web config file. Relative file names inside it are resolved
@@ -399,6 +414,7 @@ impl WebConfigFile {
             tls: tls.map(|c| tokio_rustls::TlsAcceptor::from(Arc::new(c))),
             http2,
             policy,
+            limits: Default::default(),
         })
     }
 }
