@@ -66,7 +66,18 @@ pub struct Config {
     /// Each round's result as a row of `vigia_ping_round`.
     #[serde(default)]
     pub influxdb: Option<vigia_kit::influx::InfluxConfig>,
+    /// Upper bounds (seconds) of the buckets of `vigia_ping_rtt_seconds`, the same for
+    /// every target; `[]` keeps only its `_sum` and `_count` (an average RTT).
+    #[serde(default = "default_rtt_buckets")]
+    pub rtt_buckets: Vec<f64>,
 }
+
+fn default_rtt_buckets() -> Vec<f64> {
+    crate::status::DEFAULT_RTT_BUCKETS.to_vec()
+}
+
+/// Most RTT buckets: each one is a series per target.
+const MAX_RTT_BUCKETS: usize = 32;
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -251,6 +262,29 @@ impl Validate for Config {
         }
         if let Some(influx) = &self.influxdb {
             influx.validate("influxdb")?;
+        }
+        if self.rtt_buckets.len() > MAX_RTT_BUCKETS {
+            return Err(ConfigError::new(
+                "rtt_buckets",
+                format!(
+                    "{} buckets is more than the {MAX_RTT_BUCKETS} allowed (each is a series per target)",
+                    self.rtt_buckets.len()
+                ),
+            ));
+        }
+        for (i, b) in self.rtt_buckets.iter().enumerate() {
+            if !b.is_finite() || *b <= 0.0 {
+                return Err(ConfigError::new(
+                    format!("rtt_buckets[{i}]"),
+                    format!("{b} is not a positive number of seconds"),
+                ));
+            }
+            if i > 0 && *b <= self.rtt_buckets[i - 1] {
+                return Err(ConfigError::new(
+                    format!("rtt_buckets[{i}]"),
+                    "buckets must be in increasing order",
+                ));
+            }
         }
         self.inline_targets()?;
         if let Some(path) = &self.targets_file {

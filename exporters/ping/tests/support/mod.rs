@@ -321,8 +321,11 @@ pub struct Exporter {
     netns: Option<String>,
 }
 
-pub fn binary() -> &'static str {
-    env!("CARGO_BIN_EXE_vigia-ping")
+/// The vigia-ping under test: this build, or `VIGIA_PING_TEST_BINARY` (to check that a
+/// test fails on an older build).
+pub fn binary() -> String {
+    std::env::var("VIGIA_PING_TEST_BINARY")
+        .unwrap_or_else(|_| env!("CARGO_BIN_EXE_vigia-ping").to_string())
 }
 
 impl Exporter {
@@ -369,7 +372,7 @@ impl Exporter {
         let mut cmd = match ns {
             Some(ns) => {
                 let mut c = Command::new("ip");
-                c.args(["netns", "exec", &ns.name, binary()]);
+                c.args(["netns", "exec", &ns.name, &binary()]);
                 c
             }
             None => Command::new(binary()),
