@@ -52,6 +52,9 @@ pub struct Landing {
 
 #[derive(Clone)]
 struct AppState {
+    /// One scrape encoded and compressed at a time: scrapers arriving together wait for
+    /// each other instead of taking every core from the exporter's own work.
+    scrape_slot: Arc<std::sync::Mutex<()>>,
     metrics: Arc<Metrics>,
     ready: Readiness,
     landing: Option<Arc<Landing>>,
@@ -74,6 +77,7 @@ pub fn router(
     let connections = metrics.connection_stats();
     let has_landing = landing.is_some();
     let state = AppState {
+        scrape_slot: Arc::new(std::sync::Mutex::new(())),
         metrics,
         ready,
         landing: landing.map(Arc::new),
@@ -103,7 +107,9 @@ async fn metrics_handler(State(state): State<AppState>, headers: HeaderMap) -> R
             .and_then(|v| v.to_str().ok()),
     );
     let metrics = state.metrics.clone();
+    let slot = state.scrape_slot.clone();
     let encoded = tokio::task::spawn_blocking(move || {
+        let _one_at_a_time = slot.lock().unwrap_or_else(|e| e.into_inner());
         let body = metrics.encode(format);
         if gzip {
             gzip_fast(body.as_bytes())
