@@ -124,8 +124,10 @@ fn root_gzip_scrapes_do_not_move_rtts() {
     // Rounds in flight at the window's end finish within their timeout.
     std::thread::sleep(Duration::from_millis(600));
     let loaded = tally(&e);
+    // Each scrape of the old build stalled probing for a third of a second or more: a few
+    // are enough to see it (a loaded machine answers fewer).
     assert!(
-        sizes.len() >= 6,
+        sizes.len() >= 3,
         "only {} gzip scrapes answered",
         sizes.len()
     );
