@@ -136,6 +136,23 @@ def series_sum(metrics, name, **labels):
     return total if found else None
 
 
+def namespace_host(ns, veth_host, veth_ns, host_side, addr):
+    """The commands that make a host at `addr` in namespace `ns`, behind a veth pair whose
+    end on this machine is `host_side` (a /30)."""
+    return [
+        ["ip", "netns", "add", ns],
+        ["ip", "link", "add", veth_host, "type", "veth", "peer", "name", veth_ns],
+        ["ip", "link", "set", veth_ns, "netns", ns],
+        ["ip", "addr", "add", f"{host_side}/30", "dev", veth_host],
+        ["ip", "link", "set", veth_host, "up"],
+        ["ip", "netns", "exec", ns, "ip", "addr", "add", f"{addr}/30", "dev", veth_ns],
+        ["ip", "netns", "exec", ns, "ip", "link", "set", veth_ns, "up"],
+        ["ip", "netns", "exec", ns, "ip", "link", "set", "lo", "up"],
+        # Replies to the containers (198.19.0.0/16) go back through this machine.
+        ["ip", "netns", "exec", ns, "ip", "route", "add", "default", "via", host_side],
+    ]
+
+
 class Stack:
     def __init__(self):
         self.ports = {
@@ -214,30 +231,13 @@ class Stack:
     def netns_up(self):
         self.netns_down()
         for cmd in (
-            ["ip", "netns", "add", NETNS],
-            ["ip", "link", "add", VETH_HOST, "type", "veth", "peer", "name", VETH_NS],
-            ["ip", "link", "set", VETH_NS, "netns", NETNS],
-            ["ip", "addr", "add", f"{HOST_SIDE}/30", "dev", VETH_HOST],
-            ["ip", "link", "set", VETH_HOST, "up"],
-            ["ip", "netns", "exec", NETNS, "ip", "addr", "add", f"{OLT_ADDR}/30", "dev", VETH_NS],
-            ["ip", "netns", "exec", NETNS, "ip", "link", "set", VETH_NS, "up"],
-            ["ip", "netns", "exec", NETNS, "ip", "link", "set", "lo", "up"],
-            # Replies to the containers (198.19.0.0/16) go back through this machine.
-            ["ip", "netns", "exec", NETNS, "ip", "route", "add", "default", "via", HOST_SIDE],
-            # The SNMP device: its management link, and a customer port whose far end
-            # (this machine's side) is never brought up.
-            ["ip", "netns", "add", SW_NETNS],
-            ["ip", "link", "add", SW_VETH_HOST, "type", "veth", "peer", "name", SW_VETH_NS],
-            ["ip", "link", "set", SW_VETH_NS, "netns", SW_NETNS],
-            ["ip", "addr", "add", f"{SW_HOST_SIDE}/30", "dev", SW_VETH_HOST],
-            ["ip", "link", "set", SW_VETH_HOST, "up"],
-            ["ip", "netns", "exec", SW_NETNS, "ip", "addr", "add", f"{SW_ADDR}/30", "dev", SW_VETH_NS],
-            ["ip", "netns", "exec", SW_NETNS, "ip", "link", "set", SW_VETH_NS, "up"],
-            ["ip", "netns", "exec", SW_NETNS, "ip", "link", "set", "lo", "up"],
-            ["ip", "netns", "exec", SW_NETNS, "ip", "route", "add", "default", "via", SW_HOST_SIDE],
-            ["ip", "link", "add", SW_PORT_HOST, "type", "veth", "peer", "name", SW_PORT_NS],
-            ["ip", "link", "set", SW_PORT_NS, "netns", SW_NETNS],
-            ["ip", "netns", "exec", SW_NETNS, "ip", "link", "set", SW_PORT_NS, "up"],
+            namespace_host(NETNS, VETH_HOST, VETH_NS, HOST_SIDE, OLT_ADDR)
+            # The SNMP device, and its customer port whose far end (this machine's side) is
+            # never brought up.
+            + namespace_host(SW_NETNS, SW_VETH_HOST, SW_VETH_NS, SW_HOST_SIDE, SW_ADDR)
+            + [["ip", "link", "add", SW_PORT_HOST, "type", "veth", "peer", "name", SW_PORT_NS],
+               ["ip", "link", "set", SW_PORT_NS, "netns", SW_NETNS],
+               ["ip", "netns", "exec", SW_NETNS, "ip", "link", "set", SW_PORT_NS, "up"]]
         ):
             run(*cmd)
         # The containers reach the namespace hosts through this machine's routing.
