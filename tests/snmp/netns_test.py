@@ -118,6 +118,9 @@ def outside():
     if fetch.returncode != 0:
         print(f"snmp-netns: scripts/fetch-tools.sh failed:\n{fetch.stdout}{fetch.stderr}", file=sys.stderr)
         return 1
+    clear_dead_runs()
+    # Interrupted (make stopped): still clean up below.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     try:
         for ns in (NMS, OLT_NS, RTR_NS):
             run("ip", "netns", "add", ns)
@@ -137,11 +140,29 @@ def outside():
         return subprocess.run(["ip", "netns", "exec", NMS, sys.executable, __file__], env=env).returncode
     finally:
         for ns in (NMS, OLT_NS, RTR_NS):
-            # Whatever of ours is still inside (the inner run stops its own children).
-            for pid in run("ip", "netns", "pids", ns, check=False).stdout.split():
-                with contextlib.suppress(ProcessLookupError, ValueError):
-                    os.kill(int(pid), signal.SIGKILL)
-            run("ip", "netns", "del", ns, check=False)
+            remove_namespace(ns)
+
+
+def remove_namespace(ns):
+    # Whatever of ours is still inside (the inner run stops its own children).
+    for pid in run("ip", "netns", "pids", ns, check=False).stdout.split():
+        with contextlib.suppress(ProcessLookupError, ValueError):
+            os.kill(int(pid), signal.SIGKILL)
+    run("ip", "netns", "del", ns, check=False)
+
+
+def clear_dead_runs():
+    """The namespaces (and agents in them) of a run that was killed: this test's names
+    carry the pid of the run that made them."""
+    for line in run("ip", "netns", "list", check=False).stdout.splitlines():
+        m = re.match(r"(vsnmp-(?:nms|olt|rtr)-(\d+))\b", line)
+        if not m:
+            continue
+        try:
+            os.kill(int(m.group(2)), 0)
+        except ProcessLookupError:
+            log(f"removing {m.group(1)}, left by a run that is gone")
+            remove_namespace(m.group(1))
 
 
 # --- inside: the servers -----------------------------------------------------------------
