@@ -358,9 +358,9 @@ class Run:
                          'snmp_scrape_pdus_returned{target="rtr-test", module="if_mib"} > 0'):
                 require(prom(expr), f"no {expr}")
             # No `target` given: the device is named by its address; auth and module default.
-            require(prom(f'up{{job="snmp", target="{OLT}", instance="{OLT}"}} == 1')
-                    and prom(f'ifOperStatus{{target="{OLT}", ifName="eth1"}} == 1'),
-                    "the entry with no labels is not polled as v2c / if_mib, named by its address")
+            wait_until("the entry with no labels polled as v2c / if_mib, named by its address", lambda: (
+                prom(f'up{{job="snmp", target="{OLT}", instance="{OLT}"}} == 1')
+                and prom(f'ifOperStatus{{target="{OLT}", ifName="eth1"}} == 1')), timeout=10)
 
     def wrong_credentials(self):
         with self.check("a wrong SNMPv3 passphrase is an error you can see: the target is down in Prometheus with the "
