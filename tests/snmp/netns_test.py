@@ -6,8 +6,10 @@ snmp/render.sh writes from secret files; a real Prometheus 2.53 (trixie) scrapes
 the shipped `snmp` job (prometheus/prometheus.yml, pointed at this test's exporter and
 targets file) and evaluates the shipped prometheus/rules/snmp.yml, with each `for:` cut to
 4 s and SnmpDeviceRebooted's 15-minute window to 20 s (promtool tests the rules as shipped).
+A real Alertmanager 0.28 with the configuration alertmanager/render.sh writes shows how
+SNMP alerts inhibit each other.
 
-    vsnmp-nms-<pid>   snmp_exporter, Prometheus and this script (their loopback is private)
+    vsnmp-nms-<pid>   snmp_exporter, Prometheus, Alertmanager and this script (a private loopback)
       m1 198.18.0.1/30 ------ eth0 198.18.0.2/30   vsnmp-olt-<pid>  snmpd: v2c and v3
       c1 (no address)  ------ eth1                 its "uplink", taken down and up here
       m2 198.18.0.5/30 ------ eth0 198.18.0.6/30   vsnmp-rtr-<pid>  snmpd: v3, restarted
@@ -40,6 +42,7 @@ import yaml
 ROOT = Path(__file__).resolve().parents[2]
 STACK = ROOT / ".cache/stack/root/usr/bin"
 PROMETHEUS = STACK / "prometheus"
+ALERTMANAGER = STACK / "prometheus-alertmanager"
 SNMP_EXPORTER = STACK / "prometheus-snmp-exporter"
 WORK = ROOT / "tests/out/snmp-netns"
 
@@ -49,6 +52,7 @@ NMS_OLT, OLT = "198.18.0.1", "198.18.0.2"
 NMS_RTR, RTR = "198.18.0.5", "198.18.0.6"
 EXPORTER = "127.0.0.1:9116"
 PROM = "http://127.0.0.1:9090"
+AM = "http://127.0.0.1:9093"
 V3_USER = "vigia-test"
 
 # The test's copy of the rules: shorter timers, same expressions.
@@ -233,6 +237,24 @@ class Servers:
                                      f"--config.file={WORK / 'run/auths.yml'}", f"--config.file={WORK / 'wrong-auths.yml'}",
                                      f"--web.listen-address={EXPORTER}"])
 
+    def alertmanager(self):
+        """Alertmanager 0.28 with the configuration alertmanager/render.sh writes (email only)."""
+        env = {"PATH": os.environ["PATH"], "VIGIA_SECRETS_DIR": str(WORK / "am-secrets"),
+               "VIGIA_AM_RUN_DIR": str(WORK / "am"), "VIGIA_AM_TEMPLATES": str(ROOT / "alertmanager/templates"),
+               "VIGIA_AM_RENDER_ONLY": "1", "SMTP_SMARTHOST": "127.0.0.1:2525"}
+        (WORK / "am-secrets").mkdir()
+        run("sh", ROOT / "alertmanager/render.sh", env=env)
+        # Debian's build reads its default notification templates from
+        # /usr/share/prometheus/alertmanager (upstream's embeds them): in a mount namespace of
+        # its own, an empty /usr/share holds just those (nothing on this machine changes).
+        script = ('mount -t tmpfs vigia-am /usr/share && mkdir -p /usr/share/prometheus/alertmanager'
+                  ' && cp "$0"/default.tmpl "$0"/email.tmpl /usr/share/prometheus/alertmanager/ && exec "$@"')
+        self.spawn("alertmanager", ["unshare", "--mount", "--propagation", "private", "sh", "-c", script,
+                                    ROOT / ".cache/stack/root/usr/share/prometheus/alertmanager",
+                                    ALERTMANAGER, f"--config.file={WORK / 'am/alertmanager.yml'}",
+                                    f"--storage.path={WORK / 'am-data'}", "--cluster.listen-address=",
+                                    "--web.listen-address=127.0.0.1:9093"])
+
     def prometheus(self):
         shipped = yaml.safe_load((ROOT / "prometheus/prometheus.yml").read_text())
         job = next(j for j in shipped["scrape_configs"] if j["job_name"] == "snmp")
@@ -337,6 +359,7 @@ class Run:
         self.s.snmpd("rtr-test", RTR_NS, RTR, NMS_RTR, v2c=False)
         self.s.exporter()
         self.s.prometheus()
+        self.s.alertmanager()
 
     def first_polls(self):
         with self.check("both devices polled through the shipped snmp job: olt-test by v2c, rtr-test by SNMPv3 authPriv, "
@@ -382,6 +405,39 @@ class Run:
             require(status == 500 and "wrong digest" in body, f"exporter answered {status}: {body[-300:]}")
             require(re.search(r'msg="Error scraping target" auth=wrong_v3 .*err=".*wrong digest"',
                               (WORK / "snmp_exporter.log").read_text()), "no 'wrong digest' error in snmp_exporter's log")
+
+    def inhibition(self):
+        with self.check("Alertmanager (the shipped routing): a down interface silences the warnings of that interface, "
+                        "not those of the device's other interfaces; a down ping target still silences its own warnings"):
+            def alert(name, severity, target, **labels):
+                return {"labels": {"alertname": name, "severity": severity, "target": target, **labels},
+                        "annotations": {"summary": name}}
+            sent = [
+                alert("SnmpInterfaceDown", "critical", "olt-test", ifIndex="3", ifName="xe-0/0/1"),
+                alert("SnmpInterfaceErrors", "warning", "olt-test", ifIndex="3", ifName="xe-0/0/1", direction="in"),
+                # The parallel link the traffic moved to: must still be told.
+                alert("SnmpInterfaceSaturated", "warning", "olt-test", ifIndex="4", ifName="xe-0/0/2", direction="out"),
+                alert("PingTargetDown", "critical", "rtr-test"),
+                alert("PingPacketLoss", "warning", "rtr-test"),
+            ]
+            wait_until("Alertmanager ready", lambda: http(f"{AM}/-/ready", timeout=2)[0] == 200, timeout=20)
+            req = urllib.request.Request(f"{AM}/api/v2/alerts", data=json.dumps(sent).encode(),
+                                         headers={"Content-Type": "application/json"}, method="POST")
+            with urllib.request.urlopen(req, timeout=10) as r:
+                require(r.status == 200, f"POST /api/v2/alerts: {r.status}")
+
+            def states():
+                _, body = http(f"{AM}/api/v2/alerts")
+                got = {a["labels"]["alertname"]: bool(a["status"]["inhibitedBy"]) for a in json.loads(body)}
+                return got if len(got) == len(sent) else None
+            want = {"SnmpInterfaceDown": False, "SnmpInterfaceErrors": True, "SnmpInterfaceSaturated": False,
+                    "PingTargetDown": False, "PingPacketLoss": True}
+            wait_until("the alerts in Alertmanager", states, timeout=10)
+            # Inhibition is worked out as alerts are read: give it a moment to settle.
+            with contextlib.suppress(CheckFailed):
+                wait_until("the inhibitions expected", lambda: states() == want, timeout=3)
+            got = states()
+            require(got == want, f"inhibited: {got}, expected {want}")
 
     def direct_answers(self):
         """In a thread: snmp_exporter asked directly, as the runbook says. A wrong community
@@ -493,6 +549,7 @@ class Run:
         threads = []
         try:
             self.start()
+            self.inhibition()
             self.first_polls()
             threads.append(self.direct_answers())
             threads.append(self.reboot())

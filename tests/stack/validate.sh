@@ -132,7 +132,7 @@ check "alertmanager config with Telegram, Discord and SMTP auth secrets set (amt
     && grep -q 'telegram_configs' '$am_all/run/alertmanager.yml' \
     && grep -q 'discord_configs' '$am_all/run/alertmanager.yml' \
     && grep -q 'smtp_auth_password_file' '$am_all/run/alertmanager.yml'"
-check "alertmanager route: grouped by alertname and target, repeat 1h, resolved messages, critical inhibits warning" \
+check "alertmanager route: grouped by alertname and target, repeat 1h, resolved messages, critical inhibits warning (same target and interface)" \
   python3 - "$am_all/run/alertmanager.yml" <<'EOF'
 import sys, yaml
 c = yaml.safe_load(open(sys.argv[1]))
@@ -145,7 +145,7 @@ for kind in ("email_configs", "telegram_configs", "discord_configs"):
     assert kind == "email_configs" or any(k.endswith("_file") for k in recv[kind][0]), kind
 inh = c["inhibit_rules"][0]
 assert inh["source_matchers"] == ['severity="critical"'] and inh["target_matchers"] == ['severity="warning"'], inh
-assert inh["equal"] == ["target"], inh
+assert inh["equal"] == ["target", "ifIndex"], inh
 EOF
 expect_fail "alertmanager refuses a Telegram token without TELEGRAM_CHAT_ID (exit 2)" 2 \
   bash -c "$(declare -f render_am); ROOT='$ROOT'; render_am '$am_all'"
