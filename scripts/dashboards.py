@@ -306,7 +306,7 @@ IF_OPER_STATUS = [
 def snmp_interfaces_down(sel):
     """SnmpInterfaceDown's condition (prometheus/rules/snmp.yml) over the series `sel` picks."""
     return (f"(ifOperStatus{{{sel}}} == 2 or ifOperStatus{{{sel}}} == 6 or ifOperStatus{{{sel}}} == 7)"
-            f" and on (instance, job, ifIndex) ifAdminStatus{{{sel}}} == 1")
+            f" and on (instance, job, target, ifIndex) ifAdminStatus{{{sel}}} == 1")
 
 
 def snmp():
@@ -332,7 +332,7 @@ def snmp():
               options=stat_options(),
               description="Whether snmp-exporter got an answer from the device (SnmpDeviceUnreachable after 2 minutes without)."),
         panel(L, "table", "Devices", [prom(
-            f'sysName{{{dev}}} * on (instance, job) group_left (sysDescr) sysDescr{{{dev}}}', instant=True, table=True)],
+            f'sysName{{{dev}}} * on (instance, job, target) group_left (sysDescr) sysDescr{{{dev}}}', instant=True, table=True)],
             w=16, h=6, options={"showHeader": True},
             description="sysName and sysDescr as each device reports them."),
         panel(L, "timeseries", "Poll duration", [prom(f'snmp_scrape_duration_seconds{{{dev}}}', "{{target}}")],

@@ -489,6 +489,36 @@ class Run:
         t.start()
         return t
 
+    def dashboard_queries(self):
+        """Every PromQL query of the SNMP dashboard and the NOC board's SNMP panel, as
+        Grafana sends them (variables at All), against this Prometheus while an interface
+        is down: each must run (olt-test is listed twice, so a join that is not one-to-one
+        per device fails here) and return data."""
+        with self.check("every query of the SNMP dashboard and the NOC board's SNMP tiles runs and returns data "
+                        "(a device listed twice included)"):
+            sys.path.insert(0, str(ROOT / "tests/e2e"))
+            from e2e import substitute  # noqa: E402 - the e2e test's own substitution, not a copy
+            problems, run_ = [], 0
+            for name in ("snmp.json", "noc.json"):
+                d = json.loads((ROOT / "grafana/dashboards" / name).read_text())
+                all_values = {v["name"]: v.get("allValue", ".*") for v in d.get("templating", {}).get("list", [])}
+                for panel in d["panels"]:
+                    for t in panel.get("targets", []):
+                        expr = t.get("expr")
+                        if not expr or (name == "noc.json" and "ifOperStatus" not in expr):
+                            continue
+                        q = substitute(expr, all_values)
+                        now = time.time()
+                        status, body = http(f"{PROM}/api/v1/query_range?" + urllib.parse.urlencode(
+                            {"query": q, "start": f"{now - 60:.0f}", "end": f"{now:.0f}", "step": "2"}))
+                        run_ += 1
+                        if status != 200:
+                            problems.append(f"{name} / {panel['title']}: HTTP {status} {body[:300]}: {q}")
+                        elif not any(r["values"] for r in json.loads(body)["data"]["result"]):
+                            problems.append(f"{name} / {panel['title']}: no data: {q}")
+            require(run_ >= 15, f"only {run_} queries found")
+            require(not problems, "\n".join(problems))
+
     def link_down_up(self):
         with self.check("olt-test's eth1 peer down then up: ifOperStatus 1 -> 2 -> 1 in snmp_exporter's output, "
                         "SnmpInterfaceDown fires for eth1 only after its `for` and resolves at the first poll that reads up"):
@@ -515,6 +545,7 @@ class Run:
             a = firing[("olt-test", "eth1")]
             require(a["labels"]["severity"] == "critical" and a["annotations"]["summary"] == "olt-test: interface eth1 (uplink to core) is down",
                     f"alert {a['labels']} {a['annotations']}")
+            self.dashboard_queries()
 
             t_up = time.time()
             run("ip", "link", "set", "c1", "up")
