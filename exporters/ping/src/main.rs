@@ -4,6 +4,7 @@
 
 mod board;
 mod config;
+mod maintenance;
 mod metrics;
 mod probe;
 mod resolve;
@@ -110,7 +111,11 @@ async fn run(config: Config, listen: SocketAddr, web: WebConfig) -> ExitCode {
     };
 
     let mut metrics = Metrics::new(PROGRAM);
-    let exporter_metrics = ExporterMetrics::register(&mut metrics, config.targets_file.is_some());
+    let exporter_metrics = ExporterMetrics::register(
+        &mut metrics,
+        config.targets_file.is_some(),
+        config.maintenance_file.is_some(),
+    );
     for (family, kind) in prober.kinds() {
         exporter_metrics
             .socket_info
@@ -128,6 +133,12 @@ async fn run(config: Config, listen: SocketAddr, web: WebConfig) -> ExitCode {
         None => None,
     };
     let table = Arc::new(StatusTable::default());
+    if let Some(path) = &config.maintenance_file {
+        match maintenance::read(path) {
+            Ok(w) => table.maintenance.replace(w),
+            Err(e) => return exit_config_error(PROGRAM, e),
+        }
+    }
     metrics.register_source(TargetMetrics {
         table: table.clone(),
     });
@@ -154,6 +165,18 @@ async fn run(config: Config, listen: SocketAddr, web: WebConfig) -> ExitCode {
     if config.targets_file.is_some() {
         exporter_metrics.targets_file_reload_success.set(1);
     }
+    if config.maintenance_file.is_some() {
+        exporter_metrics.maintenance_file_reload_success.set(1);
+    }
+    let maintenance_watcher = config.maintenance_file.clone().map(|path| {
+        tokio::spawn(watch_maintenance_file(
+            path,
+            config.targets_file_check_interval,
+            table.clone(),
+            exporter_metrics.clone(),
+            shutdown.clone(),
+        ))
+    });
 
     let router = server::router(Arc::new(metrics), ready, None, board::routes(table.clone()));
     tracing::info!(address = %listen, targets = table.entries().len(), "listening");
@@ -176,6 +199,9 @@ async fn run(config: Config, listen: SocketAddr, web: WebConfig) -> ExitCode {
     if let Some(w) = watcher {
         w.abort();
     }
+    if let Some(w) = maintenance_watcher {
+        w.abort();
+    }
     drop(fixed_targets);
     if let Some(w) = influx {
         w.shutdown(Duration::from_secs(5)).await;
@@ -193,10 +219,7 @@ async fn watch_targets_file(
     metrics: ExporterMetrics,
     shutdown: Shutdown,
 ) {
-    let stamp = |p: &PathBuf| -> Option<(SystemTime, u64)> {
-        let m = std::fs::metadata(p).ok()?;
-        Some((m.modified().ok()?, m.len()))
-    };
+    let stamp = file_stamp;
     let mut last = stamp(&path);
     let mut ticker = tokio::time::interval(config.targets_file_check_interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -225,4 +248,47 @@ async fn watch_targets_file(
         }
     }
     scheduler.stop();
+}
+
+/// A file's modification time and size: what the watchers compare to see an edit.
+fn file_stamp(path: &PathBuf) -> Option<(SystemTime, u64)> {
+    let m = std::fs::metadata(path).ok()?;
+    Some((m.modified().ok()?, m.len()))
+}
+
+/// Like the targets file: a changed maintenance file replaces the windows when it is
+/// valid, and is rejected (logged, counted) with the previous windows kept when not.
+async fn watch_maintenance_file(
+    path: PathBuf,
+    every: Duration,
+    table: Arc<StatusTable>,
+    metrics: ExporterMetrics,
+    shutdown: Shutdown,
+) {
+    let mut last = file_stamp(&path);
+    let mut ticker = tokio::time::interval(every);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = ticker.tick() => {}
+            _ = shutdown.wait() => break,
+        }
+        let now = file_stamp(&path);
+        if now == last {
+            continue;
+        }
+        last = now;
+        match maintenance::read(&path) {
+            Ok(windows) => {
+                tracing::info!(path = %path.display(), windows = windows.len(), "maintenance file changed");
+                table.maintenance.replace(windows);
+                metrics.maintenance_file_reload_success.set(1);
+            }
+            Err(e) => {
+                tracing::error!(path = %path.display(), error = %e, "maintenance file rejected; keeping the previous windows");
+                metrics.maintenance_file_reload_errors.inc();
+                metrics.maintenance_file_reload_success.set(0);
+            }
+        }
+    }
 }
