@@ -168,7 +168,7 @@ fn parse_scope(s: &str) -> Result<(Scope, &str), String> {
     if value.is_empty() {
         return Err(format!("{key}= needs a name"));
     }
-    if value.chars().any(char::is_control) || value.contains('"') {
+    if value.chars().any(char::is_control) || value.contains(['"', '\\']) {
         return Err(format!("{value:?} is not a valid name"));
     }
     let scope = match key {
@@ -196,7 +196,8 @@ pub fn parse_time(s: &str) -> Result<SystemTime, String> {
             13 | 16 => b == b':',
             _ => b.is_ascii_digit(),
         });
-    if !shape_ok {
+    // humantime takes a leap second (:60); amtool does not.
+    if !shape_ok || &s[17..19] > "59" {
         return Err(bad());
     }
     let (local, zone) = s.split_at(19);
