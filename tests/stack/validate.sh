@@ -266,7 +266,7 @@ check "dashboards type-check against @grafana/schema (tsc)" \
 # --- InfluxDB, ping, scripts ------------------------------------------------------
 check "make up (scripts/up.sh, stand-in docker): random secrets, .env, password printed once, second run keeps them, root-group socket refused" \
   tests/stack/up_test.sh
-check "shell scripts parse" bash -c 'for f in scripts/up.sh scripts/down.sh scripts/fetch-tools.sh scripts/healthcheck influxdb/init/*.sh tests/e2e/*.sh tests/e2e/standins/*.sh tests/stack/*.sh; do bash -n "$f" || exit 1; done; sh -n alertmanager/render.sh && sh -n alertmanager/maintenance.sh'
+check "shell scripts parse" bash -c 'for f in scripts/up.sh scripts/down.sh scripts/fetch-tools.sh scripts/healthcheck influxdb/init/*.sh tests/e2e/*.sh tests/e2e/standins/*.sh tests/stack/*.sh tests/alerts/*.sh; do bash -n "$f" || exit 1; done; sh -n alertmanager/render.sh && sh -n alertmanager/maintenance.sh'
 # vigia-ping reads ping/ping.yaml and ping/targets.txt in the container; its own
 # --check-config validates both (paths moved to the repository's copies).
 if cargo build -q -p vigia-ping >"$WORK/cargo.log" 2>&1; then

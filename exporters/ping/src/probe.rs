@@ -142,6 +142,7 @@ impl Prober {
             match self.echo(ip, spec.timeout, payload).await {
                 Echo::Reply(rtt) => {
                     result.rtts.push(rtt);
+                    result.first_answered.get_or_insert(sent_at);
                     result.last_answered = Some(sent_at);
                 }
                 Echo::Lost => {}

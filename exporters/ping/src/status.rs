@@ -48,6 +48,8 @@ pub struct RoundResult {
     pub start: Instant,
     /// When the newest request that got a reply was sent.
     pub last_answered: Option<Instant>,
+    /// When the oldest request that got a reply was sent.
+    pub first_answered: Option<Instant>,
     /// The address probed; `None` when the host name did not resolve.
     pub ip: Option<IpAddr>,
     /// Echo requests attempted, including those the kernel refused to send.
@@ -66,6 +68,7 @@ impl RoundResult {
             started,
             start,
             last_answered: None,
+            first_answered: None,
             ip: None,
             sent: 0,
             rtts: Vec::new(),
@@ -111,6 +114,9 @@ pub struct ParentState {
     pub behind: Option<String>,
     /// When the newest request the parent answered was sent.
     pub last_answered: Option<Instant>,
+    /// Since when the parent has answered every round: the send time of its first answered
+    /// request after a silent round; `None` while its last round was silent.
+    pub answering_since: Option<Instant>,
 }
 
 /// The status decided from rounds, with the hysteresis of `down_after`.
@@ -175,7 +181,7 @@ impl StatusMachine {
             } else {
                 match parent {
                     None => (Status::Down, None),
-                    Some(p) => self.judge(p, silent_since, spec.timeout),
+                    Some(p) => self.judge(p, silent_since, round.start, spec.timeout),
                 }
             }
         } else {
@@ -208,18 +214,23 @@ impl StatusMachine {
     /// since, and otherwise as it was until the parent's next round says which: a link
     /// that failed in the middle of the parent's round must not make its children down.
     ///
-    /// "Answered while this one did not" means a request to the parent sent at least one
-    /// `timeout` after this target's first unanswered one: that request crossed the
-    /// shared path after this target's silence had begun, so the path was up.
+    /// "Answered while this one did not" takes both: the parent answered a request sent at
+    /// least one `timeout` after this target's first unanswered one (so the shared path
+    /// was up after this target's silence began; a failure just before its first request
+    /// is not taken for the target's own), and the parent has answered without a break
+    /// since before this round began (so this round's requests did not go out while the
+    /// path was still down; a round that straddles the uplink's return proves nothing).
     fn judge(
         &self,
         parent: &ParentState,
         silent_since: Instant,
+        round_start: Instant,
         timeout: Duration,
     ) -> (Status, Option<String>) {
         let path_up = parent
             .last_answered
-            .is_some_and(|t| t >= silent_since + timeout);
+            .is_some_and(|t| t >= silent_since + timeout)
+            && parent.answering_since.is_some_and(|t| t <= round_start);
         if path_up {
             return (Status::Down, None);
         }
@@ -255,6 +266,8 @@ pub struct TargetState {
     pub last_round: Option<SystemTime>,
     /// When the newest request that got a reply was sent (what children compare with).
     pub last_answered: Option<Instant>,
+    /// Since when every round got a reply (see [`ParentState::answering_since`]).
+    pub answering_since: Option<Instant>,
     pub ip: Option<IpAddr>,
     pub rtt: Histogram,
     /// Times the target entered `down`: bounces, for flap detection.
@@ -291,6 +304,7 @@ impl TargetEntry {
                 last_loss: None,
                 last_round: None,
                 last_answered: None,
+                answering_since: None,
                 ip: None,
                 rtt: Histogram::new(RTT_BUCKETS),
                 down_transitions: 0,
@@ -328,6 +342,11 @@ impl TargetEntry {
         if round.last_answered.is_some() {
             s.last_answered = round.last_answered;
         }
+        if round.received() == 0 {
+            s.answering_since = None;
+        } else if s.answering_since.is_none() {
+            s.answering_since = round.first_answered;
+        }
         s.ip = round.ip;
         let t = s.machine.apply(&self.spec, round, now, parent);
         if t.is_some_and(|t| t.to == Status::Down) {
@@ -344,6 +363,7 @@ impl TargetEntry {
             status: s.machine.status(),
             behind: s.machine.behind().map(str::to_string),
             last_answered: s.last_answered,
+            answering_since: s.answering_since,
         }
     }
 
@@ -473,6 +493,7 @@ mod tests {
             sent,
             rtts: rtts_ms.iter().map(|m| Duration::from_millis(*m)).collect(),
             last_answered: (!rtts_ms.is_empty()).then_some(start),
+            first_answered: (!rtts_ms.is_empty()).then_some(start),
             ..RoundResult::new(SystemTime::now(), start)
         }
     }
@@ -515,12 +536,14 @@ mod tests {
         );
     }
 
+    /// A parent that has answered since long before the test's rounds (when it answers).
     fn parent(status: Status, last_answered: Option<Instant>) -> ParentState {
         ParentState {
             name: "router".into(),
             status,
             behind: None,
             last_answered,
+            answering_since: last_answered.map(|_| Instant::now() - Duration::from_secs(3600)),
         }
     }
 
@@ -565,6 +588,7 @@ mod tests {
             status: Status::Unreachable,
             behind: Some("core-router".into()),
             last_answered: None,
+            answering_since: None,
         };
         assert_eq!(
             m.apply(&s, &round_at(t0, 4, &[]), now, Some(&p))
@@ -665,6 +689,44 @@ mod tests {
             )
             .unwrap();
         assert_eq!((t.from, t.to), (Status::Unreachable, Status::Down));
+    }
+
+    /// The uplink comes back in the middle of a round whose requests all went out while it
+    /// was down: that round proves nothing about the child, which stays unreachable; its
+    /// next round, all sent with the path up, decides.
+    #[test]
+    fn a_round_that_straddles_the_uplinks_return_keeps_the_child_unreachable() {
+        let s = spec(1);
+        let now = SystemTime::now();
+        let t0 = Instant::now();
+        let mut m = StatusMachine::new(now);
+        m.apply(
+            &s,
+            &round_at(t0, 4, &[]),
+            now,
+            Some(&parent(Status::Down, None)),
+        );
+        assert_eq!(m.status(), Status::Unreachable);
+        let round = t0 + Duration::from_secs(30);
+        let back = round + Duration::from_secs(8);
+        let p = ParentState {
+            answering_since: Some(back),
+            last_answered: Some(back + Duration::from_secs(1)),
+            ..parent(Status::Ok, None)
+        };
+        assert_eq!(m.apply(&s, &round_at(round, 4, &[]), now, Some(&p)), None);
+        assert_eq!(m.status(), Status::Unreachable);
+        let next = round + Duration::from_secs(10);
+        let p = ParentState {
+            last_answered: Some(next + Duration::from_secs(2)),
+            ..p
+        };
+        assert_eq!(
+            m.apply(&s, &round_at(next, 4, &[]), now, Some(&p))
+                .unwrap()
+                .to,
+            Status::Down
+        );
     }
 
     #[test]
