@@ -14,7 +14,7 @@ mod status;
 mod transitions;
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
@@ -209,9 +209,8 @@ async fn run(config: Config, listen: SocketAddr, web: WebConfig) -> ExitCode {
     ExitCode::SUCCESS
 }
 
-/// Polls the targets file's modification time and size; a changed file is read,
-/// validated with the rest of the config and applied, or rejected (logged, counted) with
-/// the previous list kept.
+/// A changed targets file is read, validated with the rest of the config and applied, or
+/// rejected (logged, counted) with the previous list kept.
 async fn watch_targets_file(
     config: Config,
     path: PathBuf,
@@ -219,20 +218,7 @@ async fn watch_targets_file(
     metrics: ExporterMetrics,
     shutdown: Shutdown,
 ) {
-    let stamp = file_stamp;
-    let mut last = stamp(&path);
-    let mut ticker = tokio::time::interval(config.targets_file_check_interval);
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = ticker.tick() => {}
-            _ = shutdown.wait() => break,
-        }
-        let now = stamp(&path);
-        if now == last {
-            continue;
-        }
-        last = now;
+    on_file_change(&path, config.targets_file_check_interval, &shutdown, || {
         let result = config::read_targets_file(&path).and_then(|t| config.all_targets(&t));
         match result {
             Ok(specs) => {
@@ -246,14 +232,9 @@ async fn watch_targets_file(
                 metrics.targets_file_reload_success.set(0);
             }
         }
-    }
+    })
+    .await;
     scheduler.stop();
-}
-
-/// A file's modification time and size: what the watchers compare to see an edit.
-fn file_stamp(path: &PathBuf) -> Option<(SystemTime, u64)> {
-    let m = std::fs::metadata(path).ok()?;
-    Some((m.modified().ok()?, m.len()))
 }
 
 /// Like the targets file: a changed maintenance file replaces the windows when it is
@@ -265,7 +246,34 @@ async fn watch_maintenance_file(
     metrics: ExporterMetrics,
     shutdown: Shutdown,
 ) {
-    let mut last = file_stamp(&path);
+    on_file_change(&path, every, &shutdown, || match maintenance::read(&path) {
+        Ok(windows) => {
+            tracing::info!(path = %path.display(), windows = windows.len(), "maintenance file changed");
+            table.maintenance.replace(windows);
+            metrics.maintenance_file_reload_success.set(1);
+        }
+        Err(e) => {
+            tracing::error!(path = %path.display(), error = %e, "maintenance file rejected; keeping the previous windows");
+            metrics.maintenance_file_reload_errors.inc();
+            metrics.maintenance_file_reload_success.set(0);
+        }
+    })
+    .await;
+}
+
+/// Calls `changed` each time the file's modification time or size differs from the last
+/// look (polled every `every`), until shutdown.
+async fn on_file_change(
+    path: &Path,
+    every: Duration,
+    shutdown: &Shutdown,
+    mut changed: impl FnMut(),
+) {
+    let stamp = |p: &Path| -> Option<(SystemTime, u64)> {
+        let m = std::fs::metadata(p).ok()?;
+        Some((m.modified().ok()?, m.len()))
+    };
+    let mut last = stamp(path);
     let mut ticker = tokio::time::interval(every);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -273,22 +281,10 @@ async fn watch_maintenance_file(
             _ = ticker.tick() => {}
             _ = shutdown.wait() => break,
         }
-        let now = file_stamp(&path);
-        if now == last {
-            continue;
-        }
-        last = now;
-        match maintenance::read(&path) {
-            Ok(windows) => {
-                tracing::info!(path = %path.display(), windows = windows.len(), "maintenance file changed");
-                table.maintenance.replace(windows);
-                metrics.maintenance_file_reload_success.set(1);
-            }
-            Err(e) => {
-                tracing::error!(path = %path.display(), error = %e, "maintenance file rejected; keeping the previous windows");
-                metrics.maintenance_file_reload_errors.inc();
-                metrics.maintenance_file_reload_success.set(0);
-            }
+        let now = stamp(path);
+        if now != last {
+            last = now;
+            changed();
         }
     }
 }
