@@ -524,7 +524,7 @@ class Test:
             wait_until("every centro device ok again",
                        lambda: all(self.s.status()[d]["status"] == "ok" for d in DEVICES), timeout=20)
             t.link(t.leaves_ns, t.leaves_link, False)
-            msgs = self.collect(lambda m: self.one_each(m, "sites have ping targets down", True), settle=10, timeout=60)
+            msgs = self.collect(lambda m: self.one_each(m, "sites have ping targets down", True), settle=6, timeout=60)
             if len(msgs) != 3:
                 raise Failed(f"{len(msgs)} messages in all, want 3 (one per channel): {msgs}")
             for c, (text,) in self.exactly(msgs, "sites have ping targets down", 1, "storm").items():
@@ -537,7 +537,7 @@ class Test:
                 if c == "email" and "PingManySitesDown" not in text:
                     raise Failed(f"email subject: {text}")
             t.link(t.leaves_ns, t.leaves_link, True)
-            msgs = self.collect(lambda m: self.one_each(m, "sites have ping targets down", False), settle=8, timeout=60)
+            msgs = self.collect(lambda m: self.one_each(m, "sites have ping targets down", False), settle=6, timeout=60)
             if len(msgs) != 3 or not all("RESOLVED" in text for _, text in msgs):
                 raise Failed(f"after the leaves came back: {msgs} (want one resolved per channel)")
 
