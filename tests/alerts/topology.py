@@ -155,7 +155,7 @@ class Topology:
         self.exec(r, "ip", "link", "set", "br0", "up")
         self.exec(r, "sysctl", "-qw", "net.ipv4.ip_forward=1")
         run("ip", "route", "add", self.lan, "via", self.router, "dev", up_h)
-        self.device_ns = {}
+        self.device_ns, self.device_link = {}, {}
         for i, name in enumerate(DEVICES, 1):
             d = self.ns(f"d{i:02d}")
             self.device_ns[name] = d
@@ -167,7 +167,6 @@ class Topology:
             self.exec(d, "ip", "addr", "add", f"{self.devices[name]}/24", "dev", inner)
             self.exec(d, "ip", "link", "set", inner, "up")
             self.exec(d, "ip", "route", "add", "default", "via", self.router_lan)
-            self.device_link = getattr(self, "device_link", {})
             self.device_link[name] = inner
         # 60 leaves: 60 addresses of one host behind one link.
         self.leaves_ns = self.ns("l")
