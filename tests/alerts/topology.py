@@ -24,6 +24,7 @@ promtool and amtool test in `make validate`. Needs root, iproute2, the vigia-pin
 """
 
 import contextlib
+import ctypes
 import ipaddress
 import json
 import os
@@ -216,7 +217,7 @@ class Stack:
     def spawn(self, name, args, env=None):
         logf = open(self.work / f"{name}.log", "w")
         p = subprocess.Popen([str(a) for a in args], stdout=logf, stderr=subprocess.STDOUT,
-                             env=dict(os.environ, **(env or {})), cwd=self.work)
+                             env=dict(os.environ, **(env or {})), cwd=self.work, preexec_fn=die_with_parent)
         self.procs.append((name, p))
         return p
 
@@ -351,6 +352,12 @@ class Stack:
             except subprocess.TimeoutExpired:
                 p.kill()
                 p.wait()
+
+
+def die_with_parent():
+    """In a child, before exec: SIGTERM when the test process dies, even by SIGKILL, so
+    that no server outlives a killed run."""
+    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
 def ping_binary():
