@@ -235,17 +235,20 @@ def noc():
             "2": {"text": "DOWN", "color": RED, "index": 2},
             # Before its first round decided anything.
             "3": {"text": "UNKNOWN", "color": "text", "index": 3},
+            # Silent behind a down parent (its uplink).
+            "4": {"text": "UNREACHABLE", "color": "purple", "index": 4},
         }},
     ]
     panels = [
         panel(L, "stat", "Status", [prom(
             f'max by (target) (vigia_ping_status{{status="down", {sel}}}) * 2'
             f' + max by (target) (vigia_ping_status{{status="warning", {sel}}})'
-            f' + max by (target) (vigia_ping_status{{status="unknown", {sel}}}) * 3',
+            f' + max by (target) (vigia_ping_status{{status="unknown", {sel}}}) * 3'
+            f' + max by (target) (vigia_ping_status{{status="unreachable", {sel}}}) * 4',
             "{{target}}", instant=True)],
             w=24, h=8, steps=[(GREEN, None), (YELLOW, 1), (RED, 2)], mappings=status_map,
             options=stat_options(),
-            description="One tile per ping target: green answers, yellow answers slowly or loses packets, red does not answer, grey not probed yet (seed 001's board)."),
+            description="One tile per ping target: green answers, yellow answers slowly or loses packets, red does not answer, purple unreachable (silent while its parent, the uplink, is down), grey not probed yet (seed 001's board)."),
         panel(L, "stat", "RTT (last reply)", [prom(
             f'max by (target) (vigia_ping_last_rtt_seconds{{{sel}}})', "{{target}}", instant=True)],
             w=12, h=6, unit="s", steps=[(GREEN, None), (YELLOW, 0.2), (RED, 1)],
@@ -257,6 +260,11 @@ def noc():
             w=12, h=6, unit="dtdurations", steps=[(RED, None)],
             options=stat_options(),
             description="How long each down target has been down: the stopwatch of seed 001's page."),
+        panel(L, "stat", "Devices cut off behind each down uplink", [prom(
+            f'count by (behind) (vigia_ping_unreachable_behind{{{sel}}})', "{{behind}}", instant=True)],
+            w=24, h=5, steps=[("purple", None)],
+            options=stat_options(),
+            description="For each down target with others behind it (their parent chain leads to it): how many are unreachable. One PingUplinkDown alert stands for all of them."),
         panel(L, "stat", "Interfaces down (SNMP)", [prom(
             snmp_interfaces_down('site=~"$site", target=~"$target"'), "{{target}} {{ifName}}", instant=True)],
             w=24, h=5, steps=[(RED, None)], mappings=IF_OPER_STATUS, options=stat_options(),

@@ -52,6 +52,14 @@ SW_HOST_SIDE, SW_ADDR = "198.18.200.5", "198.18.200.6"
 SW, SW_V3 = "sw-e2e", "sw-e2e-v3"
 SNMP_V3_USER = "vigia-e2e"
 
+# An uplink with devices behind it (seed 001's site outage, issue 11): a router namespace
+# host whose LAN (a bridge) holds a few device hosts, each with `parent=router-e2e`.
+NETNS_ROUTER = "vigia-e2e-rtr"
+VETH_RTR_HOST, VETH_RTR_NS = "ve2e-rtr-h", "ve2e-rtr-n"
+RTR_HOST_SIDE, RTR_ADDR, RTR_LAN, RTR_LAN_ADDR = "198.18.201.1", "198.18.201.2", "198.18.202.0/24", "198.18.202.1"
+ROUTER = "router-e2e"
+CPES = {f"cpe-e2e-{i}": f"198.18.202.{10 + i}" for i in (1, 2, 3)}
+
 # Ping schedule of ping/ping.yaml (10 s, 5 requests a round) and the rule's `for`.
 PING_COUNT = 5
 ALERT_FOR_S = 120
@@ -200,6 +208,8 @@ class Stack:
             "# Written by tests/e2e/e2e.py\n"
             "localhost  127.0.0.1    site=vigia kind=self\n"
             f"{OLT}    {OLT_ADDR}  site=e2e kind=olt\n"
+            f"{ROUTER} {RTR_ADDR}  site=e2e-uplink kind=router\n"
+            + "".join(f"{n} {a} site=e2e-uplink kind=cpe parent={ROUTER}\n" for n, a in CPES.items())
         )
         docker_gid = os.stat("/var/run/docker.sock").st_gid
         # As make up does: the host-network exporters listen on the Docker bridge only.
@@ -240,6 +250,37 @@ class Stack:
                ["ip", "netns", "exec", SW_NETNS, "ip", "link", "set", SW_PORT_NS, "up"]]
         ):
             run(*cmd)
+        # The router and the devices behind it, on its bridge.
+        ns_exec = lambda ns, *a: run("ip", "netns", "exec", ns, *a)
+        for cmd in (
+            ["ip", "netns", "add", NETNS_ROUTER],
+            ["ip", "link", "add", VETH_RTR_HOST, "type", "veth", "peer", "name", VETH_RTR_NS],
+            ["ip", "link", "set", VETH_RTR_NS, "netns", NETNS_ROUTER],
+            ["ip", "addr", "add", f"{RTR_HOST_SIDE}/30", "dev", VETH_RTR_HOST],
+            ["ip", "link", "set", VETH_RTR_HOST, "up"],
+        ):
+            run(*cmd)
+        ns_exec(NETNS_ROUTER, "ip", "addr", "add", f"{RTR_ADDR}/30", "dev", VETH_RTR_NS)
+        for dev in ("lo", VETH_RTR_NS):
+            ns_exec(NETNS_ROUTER, "ip", "link", "set", dev, "up")
+        ns_exec(NETNS_ROUTER, "ip", "route", "add", "default", "via", RTR_HOST_SIDE)
+        ns_exec(NETNS_ROUTER, "ip", "link", "add", "br0", "type", "bridge")
+        ns_exec(NETNS_ROUTER, "ip", "addr", "add", f"{RTR_LAN_ADDR}/24", "dev", "br0")
+        ns_exec(NETNS_ROUTER, "ip", "link", "set", "br0", "up")
+        ns_exec(NETNS_ROUTER, "sysctl", "-qw", "net.ipv4.ip_forward=1")
+        run("ip", "route", "add", RTR_LAN, "via", RTR_ADDR)
+        for i, (name, addr) in enumerate(CPES.items(), 1):
+            ns, inner, port = f"vigia-e2e-cpe{i}", f"ve2e-cpe{i}-n", f"ve2e-cpe{i}-r"
+            run("ip", "netns", "add", ns)
+            run("ip", "link", "add", inner, "type", "veth", "peer", "name", port)
+            run("ip", "link", "set", inner, "netns", ns)
+            run("ip", "link", "set", port, "netns", NETNS_ROUTER)
+            ns_exec(NETNS_ROUTER, "ip", "link", "set", port, "master", "br0")
+            ns_exec(NETNS_ROUTER, "ip", "link", "set", port, "up")
+            ns_exec(ns, "ip", "addr", "add", f"{addr}/24", "dev", inner)
+            for dev in ("lo", inner):
+                ns_exec(ns, "ip", "link", "set", dev, "up")
+            ns_exec(ns, "ip", "route", "add", "default", "via", RTR_LAN_ADDR)
         # The containers reach the namespace hosts through this machine's routing.
         Path("/proc/sys/net/ipv4/ip_forward").write_text("1")
         self.snmpd_start()
@@ -273,6 +314,17 @@ class Stack:
             run("ip", "link", "del", link, check=False)
         run("ip", "netns", "del", NETNS, check=False)
         run("ip", "netns", "del", SW_NETNS, check=False)
+        run("ip", "link", "del", VETH_RTR_HOST, check=False)
+        for i in range(1, len(CPES) + 1):
+            run("ip", "netns", "del", f"vigia-e2e-cpe{i}", check=False)
+        run("ip", "netns", "del", NETNS_ROUTER, check=False)
+
+    def uplink_up(self, up):
+        """The router's side of its uplink up or down: it and every device behind it go silent."""
+        run("ip", "netns", "exec", NETNS_ROUTER, "ip", "link", "set", VETH_RTR_NS, "up" if up else "down")
+        if up:
+            # The kernel dropped the routes through the link when it went down.
+            run("ip", "netns", "exec", NETNS_ROUTER, "ip", "route", "replace", "default", "via", RTR_HOST_SIDE)
 
     def olt_answers(self, on):
         run("ip", "netns", "exec", NETNS, "sysctl", "-qw", f"net.ipv4.icmp_echo_ignore_all={0 if on else 1}")
@@ -504,11 +556,15 @@ class E2E:
             wait_until(f"{OLT} ok", lambda: self.s.prom(f'vigia_ping_status{{target="{OLT}", status="ok"}} == 1'), timeout=90)
             board = http_json(f"http://127.0.0.1:{self.s.ports['BOARD_PORT']}/api/status")
             require(OLT in json.dumps(board), f"{OLT} not on the status board: {str(board)[:500]}")
+            for name in [ROUTER, *CPES]:
+                wait_until(f"{name} ok", lambda: self.s.prom(f'vigia_ping_status{{target="{name}", status="ok"}} == 1'), timeout=60)
 
     def take_olt_down(self):
         self.s.olt_answers(False)
+        # The uplink fails at the same moment: its alert's 2 minutes run with the OLT's.
+        self.s.uplink_up(False)
         self.t["down"] = time.time()
-        log(f"{OLT} stops answering echo requests")
+        log(f"{OLT} stops answering echo requests; {ROUTER}'s uplink goes down")
 
     def influx_rows(self):
         with self.check("InfluxDB holds rows from every exporter that writes (ping rounds, port counts, host snapshots, flows)"):
@@ -655,12 +711,36 @@ class E2E:
             log(f"{queried} panel queries run")
             require(not empty, "panels without data:\n" + "\n".join(empty))
 
-    def notifications_for(self, olt_only=True):
-        mails = [m for m in self.s.mails() if OLT in m["subject"] + m["text"]]
+    def notifications_for(self, name=OLT):
+        mails = [m for m in self.s.mails() if name in m["subject"] + m["text"]]
         reqs = self.s.received()
-        tg = [r for r in reqs if r["path"].endswith("/sendMessage") and OLT in json.dumps(r["body"])]
-        dc = [r for r in reqs if r["path"].startswith("/api/webhooks/") and OLT in json.dumps(r["body"])]
+        tg = [r for r in reqs if r["path"].endswith("/sendMessage") and name in json.dumps(r["body"])]
+        dc = [r for r in reqs if r["path"].startswith("/api/webhooks/") and name in json.dumps(r["body"])]
         return mails, tg, dc
+
+    def uplink_alert_delivered(self):
+        with self.check(f"{ROUTER}'s uplink down with {len(CPES)} devices behind it: one message per channel naming "
+                        "the router and the devices (PingUplinkDown), none for a device alone; the board says behind whom"):
+            def all_three():
+                m, t, d = self.notifications_for(ROUTER)
+                return (m and t and d) and (m, t, d)
+            # It fired with the OLT's alert (same 2 minutes): already here, or about to be.
+            wait_until("the uplink's three notifications", all_three, timeout=60, interval=2)
+            time.sleep(5)
+            m, t, d = self.notifications_for(ROUTER)
+            require(len(m) == 1 and len(t) == 1 and len(d) == 1, f"emails {len(m)}, telegram {len(t)}, discord {len(d)}")
+            require(m[0]["subject"] == f"[CRITICAL] PingUplinkDown {ROUTER} (site e2e-uplink)", f"subject {m[0]['subject']!r}")
+            for text in (m[0]["text"], t[0]["body"]["text"], json.dumps(d[0]["body"])):
+                require(f"{len(CPES)} devices behind it" in text and all(c in text for c in CPES),
+                        f"the message does not name the {len(CPES)} devices: {text}")
+            for cpe in CPES:
+                alone = [x for x in self.s.mails() if cpe in x["subject"]]
+                require(not alone, f"{cpe} paged on its own: {alone}")
+            board = {x["name"]: x for x in http_json(f"http://127.0.0.1:{self.s.ports['BOARD_PORT']}/api/status")["targets"]}
+            behind = {c: (board[c]["status"], board[c]["behind"]) for c in CPES}
+            require(all(v == ("unreachable", ROUTER) for v in behind.values()), f"the devices on the board: {behind}")
+            rows = self.s.influx(f'SELECT last("status") FROM "vigia_ping_round" WHERE "target" = \'{next(iter(CPES))}\'')
+            require(rows and rows[0]["values"][0][1] == "unreachable", f"last InfluxDB row of a device: {rows}")
 
     def down_alert_delivered(self):
         with self.check(f"seed 001: {OLT} down 2 minutes -> PingTargetDown fires, one email, one Telegram message, one Discord post"):
@@ -679,7 +759,7 @@ class E2E:
             m, t, d = self.notifications_for()
             require(len(m) == 1 and len(t) == 1 and len(d) == 1, f"emails {len(m)}, telegram {len(t)}, discord {len(d)}")
             mail = m[0]
-            require(mail["subject"] == f"[CRITICAL] PingTargetDown {OLT}", f"subject {mail['subject']!r}")
+            require(mail["subject"] == f"[CRITICAL] PingTargetDown {OLT} (site e2e)", f"subject {mail['subject']!r}")
             require(mail["rcpt_tos"] == ["noc@e2e.test"], f"to {mail['rcpt_tos']}")
             line = mail["text"].strip().splitlines()[0]
             require(line.startswith(f"[CRITICAL] {OLT} ({OLT_ADDR}) does not answer ping, since ")
@@ -699,6 +779,7 @@ class E2E:
     def resolved_delivered(self):
         with self.check(f"{OLT} answers again -> one resolved email, Telegram message and Discord post"):
             self.s.olt_answers(True)
+            self.s.uplink_up(True)
             self.t["back"] = time.time()
             wait_until(f"{OLT} ok", lambda: self.s.prom(f'vigia_ping_status{{target="{OLT}", status="ok"}} == 1'), timeout=60)
 
@@ -714,7 +795,18 @@ class E2E:
             time.sleep(5)
             m, t, d = self.notifications_for()
             require(len(m) == 2 and len(t) == 2 and len(d) == 2, f"emails {len(m)}, telegram {len(t)}, discord {len(d)} (want 2 each: firing, resolved)")
-            require(m[1]["subject"] == f"[RESOLVED] PingTargetDown {OLT}", f"subject {m[1]['subject']!r}")
+            require(m[1]["subject"] == f"[RESOLVED] PingTargetDown {OLT} (site e2e)", f"subject {m[1]['subject']!r}")
+
+    def uplink_resolved(self):
+        with self.check(f"{ROUTER}'s uplink back (with the OLT) -> one resolved message per channel"):
+            def resolved():
+                m, t, d = self.notifications_for(ROUTER)
+                return all(any("RESOLVED" in json.dumps(x) for x in msgs) for msgs in (m, t, d)) and (m, t, d)
+            wait_until("the uplink's resolved messages", resolved, timeout=180, interval=3)
+            time.sleep(5)
+            m, t, d = self.notifications_for(ROUTER)
+            require(len(m) == 2 and len(t) == 2 and len(d) == 2, f"emails {len(m)}, telegram {len(t)}, discord {len(d)} (want 2 each)")
+            require(m[1]["subject"] == f"[RESOLVED] PingUplinkDown {ROUTER} (site e2e-uplink)", f"subject {m[1]['subject']!r}")
 
     def restart_all(self):
         with self.check("docker compose restart (as after a reboot): every service healthy again"):
@@ -763,10 +855,12 @@ class E2E:
             self.port_scan_scored()
             self.down_alert_delivered()
             self.snmp_interface_down_alerted()
+            self.uplink_alert_delivered()
             # With the target down and its alert firing, every panel has something to show.
             self.dashboards()
             self.no_repeat_while_down()
             self.resolved_delivered()
+            self.uplink_resolved()
             self.restart_all()
             self.restart_keeps_data()
             ok = all(r[2] for r in self.results)

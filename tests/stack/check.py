@@ -154,7 +154,8 @@ def alert_rules():
             for case in test.get("alert_rule_test", []):
                 if case.get("exp_alerts"):
                     firing.add(case["alertname"])
-    required = {"PingTargetDown", "PingHighLatency", "PingPacketLoss", "PortCloseWaitPileup",
+    required = {"PingTargetDown", "PingUplinkDown", "PingTargetFlapping", "PingManySitesDown",
+                "PingHighLatency", "PingPacketLoss", "PortCloseWaitPileup",
                 "PortConnectionLimit", "HostHighCpu", "HostLoadJump", "HostMemoryLow",
                 "HostDiskWillFill", "ContainerHighCpu", "ContainerHighMemory", "HostAnomaly",
                 "TrafficAnomaly", "ExporterDown", "InfluxWriteFailing", "CaptureDropping",

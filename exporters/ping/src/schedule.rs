@@ -176,21 +176,23 @@ async fn probe_loop(ctx: Arc<ProbeContext>, entry: Arc<TargetEntry>) {
                     tracing::debug!(ping_target = %spec.name, error = %e, "host name still does not resolve");
                 }
                 RoundResult {
-                    started,
-                    ip: None,
-                    sent: 0,
-                    rtts: Vec::new(),
-                    send_errors: 0,
                     resolve_error: true,
+                    ..RoundResult::new(started, start.into_std())
                 }
             }
         };
         let now = SystemTime::now();
-        let transition = entry.record(&round, now);
-        let status = entry.state().machine.status();
-        ctx.rounds.write(&entry, &round, status);
+        // The parent's state as its own last round left it. Every probe loop runs on the
+        // one runtime thread, so no round of the parent ends between this and `record`.
+        let parent = ctx.table.parent_of(&entry);
+        let transition = entry.record(&round, now, parent.as_ref());
+        let (status, behind) = {
+            let s = entry.state();
+            (s.machine.status(), s.machine.behind().map(str::to_string))
+        };
+        ctx.rounds.write(&entry, &round, status, behind.as_deref());
         if let Some(t) = transition {
-            log_transition(&ctx, &entry, &round, t, now);
+            log_transition(&ctx, &entry, &round, t, behind.as_deref(), now);
         }
         if !ctx.ready.is_ready() && ctx.table.all_probed() {
             tracing::info!("every target finished its first round; ready");
@@ -204,6 +206,7 @@ fn log_transition(
     entry: &TargetEntry,
     round: &RoundResult,
     t: Transition,
+    behind: Option<&str>,
     now: SystemTime,
 ) {
     let last_rtt = entry.state().last_rtt.map(|d| d.as_secs_f64());
@@ -212,6 +215,7 @@ fn log_transition(
         address = %entry.spec.address,
         from = t.from.as_str(),
         to = t.to.as_str(),
+        behind,
         "status changed"
     );
     let Some(log) = &ctx.transitions else {
@@ -222,6 +226,7 @@ fn log_transition(
         &entry.spec.name,
         &entry.spec.address,
         t,
+        behind,
         last_rtt,
         Some(round.loss_ratio()),
     );
