@@ -11,6 +11,7 @@
 #   VIGIA_CENTRE_URL   the ingress as sites reach it (default https://<this host>:<INGEST_PORT>)
 #   VIGIA_IMAGE        an exporters' image already built (default: make image builds vigia:<rev>)
 #   VIGIA_SECRETS_DIR  secrets/ elsewhere (tests)
+#   VIGIA_DIST_DIR     where the bundle goes (default dist/)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -39,7 +40,8 @@ fi
 "$docker" image inspect "$image" >/dev/null 2>&1 || die "no image $image in the engine"
 
 name=vigia-agent-$site
-out=$ROOT/dist/$name
+dist=${VIGIA_DIST_DIR:-$ROOT/dist}
+out=$dist/$name
 rm -rf "$out"
 mkdir -p "$out/secrets"
 cp "$secrets/sites/$site.token" "$out/secrets/site_token"
@@ -85,8 +87,8 @@ cp agent/run.sh "$out/run.sh"
 echo "make agent-bundle: saving $images" >&2
 # shellcheck disable=SC2086
 "$docker" save -o "$out/images.tar" $images
-tarball=$ROOT/dist/$name-$revision.tar.gz
-tar -C "$ROOT/dist" -czf "$tarball" "$name"
+tarball=$dist/$name-$revision.tar.gz
+tar -C "$dist" -czf "$tarball" "$name"
 echo "make agent-bundle: $tarball" >&2
 echo "  on the site's host: tar xzf $(basename "$tarball") && cd $name && ./run.sh" >&2
 echo "$tarball"

@@ -21,6 +21,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import threading
 import time
 import traceback
 import urllib.error
@@ -353,7 +354,7 @@ class E2E:
             self.s.up()
             health = self.s.health()
             want = {"vigia-ports", "vigia-ping", "vigia-host", "vigia-capture", "prometheus", "alertmanager",
-                    "influxdb", "mailpit", "receiver"}
+                    "alertmanager-2", "influxdb", "mailpit", "receiver"}
             require(want == set(health), f"services: {sorted(health)}, expected {sorted(want)}")
             bad = {k: v for k, v in health.items() if v != "healthy"}
             require(not bad, f"not healthy: {bad}")
@@ -584,15 +585,39 @@ class E2E:
             require(str(tg["body"].get("chat_id")) == "-1001234" and tg["body"].get("parse_mode") == "HTML", f"telegram body {tg['body']}")
             require(d[0]["path"] == "/api/webhooks/42/e2e-webhook-token", f"discord path {d[0]['path']}")
 
+    def kill_sending_alertmanager(self):
+        """Kills the cluster node that sent the firing messages: the other one, which holds
+        the same notification log by gossip, must neither repeat them nor miss the resolved
+        ones (checked by the next two checks)."""
+        with self.check("Alertmanager cluster: both nodes have the alert; the node that sent it is killed"):
+            sent = {}
+            for am in ("alertmanager", "alertmanager-2"):
+                text = self.s.compose("exec", "-T", am, "wget", "-q", "-O", "-", "http://127.0.0.1:9093/metrics").stdout
+                sent[am] = series_sum(parse_metrics(text), "alertmanager_notifications_total", integration="email") or 0
+                alerts = json.loads(self.s.compose("exec", "-T", am, "wget", "-q", "-O", "-",
+                                                   "http://127.0.0.1:9093/api/v2/alerts").stdout)
+                require(any(a["labels"].get("alertname") == "PingTargetDown" and a["labels"].get("target") == OLT
+                            for a in alerts), f"{am} does not have PingTargetDown {OLT}")
+            senders = [am for am, n in sent.items() if n > 0]
+            require(len(senders) == 1, f"emails sent per node: {sent} (one node sends, the other defers)")
+            self.killed_am = senders[0]
+            self.s.compose("kill", self.killed_am)
+            log(f"killed {self.killed_am}, which sent the firing messages (emails sent per node: {sent})")
+
+    def restart_killed_alertmanager(self):
+        if getattr(self, "killed_am", None):
+            self.s.compose("start", self.killed_am)
+            log(f"{self.killed_am} started again")
+
     def no_repeat_while_down(self):
-        with self.check(f"nothing repeats while {OLT} stays down (2.5 more minutes)"):
+        with self.check(f"nothing repeats while {OLT} stays down (2.5 more minutes, one Alertmanager killed)"):
             time.sleep(150)
             m, t, d = self.notifications_for()
             require(len(m) == 1 and len(t) == 1 and len(d) == 1, f"emails {len(m)}, telegram {len(t)}, discord {len(d)}")
             require(self.s.prom(f'vigia_ping_status{{target="{OLT}", status="down"}} == 1'), f"{OLT} is no longer down")
 
     def resolved_delivered(self):
-        with self.check(f"{OLT} answers again -> one resolved email, Telegram message and Discord post"):
+        with self.check(f"{OLT} answers again -> one resolved email, Telegram message and Discord post (from the surviving Alertmanager)"):
             self.s.olt_answers(True)
             self.t["back"] = time.time()
             wait_until(f"{OLT} ok", lambda: self.s.prom(f'vigia_ping_status{{target="{OLT}", status="ok"}} == 1'), timeout=60)
@@ -643,9 +668,14 @@ class E2E:
     def main(self):
         started = time.monotonic()
         ok = False
+        sites_part = None
         try:
             self.s.prepare()
             self.stack_up()
+            # The many-sites part (tests/e2e/sites.py) runs beside the checks below: its
+            # 3-minute link cut overlaps their waits for the alert.
+            sites_part = threading.Thread(target=sites.Sites(self).run, name="sites")
+            sites_part.start()
             self.targets_up()
             self.key_families()
             self.ping_non_root()
@@ -656,10 +686,14 @@ class E2E:
             self.influx_restart()
             self.port_scan_scored()
             self.down_alert_delivered()
+            self.kill_sending_alertmanager()
             # With the target down and its alert firing, every panel has something to show.
             self.dashboards()
             self.no_repeat_while_down()
             self.resolved_delivered()
+            self.restart_killed_alertmanager()
+            sites_part.join()
+            sites_part = None
             self.restart_all()
             self.restart_keeps_data()
             ok = all(r[2] for r in self.results)
@@ -668,6 +702,8 @@ class E2E:
         except Exception:  # noqa: BLE001
             traceback.print_exc()
         finally:
+            if sites_part is not None:
+                sites_part.join(timeout=900)
             if not ok:
                 print("--- containers and their last log lines ---", flush=True)
                 with contextlib.suppress(Exception):
@@ -694,4 +730,7 @@ def substitute(q, all_values):
 
 
 if __name__ == "__main__":
+    # tests/e2e/sites.py imports this file as `e2e`: one module, one CheckFailed.
+    sys.modules.setdefault("e2e", sys.modules[__name__])
+    import sites  # noqa: E402
     sys.exit(E2E().main())
