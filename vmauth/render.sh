@@ -77,6 +77,13 @@ echo "vmauth config: $count site(s) allowed to write" >&2
 if [ "${VIGIA_VMAUTH_RENDER_ONLY:-}" = 1 ]; then
   exit 0
 fi
+# :8427 is the published TLS ingress; :8426, plain HTTP and not published, is for the
+# healthcheck (vmauth's own -httpInternalListenAddr would take the ingress's TLS too, and
+# the images have no TLS client). vmauth answers its metrics, pprof, flags and reload
+# endpoints on every listener, so each is closed with a key nobody holds: the ingress
+# shows the internet nothing but the write paths and /health.
+closed=$(od -An -N24 -tx1 /dev/urandom | tr -d ' \n')
 exec /vmauth-prod -auth.config="$config" \
-  -httpListenAddr=:8427 -tls -tlsCertFile="$secrets/ingest_tls_cert" -tlsKeyFile="$secrets/ingest_tls_key" \
-  -httpInternalListenAddr=:8426 "$@"
+  -httpListenAddr=:8427,:8426 -tls=true,false \
+  -tlsCertFile="$secrets/ingest_tls_cert" -tlsKeyFile="$secrets/ingest_tls_key" \
+  -metricsAuthKey="$closed" -pprofAuthKey="$closed" -flagsAuthKey="$closed" -reloadAuthKey="$closed" "$@"
