@@ -309,7 +309,8 @@ class Sites:
                 return True
             wait_until(f"site {CUT_SITE}'s buffer sent", drained, timeout=120, interval=3)
             log(f"site {CUT_SITE}: buffer sent {time.time() - back:.0f} s after the link returned")
-            time.sleep(3)
+            # What was just acknowledged becomes searchable within a few seconds.
+            time.sleep(6)
             problems = []
             problems += self.gaps("e2e-b", cut - 60, back + 20)
             problems += self.gaps("e2e-a", restart_at - 60, restarted + 60)
