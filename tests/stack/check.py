@@ -84,6 +84,15 @@ def compose_common(cfg, problems, exporters):
                       f"vigia-ping: net.ipv4.ping_group_range is {rng!r}, not the image's group 10001")
 
 
+def published_only_by(problems, services, allowed):
+    """Only the services in `allowed` publish a port beyond the host's loopback."""
+    for name, svc in services.items():
+        for port in svc.get("ports") or []:
+            if name not in allowed:
+                problems.need(port.get("host_ip", "").startswith("127."),
+                              f"{name}: port {port.get('published')} is published beyond loopback")
+
+
 def compose_rules(path):
     problems = Problems()
     cfg = json.loads(Path(path).read_text())
@@ -91,12 +100,7 @@ def compose_rules(path):
     want = EXPORTERS | {"prometheus", "alertmanager", "grafana", "influxdb", "mailpit"}
     problems.need(want <= set(services), f"services missing: {sorted(want - set(services))}")
     compose_common(cfg, problems, EXPORTERS)
-    for name, svc in services.items():
-        for port in svc.get("ports") or []:
-            host_ip = port.get("host_ip", "")
-            if name not in PUBLISHED:
-                problems.need(host_ip.startswith("127."),
-                              f"{name}: port {port.get('published')} is published beyond loopback")
+    published_only_by(problems, services, PUBLISHED)
     for name in ("vigia-ports", "vigia-host", "vigia-capture"):
         problems.need(services.get(name, {}).get("network_mode") == "host",
                       f"{name}: not on the host's network")
@@ -141,10 +145,8 @@ def agent_rules(path):
                   f"agent runs more than the exporters and vmagent: {sorted(set(services) - EXPORTERS - {'vmagent'})}")
     compose_common(cfg, problems, set(services) & EXPORTERS)
     # A site behind NAT: nothing needs to reach it, so nothing listens beyond loopback.
+    published_only_by(problems, services, set())
     for name, svc in services.items():
-        for port in svc.get("ports") or []:
-            problems.need(port.get("host_ip", "").startswith("127."),
-                          f"{name}: port {port.get('published')} is published beyond loopback")
         for arg in svc.get("command") or []:
             m = re.search(r"--web\.listen-address=([^:]*):", arg)
             if m:
@@ -188,11 +190,7 @@ def central_rules(path):
             problems.append(f"{name}: missing")
             continue
         vm_hardened(problems, name, svc)
-    for name, svc in services.items():
-        for port in svc.get("ports") or []:
-            if name not in PUBLISHED | {"vmauth"}:
-                problems.need(port.get("host_ip", "").startswith("127."),
-                              f"{name}: port {port.get('published')} is published beyond loopback")
+    published_only_by(problems, services, PUBLISHED | {"vmauth"})
     vmalert = services.get("vmalert", {})
     problems.need(sorted(flag(vmalert, "notifier.url") or []) == ["http://alertmanager-2:9093", "http://alertmanager:9093"],
                   f"vmalert: notifies {flag(vmalert, 'notifier.url')}, not both Alertmanagers")
