@@ -181,7 +181,7 @@ class Sites:
         if pings:
             (bundle / "ping/targets.txt").write_text(
                 "# site e2e-a's own devices (tests/e2e/sites.py)\n"
-                "localhost 127.0.0.1 kind=self\n"
+                "localhost 127.0.0.1 site=rack-a kind=self\n"
                 f"{SITE_DEVICE} {e2e.OLT_ADDR} kind=olt\n")
         run("./run.sh", cwd=bundle, env=self.site_env(site), timeout=400)
 
@@ -208,9 +208,10 @@ class Sites:
             for site, (host, _) in SITES.items():
                 hosts = {r["metric"].get("host") for r in self.vm_query(f'node_load1{{site="{site}"}}')}
                 require(hosts == {host}, f"site {site}: node_load1 hosts {hosts}, expected {host}")
-            # A device's own labels win over the agent's (Prometheus' external_labels rule).
-            dev = self.vm_query(f'vigia_ping_up{{target="{SITE_DEVICE}"}}')
-            require(dev and dev[0]["metric"].get("site") == "e2e-a", f"{SITE_DEVICE}: {dev}")
+            # A device without a site of its own is the agent's; one with its own keeps it
+            # (Prometheus' external_labels rule).
+            sites = {r["metric"]["target"]: r["metric"].get("site") for r in self.vm_query('vigia_ping_up{host="site-a-host"}')}
+            require(sites == {SITE_DEVICE: "e2e-a", "localhost": "rack-a"}, f"site-a's ping targets and their sites: {sites}")
 
             def rows():
                 series = self.influx('SHOW TAG VALUES FROM "vigia_host_inventory" WITH KEY = "site"')
