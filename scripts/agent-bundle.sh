@@ -27,7 +27,7 @@ site=${1:-}
 [[ -n $site ]] || die "usage: make agent-bundle SITE=<name>"
 secrets=${VIGIA_SECRETS_DIR:-secrets}
 VIGIA_SITE_NO_RESTART=${VIGIA_SITE_NO_RESTART:-0} scripts/site.sh "$site" >&2
-env_value() { [[ -f .env ]] && sed -n "s/^$1=//p" .env | tail -n 1; }
+env_value() { if [[ -f .env ]]; then sed -n "s/^$1=//p" .env | tail -n 1; fi; }
 port=${INGEST_PORT:-$(env_value INGEST_PORT)}
 centre=${VIGIA_CENTRE_URL:-https://$(hostname -f 2>/dev/null || hostname):${port:-8443}}
 [[ $centre == https://* ]] || die "VIGIA_CENTRE_URL must be https:// (sites push over TLS), not '$centre'"

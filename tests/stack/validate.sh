@@ -253,6 +253,8 @@ check "dashboards type-check against @grafana/schema (tsc)" \
 # --- InfluxDB, ping, scripts ------------------------------------------------------
 check "make up (scripts/up.sh, stand-in docker): random secrets, .env, password printed once, second run keeps them, root-group socket refused" \
   tests/stack/up_test.sh
+check "make agent-bundle (stand-in docker): what compose.agent.yaml mounts, the site's own token and the NOC's CA only, the images compose names, one token per site" \
+  tests/stack/agent_bundle_test.sh "$COMPOSE"
 check "shell scripts parse" bash -c 'for f in scripts/*.sh scripts/healthcheck influxdb/init/*.sh tests/e2e/*.sh tests/e2e/standins/*.sh; do bash -n "$f" || exit 1; done; for f in alertmanager/render.sh vmauth/render.sh agent/run.sh; do sh -n "$f" || exit 1; done'
 # vigia-ping reads ping/ping.yaml and ping/targets.txt in the container; its own
 # --check-config validates both (paths moved to the repository's copies).
