@@ -121,6 +121,13 @@ class Sites:
     # --- setup -----------------------------------------------------------------------
 
     def prepare(self):
+        # What a killed run may have left: its projects (by name: their files are gone
+        # with the main test's work directory) and probe containers.
+        for project in (CENTRE, *(f"vigia-e2e-site-{site}" for site in SITES)):
+            run(str(COMPOSE_BIN), "--project-name", project, "down", "-v", "--remove-orphans", check=False, timeout=300)
+        left = run(DOCKER, "ps", "-aq", "--filter", "label=vigia.e2e=sites", check=False).stdout.split()
+        if left:
+            run(DOCKER, "rm", "-f", *left, check=False)
         shutil.rmtree(self.work, ignore_errors=True)
         sec = self.centre_dir / "secrets"
         sec.mkdir(parents=True)
@@ -249,7 +256,7 @@ class Sites:
                         "-remoteWrite.tlsCAFile=/run/secrets/site_ca", "-remoteWrite.tmpDataPath=/tmp/q"]
                 if name == "wrong":
                     args.append("-remoteWrite.bearerTokenFile=/run/secrets/site_token")
-                cid = run(DOCKER, "run", "-d", "--network", NETWORK, "--read-only", "--tmpfs", "/tmp",
+                cid = run(DOCKER, "run", "-d", "--label", "vigia.e2e=sites", "--network", NETWORK, "--read-only", "--tmpfs", "/tmp",
                           "-e", f"VIGIA_SITE=intruder-{name}", "-e", "HOST_NAME=intruder", "-e", "EXPORTER_LISTEN_ADDRESS=127.0.0.1",
                           "-e", "BOARD_PORT=9471", "-e", "COMPOSE_PROFILES=",
                           "-v", f"{bundle / 'agent'}:/etc/vigia/agent:ro",
