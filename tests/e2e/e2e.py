@@ -528,26 +528,16 @@ class E2E:
     def dashboards(self):
         with self.check("every panel query of every dashboard returns data (PromQL from Prometheus, InfluxQL from InfluxDB)"):
             empty, queried = [], 0
-            for path in sorted(glob.glob(str(ROOT / "grafana/dashboards/*.json"))):
-                d = json.load(open(path))
-                all_values = {v["name"]: v.get("allValue", ".*") for v in d.get("templating", {}).get("list", [])}
-                for p in d["panels"]:
-                    for t in p.get("targets", []):
-                        uid = (t.get("datasource") or {}).get("uid", "")
-                        q = t.get("expr") or t.get("query")
-                        if not q:
-                            continue
-                        queried += 1
-                        where = f"{Path(path).name} / {p.get('title')}"
-                        q = substitute(q, all_values)
-                        if "prometheus" in uid:
-                            if not any(s.get("values") for s in self.s.prom_range(q)):
-                                empty.append(f"{where}: {q}")
-                        elif "influx" in uid:
-                            if not self.s.influx(q):
-                                empty.append(f"{where}: {q}")
-                        else:
-                            empty.append(f"{where}: unknown datasource {uid}")
+            for where, uid, q in panel_queries():
+                queried += 1
+                if "prometheus" in uid:
+                    if not any(s.get("values") for s in self.s.prom_range(q)):
+                        empty.append(f"{where}: {q}")
+                elif "influx" in uid:
+                    if not self.s.influx(q):
+                        empty.append(f"{where}: {q}")
+                else:
+                    empty.append(f"{where}: unknown datasource {uid}")
             log(f"{queried} panel queries run")
             require(not empty, "panels without data:\n" + "\n".join(empty))
 
@@ -718,6 +708,20 @@ class E2E:
             print(f"{('PASS ' if good else 'FAIL ') + name:<110} {secs:>8.1f}")
         print(f"{passed} passed, {failed} failed, {time.monotonic() - started:.0f} s in all")
         return 0 if ok and failed == 0 else 1
+
+
+def panel_queries():
+    """(dashboard / panel title, datasource uid, query as Grafana sends it with every
+    variable at All) for every query of every provisioned dashboard."""
+    for path in sorted(glob.glob(str(ROOT / "grafana/dashboards/*.json"))):
+        d = json.load(open(path))
+        all_values = {v["name"]: v.get("allValue", ".*") for v in d.get("templating", {}).get("list", [])}
+        for p in d["panels"]:
+            for t in p.get("targets", []):
+                q = t.get("expr") or t.get("query")
+                if q:
+                    yield (f"{Path(path).name} / {p.get('title')}", (t.get("datasource") or {}).get("uid", ""),
+                           substitute(q, all_values))
 
 
 def substitute(q, all_values):
