@@ -1,7 +1,7 @@
 # vigia: make up (runs the stack), make test (runs every check and test).
 CARGO ?= cargo
 
-.PHONY: up down validate snmp-netns alerts e2e test lint fmt-check clippy unit build release bench bench-ports bench-ping bench-host bench-capture fuzz
+.PHONY: up down central site image agent-bundle bench-central validate snmp-netns alerts e2e test lint fmt-check clippy unit build release bench bench-ports bench-ping bench-host bench-capture fuzz
 
 ## test: formatting, clippy -D warnings, every unit and integration test, the stack's offline validation, SNMP against real agents, the alerting path on namespace hosts, then the stack end to end under Docker.
 test: lint unit validate snmp-netns alerts e2e
@@ -24,7 +24,7 @@ release:
 	$(CARGO) build --workspace --release
 
 ## bench: every benchmark against its peer (long; not part of make test).
-bench: bench-ports bench-ping bench-capture bench-host
+bench: bench-ports bench-ping bench-capture bench-host bench-central
 
 ## bench-ports: vigia-ports vs node_exporter tcpstat, psutil and ss at 20k and 100k connections.
 bench-ports:
@@ -37,6 +37,22 @@ bench-ping:
 ## up: the stack (creates .env and secrets/ on first run, waits for health, prints the URLs).
 up:
 	scripts/up.sh
+
+## central: the stack as the NOC of many sites (compose.central.yaml: VictoriaMetrics, vmalert, the sites' TLS ingress).
+central:
+	scripts/central.sh
+
+## site: a remote site's credential at the NOC (SITE=<name>), and the ingress's TLS authority the first time.
+site:
+	scripts/site.sh "$(SITE)"
+
+## image: the exporters' image, saved to dist/vigia-<rev>.tar for docker load.
+image:
+	scripts/image.sh
+
+## agent-bundle: everything a site's host runs (SITE=<name>): dist/vigia-agent-<site>-<rev>.tar.gz, started there with ./run.sh.
+agent-bundle:
+	scripts/agent-bundle.sh "$(SITE)"
 
 ## down: stops the stack; data stays in the named volumes.
 down:
@@ -61,6 +77,10 @@ e2e:
 ## bench-host: vigia-host vs node_exporter (default collectors): scrape latency, CPU per scrape, peak RSS.
 bench-host:
 	CARGO=$(CARGO) bench/host/run
+
+## bench-central: samples/s, CPU, RSS and bytes per sample on disk of VictoriaMetrics vs Prometheus' remote-write receiver, N simulated agents.
+bench-central:
+	bench/central/run
 
 ## bench-capture: vigia-capture's offline pipeline vs tcpdump -r, tshark conv,ip and the seed's Scapy loop, 5M packets.
 bench-capture:

@@ -574,8 +574,11 @@ def stack():
         panel(L, "timeseries", "Scrape duration", [prom(
             f'scrape_duration_seconds{{{h}, instance=~"$target"}}', "{{job}} {{instance}}")],
             unit="s", options=ts_options()),
-        panel(L, "timeseries", "Prometheus series in memory", [prom(
-            'prometheus_tsdb_head_series', "{{instance}}")], options=ts_options()),
+        # Prometheus' head (compose.yaml) or VictoriaMetrics' series active this hour
+        # (compose.central.yaml): whichever store the datasource reads.
+        panel(L, "timeseries", "Series in the metrics store", [prom(
+            'prometheus_tsdb_head_series or vm_cache_entries{type="storage/hour_metric_ids"}',
+            "{{job}} {{instance}}")], options=ts_options()),
         panel(L, "timeseries", "Ping rounds stored (InfluxDB)", [influx(
             'SELECT count("sent") FROM "vigia_ping_round" WHERE "host" =~ /^$host$/ AND $timeFilter '
             'GROUP BY time($__interval) fill(none)',

@@ -73,7 +73,7 @@ EXPORTER_LISTEN_ADDRESS=$bridge_ip
 GRAFANA_PORT=3000
 BOARD_PORT=9471
 PROMETHEUS_PORT=9090
-# InfluxDB listens on loopback only; 0.0.0.0 lets agents on other hosts write to it.
+# InfluxDB listens on loopback only; remote sites write through the ingress (make central).
 INFLUXDB_BIND=127.0.0.1
 INFLUXDB_PORT=8086
 INFLUXDB_RETENTION=30d

@@ -21,6 +21,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import threading
 import time
 import traceback
 import urllib.error
@@ -471,7 +472,7 @@ class E2E:
             self.s.up()
             health = self.s.health()
             want = {"vigia-ports", "vigia-ping", "vigia-host", "vigia-capture", "prometheus", "alertmanager",
-                    "influxdb", "mailpit", "receiver", "snmp-exporter"}
+                    "alertmanager-2", "influxdb", "mailpit", "receiver", "snmp-exporter"}
             require(want == set(health), f"services: {sorted(health)}, expected {sorted(want)}")
             bad = {k: v for k, v in health.items() if v != "healthy"}
             require(not bad, f"not healthy: {bad}")
@@ -688,26 +689,16 @@ class E2E:
     def dashboards(self):
         with self.check("every panel query of every dashboard returns data (PromQL from Prometheus, InfluxQL from InfluxDB)"):
             empty, queried = [], 0
-            for path in sorted(glob.glob(str(ROOT / "grafana/dashboards/*.json"))):
-                d = json.load(open(path))
-                all_values = {v["name"]: v.get("allValue", ".*") for v in d.get("templating", {}).get("list", [])}
-                for p in d["panels"]:
-                    for t in p.get("targets", []):
-                        uid = (t.get("datasource") or {}).get("uid", "")
-                        q = t.get("expr") or t.get("query")
-                        if not q:
-                            continue
-                        queried += 1
-                        where = f"{Path(path).name} / {p.get('title')}"
-                        q = substitute(q, all_values)
-                        if "prometheus" in uid:
-                            if not any(s.get("values") for s in self.s.prom_range(q)):
-                                empty.append(f"{where}: {q}")
-                        elif "influx" in uid:
-                            if not self.s.influx(q):
-                                empty.append(f"{where}: {q}")
-                        else:
-                            empty.append(f"{where}: unknown datasource {uid}")
+            for where, uid, q in panel_queries():
+                queried += 1
+                if "prometheus" in uid:
+                    if not any(s.get("values") for s in self.s.prom_range(q)):
+                        empty.append(f"{where}: {q}")
+                elif "influx" in uid:
+                    if not self.s.influx(q):
+                        empty.append(f"{where}: {q}")
+                else:
+                    empty.append(f"{where}: unknown datasource {uid}")
             log(f"{queried} panel queries run")
             require(not empty, "panels without data:\n" + "\n".join(empty))
 
@@ -769,15 +760,39 @@ class E2E:
             require(str(tg["body"].get("chat_id")) == "-1001234" and tg["body"].get("parse_mode") == "HTML", f"telegram body {tg['body']}")
             require(d[0]["path"] == "/api/webhooks/42/e2e-webhook-token", f"discord path {d[0]['path']}")
 
+    def kill_sending_alertmanager(self):
+        """Kills the cluster node that sent the firing messages: the other one, which holds
+        the same notification log by gossip, must neither repeat them nor miss the resolved
+        ones (checked by the next two checks)."""
+        with self.check("Alertmanager cluster: both nodes have the alert; the node that sent it is killed"):
+            sent = {}
+            for am in ("alertmanager", "alertmanager-2"):
+                text = self.s.compose("exec", "-T", am, "wget", "-q", "-O", "-", "http://127.0.0.1:9093/metrics").stdout
+                sent[am] = series_sum(parse_metrics(text), "alertmanager_notifications_total", integration="email") or 0
+                alerts = json.loads(self.s.compose("exec", "-T", am, "wget", "-q", "-O", "-",
+                                                   "http://127.0.0.1:9093/api/v2/alerts").stdout)
+                require(any(a["labels"].get("alertname") == "PingTargetDown" and a["labels"].get("target") == OLT
+                            for a in alerts), f"{am} does not have PingTargetDown {OLT}")
+            senders = [am for am, n in sent.items() if n > 0]
+            require(len(senders) == 1, f"emails sent per node: {sent} (one node sends, the other defers)")
+            self.killed_am = senders[0]
+            self.s.compose("kill", self.killed_am)
+            log(f"killed {self.killed_am}, which sent the firing messages (emails sent per node: {sent})")
+
+    def restart_killed_alertmanager(self):
+        if getattr(self, "killed_am", None):
+            self.s.compose("start", self.killed_am)
+            log(f"{self.killed_am} started again")
+
     def no_repeat_while_down(self):
-        with self.check(f"nothing repeats while {OLT} stays down (2.5 more minutes)"):
+        with self.check(f"nothing repeats while {OLT} stays down (2.5 more minutes, one Alertmanager killed)"):
             time.sleep(150)
             m, t, d = self.notifications_for()
             require(len(m) == 1 and len(t) == 1 and len(d) == 1, f"emails {len(m)}, telegram {len(t)}, discord {len(d)}")
             require(self.s.prom(f'vigia_ping_status{{target="{OLT}", status="down"}} == 1'), f"{OLT} is no longer down")
 
     def resolved_delivered(self):
-        with self.check(f"{OLT} answers again -> one resolved email, Telegram message and Discord post"):
+        with self.check(f"{OLT} answers again -> one resolved email, Telegram message and Discord post (from the surviving Alertmanager)"):
             self.s.olt_answers(True)
             self.s.uplink_up(True)
             self.t["back"] = time.time()
@@ -840,9 +855,14 @@ class E2E:
     def main(self):
         started = time.monotonic()
         ok = False
+        sites_part = None
         try:
             self.s.prepare()
             self.stack_up()
+            # The many-sites part (tests/e2e/sites.py) runs beside the checks below: its
+            # 3-minute link cut overlaps their waits for the alert.
+            sites_part = threading.Thread(target=sites.Sites(self).run, name="sites")
+            sites_part.start()
             self.targets_up()
             self.key_families()
             self.ping_non_root()
@@ -856,11 +876,15 @@ class E2E:
             self.down_alert_delivered()
             self.snmp_interface_down_alerted()
             self.uplink_alert_delivered()
+            self.kill_sending_alertmanager()
             # With the target down and its alert firing, every panel has something to show.
             self.dashboards()
             self.no_repeat_while_down()
             self.resolved_delivered()
             self.uplink_resolved()
+            self.restart_killed_alertmanager()
+            sites_part.join()
+            sites_part = None
             self.restart_all()
             self.restart_keeps_data()
             ok = all(r[2] for r in self.results)
@@ -869,6 +893,8 @@ class E2E:
         except Exception:  # noqa: BLE001
             traceback.print_exc()
         finally:
+            if sites_part is not None:
+                sites_part.join(timeout=900)
             if not ok:
                 print("--- containers and their last log lines ---", flush=True)
                 with contextlib.suppress(Exception):
@@ -885,6 +911,20 @@ class E2E:
         return 0 if ok and failed == 0 else 1
 
 
+def panel_queries():
+    """(dashboard / panel title, datasource uid, query as Grafana sends it with every
+    variable at All) for every query of every provisioned dashboard."""
+    for path in sorted(glob.glob(str(ROOT / "grafana/dashboards/*.json"))):
+        d = json.load(open(path))
+        all_values = {v["name"]: v.get("allValue", ".*") for v in d.get("templating", {}).get("list", [])}
+        for p in d["panels"]:
+            for t in p.get("targets", []):
+                q = t.get("expr") or t.get("query")
+                if q:
+                    yield (f"{Path(path).name} / {p.get('title')}", (t.get("datasource") or {}).get("uid", ""),
+                           substitute(q, all_values))
+
+
 def substitute(q, all_values):
     """A panel query as Grafana sends it with every variable at All and a 15-minute range."""
     q = q.replace("$__rate_interval", "1m").replace("$__interval", "30s")
@@ -895,4 +935,7 @@ def substitute(q, all_values):
 
 
 if __name__ == "__main__":
+    # tests/e2e/sites.py imports this file as `e2e`: one module, one CheckFailed.
+    sys.modules.setdefault("e2e", sys.modules[__name__])
+    import sites  # noqa: E402
     sys.exit(E2E().main())

@@ -79,7 +79,14 @@ DOCKER_GID=999
 EOF
 cat >"$WORK/agent.env" <<'EOF'
 DOCKER_GID=999
-VIGIA_INFLUXDB_URL=http://127.0.0.1:8086
+VIGIA_CENTRE_URL=https://noc.example:8443
+VIGIA_SITE=norte
+HOST_NAME=agent-1
+EOF
+cat >"$WORK/cluster.env" <<'EOF'
+DOCKER_GID=999
+VIGIA_METRICS_WRITE_URL=http://vminsert:8480/insert/0/prometheus
+VIGIA_METRICS_READ_URL=http://vmselect:8481/select/0/prometheus
 EOF
 compose() { "$COMPOSE" --project-directory "$ROOT" --env-file "$1" -f "$2" "${@:3}"; }
 check "docker compose config -q (compose.yaml)" compose "$WORK/env" compose.yaml config -q
@@ -88,8 +95,20 @@ compose "$WORK/env" compose.yaml config --format json >"$WORK/compose.json" 2>/d
 compose "$WORK/agent.env" compose.agent.yaml --profile ping config --format json >"$WORK/agent.json" 2>/dev/null
 check "compose.yaml: pinned images, healthchecks, service_healthy, read-only non-root exporters, capabilities, published ports, named volumes, secrets" \
   python3 tests/stack/check.py compose-rules "$WORK/compose.json"
-check "compose.agent.yaml: exporters only, same hardening" \
+check "compose.agent.yaml: exporters and vmagent only, same hardening, nothing beyond loopback, pushes over TLS with the site's token and a bounded disk buffer" \
   python3 tests/stack/check.py agent-rules "$WORK/agent.json"
+central() { "$COMPOSE" --project-directory "$ROOT" --env-file "$1" -f compose.yaml -f compose.central.yaml "${@:2}"; }
+check "docker compose config -q (compose.yaml + compose.central.yaml)" central "$WORK/env" config -q
+central "$WORK/env" config --format json >"$WORK/central.json" 2>/dev/null
+check "compose.central.yaml: VictoriaMetrics instead of Prometheus' TSDB, vmalert to both Alertmanagers, vmauth the only new published port, hardened" \
+  python3 tests/stack/check.py central-rules "$WORK/central.json"
+check "docker compose config -q (+ compose.cluster.yaml)" \
+  central "$WORK/cluster.env" -f compose.cluster.yaml config -q
+central "$WORK/cluster.env" -f compose.cluster.yaml config --format json >"$WORK/cluster.json" 2>/dev/null
+check "compose.cluster.yaml: vminsert, vmselect, two vmstorage; the write and read URLs are all that change" \
+  python3 tests/stack/check.py cluster-rules "$WORK/cluster.json"
+check "the centre's vmagent scrapes the exporters exactly as prometheus.yml does" \
+  python3 tests/stack/check.py scrape-jobs
 expect_fail "compose.yaml refuses to start without DOCKER_GID (written by make up)" 15 \
   "$COMPOSE" --project-directory "$ROOT" --env-file /dev/null -f compose.yaml config -q
 
@@ -103,6 +122,37 @@ check "promtool check rules" "$PROMTOOL" check rules prometheus/rules/*.yml
 check "promtool test rules (a firing and a quiet case per alert)" "$PROMTOOL" test rules prometheus/tests/*.yml
 check "alert rules: severity, summary, description, runbook in docs/runbooks.md, dashboard, a firing test each" \
   python3 tests/stack/check.py alert-rules
+
+# --- VictoriaMetrics (trixie's 1.112, the pinned images' version) -------------------
+check "vmagent -dryRun: victoriametrics/vmagent.yml (the centre's scrapes)" \
+  "$BIN/vmagent" -dryRun -promscrape.config=victoriametrics/vmagent.yml
+check "vmagent -dryRun: agent/vmagent.yml (a site's scrapes)" \
+  env VIGIA_SITE=norte HOST_NAME=agent-1 EXPORTER_LISTEN_ADDRESS=127.0.0.1 BOARD_PORT=9471 COMPOSE_PROFILES=ping \
+  "$BIN/vmagent" -dryRun -promscrape.config=agent/vmagent.yml
+check "vmalert -dryRun: prometheus/rules/ (the same rules on VictoriaMetrics)" \
+  "$BIN/vmalert" -dryRun -rule="$ROOT/prometheus/rules/*.yml"
+render_vmauth() { # render_vmauth DIR: vmauth/render.sh with sites from DIR/sites
+  env -i PATH="$PATH" VIGIA_SITES_DIR="$1/sites" VIGIA_SECRETS_DIR="$1/secrets" VIGIA_VMAUTH_RUN_DIR="$1/run" \
+    VIGIA_VMAUTH_RENDER_ONLY=1 sh vmauth/render.sh
+}
+vma=$WORK/vmauth
+mkdir -p "$vma/sites" "$vma/secrets"
+printf 'central-influx-token' >"$vma/secrets/influxdb_token"
+check "vmauth config with no site: valid (vmauth -dryRun), lets nobody in" \
+  bash -c "$(declare -f render_vmauth); render_vmauth '$vma' && '$BIN/vmauth' -dryRun -auth.config='$vma/run/auth.yml' \
+    && ! grep -q 'src_paths' '$vma/run/auth.yml'"
+printf 'aaaa1111bbbb2222' >"$vma/sites/norte.token"
+printf 'cccc3333dddd4444\n' >"$vma/sites/sur-2.token"
+check "vmauth config with two sites (vmauth -dryRun): each its own token, write paths only, InfluxDB gets the centre's token" \
+  bash -c "$(declare -f render_vmauth); render_vmauth '$vma' && '$BIN/vmauth' -dryRun -auth.config='$vma/run/auth.yml' \
+    && python3 tests/stack/check.py vmauth-config '$vma/run/auth.yml'"
+cp "$vma/sites/norte.token" "$vma/sites/copy.token"
+expect_fail "vmauth refuses two sites with the same token (exit 2)" 2 bash -c "$(declare -f render_vmauth); render_vmauth '$vma'"
+rm "$vma/sites/copy.token"
+printf 'x' >"$vma/sites/Bad_Name.token"
+expect_fail "vmauth refuses a site name that is not lower-case letters, digits and '-' (exit 2)" 2 \
+  bash -c "$(declare -f render_vmauth); render_vmauth '$vma'"
+rm "$vma/sites/Bad_Name.token"
 
 # --- Alertmanager -------------------------------------------------------------------
 render_am() { # render_am DIR [ENV...]: alertmanager/render.sh with secrets from DIR/secrets
@@ -308,7 +358,9 @@ check "dashboards type-check against @grafana/schema (tsc)" \
 # --- InfluxDB, ping, scripts ------------------------------------------------------
 check "make up (scripts/up.sh, stand-in docker): random secrets, .env, password printed once, second run keeps them, root-group socket refused" \
   tests/stack/up_test.sh
-check "shell scripts parse" bash -c 'for f in scripts/up.sh scripts/down.sh scripts/fetch-tools.sh scripts/healthcheck influxdb/init/*.sh tests/e2e/*.sh tests/e2e/standins/*.sh tests/stack/*.sh tests/alerts/*.sh; do bash -n "$f" || exit 1; done; sh -n alertmanager/render.sh && sh -n alertmanager/maintenance.sh && sh -n snmp/render.sh'
+check "make agent-bundle (stand-in docker): what compose.agent.yaml mounts, the site's own token and the NOC's CA only, the images compose names, one token per site" \
+  tests/stack/agent_bundle_test.sh "$COMPOSE"
+check "shell scripts parse" bash -c 'for f in scripts/*.sh scripts/healthcheck influxdb/init/*.sh tests/e2e/*.sh tests/e2e/standins/*.sh tests/stack/*.sh tests/alerts/*.sh; do bash -n "$f" || exit 1; done; for f in alertmanager/render.sh alertmanager/maintenance.sh snmp/render.sh vmauth/render.sh agent/run.sh; do sh -n "$f" || exit 1; done'
 # vigia-ping reads ping/ping.yaml and ping/targets.txt in the container; its own
 # --check-config validates both (paths moved to the repository's copies).
 if cargo build -q -p vigia-ping >"$WORK/cargo.log" 2>&1; then
