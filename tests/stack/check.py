@@ -246,7 +246,7 @@ def scrape_jobs():
     central = yaml.safe_load((ROOT / "victoriametrics" / "vmagent.yml").read_text())["scrape_configs"]
     prom_jobs = {j["job_name"]: j for j in prom}
     central_jobs = {j["job_name"]: j for j in central}
-    for job in sorted(EXPORTERS):
+    for job in sorted(EXPORTERS | {"snmp"}):
         problems.need(prom_jobs.get(job) == central_jobs.get(job),
                       f"job {job}: prometheus/prometheus.yml {prom_jobs.get(job)} != victoriametrics/vmagent.yml {central_jobs.get(job)}")
     stack = set(prom_jobs) - EXPORTERS - {"prometheus"}

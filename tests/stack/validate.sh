@@ -381,6 +381,7 @@ if cargo build -q -p vigia-ping >"$WORK/cargo.log" 2>&1; then
         printf '%s\n' \"\$line\" >'$WORK/case.txt'
         sh alertmanager/maintenance.sh check '$WORK/case.txt' >/dev/null 2>&1 && sh_ok=ok || sh_ok=bad
         env VIGIA_PING__TARGETS_FILE='$ROOT/ping/targets.txt' VIGIA_PING__MAINTENANCE_FILE='$WORK/case.txt' \
+          VIGIA_PING__TRANSITION_LOG__PATH='$WORK/transitions.jsonl' \
           '$PING_BIN' --config.file '$ROOT/ping/ping.yaml' --check-config >/dev/null 2>&1 && rs_ok=ok || rs_ok=bad
         if [[ \$sh_ok != \$want || \$rs_ok != \$want ]]; then echo \"want \$want, maintenance.sh \$sh_ok, vigia-ping \$rs_ok: \$line\"; exit 1; fi
         n=\$((n + 1))
