@@ -107,6 +107,9 @@ pub struct HalfSpaceTrees {
     tree_scores: Vec<f64>,
     /// For each feature, the trees whose subspace holds it.
     trees_by_feature: Vec<Vec<usize>>,
+    /// Which features are scored on their rises only ([`Feature::rising`]); `None` when
+    /// none is, so such detectors take the plain descent.
+    rising: Option<Vec<bool>>,
 }
 
 /// One window of points as they were learned.
@@ -285,7 +288,12 @@ impl HalfSpaceTrees {
                     .collect()
             })
             .collect();
+        let rising = features
+            .iter()
+            .any(|f| f.rising)
+            .then(|| features.iter().map(|f| f.rising).collect());
         Ok(Self {
+            rising,
             tree_scores: vec![0.0; trees.len()],
             trees_by_feature,
             config: config.clone(),
@@ -336,8 +344,9 @@ impl HalfSpaceTrees {
     /// The uncalibrated score of a normalized point: per tree `1 - log_mass / typical`,
     /// averaged over the trees that cover each feature, and the largest of those averages.
     fn raw_score(&mut self, point: &[f64]) -> f64 {
+        let rising = self.rising.as_deref();
         for (tree, score) in self.trees.iter().zip(self.tree_scores.iter_mut()) {
-            *score = tree.score(tree.log_mass(point, false));
+            *score = tree.score(tree.scored_log_mass(point, false, rising));
         }
         largest_feature_mean(&self.trees_by_feature, &self.tree_scores)
     }
@@ -475,14 +484,21 @@ impl HalfSpaceTrees {
         // Each reference point measured as if it were new (left out of its own cell):
         // per tree, the median is the level a tree score of 0 stands for; over the
         // ensemble, the reference's own raw scores show how high calm points go.
+        // With rising features, the reference points are measured as new points are (the
+        // densest cell reachable by raising them) for the calibration, and as they are
+        // for the typical level.
         let trees = self.trees.len();
+        let rising = self.rising.as_deref();
         let mut log_masses = vec![0.0; rows * trees];
         let mut sorted = Vec::with_capacity(rows);
         for (t, tree) in self.trees.iter_mut().enumerate() {
             sorted.clear();
             for (row, point) in normalized.chunks_exact(dims).enumerate() {
                 let log_mass = tree.log_mass(point, true);
-                log_masses[row * trees + t] = log_mass;
+                log_masses[row * trees + t] = match rising {
+                    Some(_) => tree.scored_log_mass(point, true, rising),
+                    None => log_mass,
+                };
                 sorted.push(log_mass);
             }
             sorted.sort_by(f64::total_cmp);
@@ -552,7 +568,10 @@ impl Detector for HalfSpaceTrees {
             for feature in 0..dims {
                 let t = row[feature];
                 normalized[feature] = reference.ranges[feature].normalize(t);
-                let z = (t - reference.median[feature]) / reference.spread[feature];
+                let mut z = (t - reference.median[feature]) / reference.spread[feature];
+                if self.features[feature].rising {
+                    z = z.max(0.0);
+                }
                 contributions[feature] = z.clamp(-MAX_Z, MAX_Z);
             }
             let raw = self.raw_score(&normalized);
@@ -602,7 +621,7 @@ impl Tree {
         let mut kept = 0;
         for i in 0..order.len() {
             let row = order[i] as usize;
-            match self.outside_side(&points[row * dims..(row + 1) * dims]) {
+            match self.outside_side(&points[row * dims..(row + 1) * dims], None) {
                 Some(side) => self.outside_mass[side] += 1,
                 None => {
                     order.swap(i, kept);
@@ -645,9 +664,52 @@ impl Tree {
         (1.0 + f64::from(mass) * f64::from(depth).exp2()).log2()
     }
 
+    /// The log-mass a point is scored with: where it stops descending or, with rising
+    /// features (`rising[feature]`), the largest over the cells it reaches when any of
+    /// them is raised (a value below a split on a rising feature may go either way).
+    fn scored_log_mass(&self, point: &[f64], leave_one_out: bool, rising: Option<&[bool]>) -> f64 {
+        let Some(rising) = rising else {
+            return self.log_mass(point, leave_one_out);
+        };
+        let own_outside = self.outside_side(point, None);
+        if let Some(side) = self.outside_side(point, Some(rising)) {
+            let mut mass = self.outside_mass[side];
+            if leave_one_out && own_outside == Some(side) {
+                mass = mass.saturating_sub(1);
+            }
+            return (1.0 + f64::from(mass)).log2();
+        }
+        self.densest(0, 0, point, rising, leave_one_out && own_outside.is_none())
+    }
+
+    /// The largest `log2(1 + mass * 2^depth)` under node `index` that `point` reaches with
+    /// its rising features raised. `own`: this node is on the point's own path, where a
+    /// leave-one-out measure does not count the point itself.
+    fn densest(&self, index: usize, depth: u32, point: &[f64], rising: &[bool], own: bool) -> f64 {
+        let node = self.nodes[index];
+        if node.left == 0 {
+            let mass = if own {
+                node.mass.saturating_sub(1)
+            } else {
+                node.mass
+            };
+            return (1.0 + f64::from(mass) * f64::from(depth).exp2()).log2();
+        }
+        let dim = node.dim as usize;
+        let left = node.left as usize;
+        if point[dim] >= node.split {
+            return self.densest(left + 1, depth + 1, point, rising, own);
+        }
+        let below = self.densest(left, depth + 1, point, rising, own);
+        if !rising[dim] {
+            return below;
+        }
+        below.max(self.densest(left + 1, depth + 1, point, rising, false))
+    }
+
     /// Mass and depth of the node where `point` stops descending.
     fn terminal(&self, point: &[f64]) -> (u32, u32) {
-        if let Some(side) = self.outside_side(point) {
+        if let Some(side) = self.outside_side(point, None) {
             return (self.outside_mass[side], 0);
         }
         let mut index = 0;
@@ -662,12 +724,17 @@ impl Tree {
         }
     }
 
-    /// Which outside cell `point` belongs to, or `None` inside the work space.
-    fn outside_side(&self, point: &[f64]) -> Option<usize> {
+    /// Which outside cell `point` belongs to, or `None` inside the work space. With
+    /// `rising`, a rising feature below the work space does not put the point outside (it
+    /// may be raised into it).
+    fn outside_side(&self, point: &[f64], rising: Option<&[bool]>) -> Option<usize> {
         let mut furthest: Option<(usize, f64)> = None;
         for (slot, &d) in self.subspace.iter().enumerate() {
             let (low, high) = (self.space_low[d], self.space_high[d]);
             let (side, excess) = if point[d] < low {
+                if rising.is_some_and(|r| r[d]) {
+                    continue;
+                }
                 (0, low - point[d])
             } else if point[d] >= high {
                 (1, point[d] - high)

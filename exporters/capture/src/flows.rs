@@ -77,7 +77,8 @@ impl WindowShare {
 
     /// What the window would have recorded packet by packet: each sending endpoint as a
     /// source (with its bytes) and its peer as a destination.
-    fn fold(&self, key: &FlowKey, window: &mut Window) {
+    fn fold(&self, key: &FlowKey, dst_port: u16, window: &mut Window) {
+        window.add_flow(key.protocol, dst_port);
         if self.low_sent {
             window.add_source(key.low.0, self.bytes_from_low);
             window.add_destination(key.high.0);
@@ -162,7 +163,7 @@ pub struct FlowTable {
     /// Whether any entry holds a share of the current window.
     touched: bool,
     /// Current-window shares of flows evicted before the window closed.
-    departed: Vec<(FlowKey, WindowShare)>,
+    departed: Vec<(FlowKey, u16, WindowShare)>,
 }
 
 impl FlowTable {
@@ -257,12 +258,12 @@ impl FlowTable {
         if self.touched {
             for (key, entry) in &self.map {
                 if entry.share.epoch == self.epoch {
-                    entry.share.fold(key, window);
+                    entry.share.fold(key, entry.flow.dst_port, window);
                 }
             }
         }
-        for (key, share) in self.departed.drain(..) {
-            share.fold(&key, window);
+        for (key, dst_port, share) in self.departed.drain(..) {
+            share.fold(&key, dst_port, window);
         }
         self.epoch = self.epoch.wrapping_add(1).max(1);
         self.touched = false;
@@ -283,7 +284,7 @@ impl FlowTable {
         for (_, key) in ages {
             if let Some(entry) = self.map.remove(&key) {
                 if entry.share.epoch == self.epoch {
-                    self.departed.push((key, entry.share));
+                    self.departed.push((key, entry.flow.dst_port, entry.share));
                 }
                 finished.push(FinishedFlow {
                     flow: entry.flow,
@@ -467,6 +468,13 @@ mod tests {
                 if !a.distinct_exact {
                     b.top_talkers = a.top_talkers.clone();
                 }
+                // Per-flow statistics exist on the flow-table side only (a window fed
+                // packet by packet knows no flows); tests/offline.rs checks them exactly.
+                let mut a = a;
+                a.flows = b.flows;
+                a.tcp_flows = b.tcp_flows;
+                a.distinct_destination_ports = b.distinct_destination_ports;
+                a.destination_port_entropy = b.destination_port_entropy;
                 assert_eq!(a, b, "window {w}, cap {cap}");
                 table.expire(end, &mut done);
             }

@@ -93,6 +93,10 @@ impl Protocol {
     }
 }
 
+/// `ts_ns` of a packet whose capture time cannot be represented (before 1970 or after
+/// 2554): the analyser counts it and files the packet at the time of the one before.
+pub const BAD_TIMESTAMP: u64 = u64::MAX;
+
 pub const TCP_SYN: u8 = 0x02;
 pub const TCP_RST: u8 = 0x04;
 pub const TCP_ACK: u8 = 0x10;

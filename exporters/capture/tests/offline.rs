@@ -92,21 +92,25 @@ fn mixed_file_gives_exact_counts_flows_ratios_ports_and_entropy() {
     assert_eq!(w["tcp_syn"], 10);
     assert_eq!(w["tcp_synack"], 4);
     assert_eq!(w["tcp_rst"], 3);
-    // Ratios and shares carry 20 packets of prior weight (window.rs). (serde_json's
+    // Flows with a packet in the window: 10 scan flows (the answers join them), the data
+    // connection, 8 UDP flows, ICMP, ICMPv6 and GRE; 11 of them TCP.
+    assert_eq!(w["flows"], 21);
+    assert_eq!(w["tcp_flows"], 11);
+    // Ratios are over TCP flows with 20 flows of prior weight (window.rs). (serde_json's
     // float parsing may be one unit in the last place off.)
     for (field, want) in [
-        ("syn_ratio", 10.0 / 43.0),
-        ("synack_ratio", 4.0 / 43.0),
-        ("rst_ratio", 3.0 / 43.0),
-        ("icmp_share", 7.0 / 72.0),
+        ("syn_ratio", 10.0 / 31.0),
+        ("synack_ratio", 4.0 / 31.0),
+        ("rst_ratio", 3.0 / 31.0),
     ] {
         assert!((num(w, field) - want).abs() < 1e-12, "{field}: {w}");
     }
-    // Destination ports of TCP and UDP packets: 1..=10 once each (SYNs), 40001..=40007
-    // once each (answers), 80 and 50000 three times each, 53 twenty times.
-    assert_eq!(num(w, "distinct_destination_ports"), 20.0);
-    let mut counts = vec![1.0; 17];
-    counts.extend([3.0, 3.0, 20.0]);
+    // Destination ports of the TCP and UDP flows, once per flow (a flow's destination is
+    // where its first packet went): 1..=10 (the scan), 80 (the data connection), 53
+    // (eight UDP flows).
+    assert_eq!(num(w, "distinct_destination_ports"), 12.0);
+    let mut counts = vec![1.0; 11];
+    counts.push(8.0);
     let n: f64 = counts.iter().sum();
     let entropy: f64 = counts.iter().map(|c| -(c / n) * (c / n).log2()).sum();
     assert!((num(w, "destination_port_entropy") - entropy).abs() < 1e-9);
