@@ -28,7 +28,7 @@ use std::collections::VecDeque;
 use crate::config::{AnomalyConfig, ConfigProblem};
 use crate::rng::{mix, SplitMix64};
 use crate::scaling::{quantile, saturate, Feature, Range};
-use crate::{Detector, DimsMismatch, Score};
+use crate::{Detector, DimsMismatch, Score, ScoreRun};
 
 /// Scale factor from the median absolute deviation to a standard deviation under a
 /// normal distribution.
@@ -526,9 +526,198 @@ impl HalfSpaceTrees {
             calm_raw_score,
         });
     }
+
+    /// The calibrated score and the z-scores of a transformed row against the reference
+    /// (0 and zeros during warm-up). Learns nothing.
+    fn score_row(&mut self, row: &[f64]) -> (f64, Vec<f64>) {
+        let dims = self.dims();
+        let mut contributions = vec![0.0; dims];
+        let Some(reference) = &self.reference else {
+            return (0.0, contributions);
+        };
+        let mut normalized = std::mem::take(&mut self.normalized);
+        for feature in 0..dims {
+            let t = row[feature];
+            normalized[feature] = reference.ranges[feature].normalize(t);
+            let mut z = (t - reference.median[feature]) / reference.spread[feature];
+            if self.features[feature].rising {
+                z = z.max(0.0);
+            }
+            contributions[feature] = z.clamp(-MAX_Z, MAX_Z);
+        }
+        let raw = self.raw_score(&normalized);
+        self.normalized = normalized;
+        let value = self.reference.as_ref().map_or(0.0, |r| r.calibrate(raw));
+        (value, contributions)
+    }
+
+    /// What learning `x` would store: its transformed values, whether each was observed
+    /// as given, and how many were replaced (as [`Detector::score_and_learn`] does it).
+    fn transformed(&self, x: &[f64]) -> (Vec<f64>, Vec<bool>, usize) {
+        let mut values = Vec::with_capacity(x.len());
+        let mut observed = Vec::with_capacity(x.len());
+        let mut replaced_inputs = 0;
+        for (feature, &raw) in x.iter().enumerate() {
+            let (t, replaced) = if raw.is_nan() {
+                let fallback = match &self.reference {
+                    Some(reference) => reference.median[feature],
+                    None => self.last_finite[feature],
+                };
+                (fallback, true)
+            } else {
+                let (value, replaced) = saturate(raw);
+                (self.features[feature].scaling.transform(value), replaced)
+            };
+            values.push(t);
+            observed.push(!replaced);
+            replaced_inputs += usize::from(replaced);
+        }
+        (values, observed, replaced_inputs)
+    }
+
+    /// Whether every window the reference is built from holds nothing but `row`: from
+    /// there on, more windows of it change only the learned ranges (see
+    /// [`HalfSpaceTrees::score_and_learn_repeated`]).
+    fn saturated_on(&self, row: &[f64], observed: &[bool]) -> bool {
+        let dims = self.dims();
+        self.reference.is_some()
+            && self.latest.is_empty()
+            && self.history.len() == self.reference_windows()
+            && self.history.iter().all(|w| {
+                w.values
+                    .chunks_exact(dims)
+                    .zip(w.observed.chunks_exact(dims))
+                    .all(|(v, o)| v == row && o == observed)
+            })
+    }
+
+    /// Scores and learns `count` copies of `x`, exactly as `count` calls of
+    /// [`Detector::score_and_learn`] would, at a cost that does not grow with `count`
+    /// once the reference holds nothing but `x` (an exporter's quiet hours: a capture's
+    /// empty windows, however many). Returns the verdicts as runs of equal ones.
+    ///
+    /// Copies of one point that land in the same window all get its first copy's verdict
+    /// (the reference only changes between windows), so each window costs one score and
+    /// its rebuild. Once every window the reference is built from holds only `x`, a
+    /// rebuild gives the same trees, medians and calibration whatever the ranges, every
+    /// copy scores the same, and the only state that still moves is each feature's range
+    /// (10 % of the way towards `x` per window, [`Range::follow`]): the remaining windows
+    /// cost one range step per feature each, stopped when the step no longer changes it
+    /// (floating point reaches that within a few hundred steps), and one real rebuild.
+    pub fn score_and_learn_repeated(
+        &mut self,
+        x: &[f64],
+        count: u64,
+    ) -> Result<Vec<ScoreRun>, DimsMismatch> {
+        let dims = self.dims();
+        if x.len() != dims {
+            return Err(DimsMismatch {
+                expected: dims,
+                got: x.len(),
+            });
+        }
+        let window = self.config.window_size as u64;
+        let mut runs: Vec<ScoreRun> = Vec::new();
+        let push = |runs: &mut Vec<ScoreRun>, score: Score, count: u64| match runs.last_mut()
+        {
+            Some(last) if last.score == score => last.count += count,
+            _ => runs.push(ScoreRun { score, count }),
+        };
+        let mut left = count;
+        while left > 0 {
+            if left >= window {
+                let (row, observed, replaced_inputs) = self.transformed(x);
+                if self.saturated_on(&row, &observed) {
+                    let windows = left / window;
+                    let (value, contributions) = self.score_row(&row);
+                    let score = Score {
+                        value,
+                        warm: true,
+                        contributions,
+                        replaced_inputs,
+                    };
+                    self.fast_forward(&row, &observed, windows, value);
+                    push(&mut runs, score, windows * window);
+                    left -= windows * window;
+                    continue;
+                }
+            }
+            let score = self.score_and_learn(x)?;
+            left -= 1;
+            let mut copies = 1;
+            let rows = (self.latest.len() / dims) as u64;
+            if rows > 0 {
+                // No rebuild happened: the rest of this window gets the same verdict.
+                let k = left.min(window - rows);
+                let start = self.latest.len() - dims;
+                for _ in 0..k {
+                    self.latest.extend_from_within(start..start + dims);
+                    self.latest_observed.extend_from_within(start..start + dims);
+                    self.latest_scores.push(score.value);
+                }
+                left -= k;
+                copies += k;
+                if self.latest.len() == self.config.window_size * dims {
+                    self.swap_windows();
+                }
+            }
+            push(&mut runs, score, copies);
+        }
+        Ok(runs)
+    }
+
+    /// `windows` whole windows of `row` on a saturated detector: all but the last move
+    /// the ranges and the scores the history holds, the last is learned for real.
+    fn fast_forward(&mut self, row: &[f64], observed: &[bool], windows: u64, value: f64) {
+        let skipped = windows - 1;
+        // The windows that would have replaced the oldest ones hold the same points, with
+        // this score.
+        for _ in 0..skipped.min(self.history.len() as u64) {
+            if let Some(mut oldest) = self.history.pop_front() {
+                oldest.scores.fill(value);
+                self.history.push_back(oldest);
+            }
+        }
+        if let Some(reference) = &mut self.reference {
+            for feature in 0..row.len() {
+                if !observed[feature] {
+                    // No observed value: every rebuild carries the range over.
+                    continue;
+                }
+                let target = Range::of_sorted(&[row[feature]]);
+                let floor = self.features[feature].min_spread;
+                let mut range = reference.ranges[feature];
+                for _ in 0..skipped {
+                    let mut next = range;
+                    next.follow(target);
+                    let next = next.with_floor(floor);
+                    if next == range {
+                        break;
+                    }
+                    range = next;
+                }
+                reference.ranges[feature] = range;
+            }
+        }
+        let rows = self.config.window_size;
+        for _ in 0..rows {
+            self.latest.extend_from_slice(row);
+            self.latest_observed.extend_from_slice(observed);
+            self.latest_scores.push(value);
+        }
+        self.swap_windows();
+    }
 }
 
 impl Detector for HalfSpaceTrees {
+    fn score_and_learn_repeated(
+        &mut self,
+        x: &[f64],
+        count: u64,
+    ) -> Result<Vec<ScoreRun>, DimsMismatch> {
+        HalfSpaceTrees::score_and_learn_repeated(self, x, count)
+    }
+
     fn score_and_learn(&mut self, x: &[f64]) -> Result<Score, DimsMismatch> {
         let dims = self.dims();
         if x.len() != dims {
@@ -560,26 +749,8 @@ impl Detector for HalfSpaceTrees {
             self.latest_observed.push(!replaced);
         }
 
-        let mut contributions = vec![0.0; dims];
-        let mut value = 0.0;
-        if let Some(reference) = &self.reference {
-            let row = &self.latest[start..];
-            let mut normalized = std::mem::take(&mut self.normalized);
-            for feature in 0..dims {
-                let t = row[feature];
-                normalized[feature] = reference.ranges[feature].normalize(t);
-                let mut z = (t - reference.median[feature]) / reference.spread[feature];
-                if self.features[feature].rising {
-                    z = z.max(0.0);
-                }
-                contributions[feature] = z.clamp(-MAX_Z, MAX_Z);
-            }
-            let raw = self.raw_score(&normalized);
-            self.normalized = normalized;
-            if let Some(reference) = &self.reference {
-                value = reference.calibrate(raw);
-            }
-        }
+        let row = self.latest[start..].to_vec();
+        let (value, contributions) = self.score_row(&row);
         self.latest_scores.push(value);
         let score = Score {
             value,
@@ -671,15 +842,21 @@ impl Tree {
         let Some(rising) = rising else {
             return self.log_mass(point, leave_one_out);
         };
+        // Raising by nothing is one of the choices: the point's own cell counts too (a point
+        // below the work space in a rising feature, in an outside cell the reference shares).
+        let own = self.log_mass(point, leave_one_out);
         let own_outside = self.outside_side(point, None);
-        if let Some(side) = self.outside_side(point, Some(rising)) {
-            let mut mass = self.outside_mass[side];
-            if leave_one_out && own_outside == Some(side) {
-                mass = mass.saturating_sub(1);
+        let raised = match self.outside_side(point, Some(rising)) {
+            Some(side) => {
+                let mut mass = self.outside_mass[side];
+                if leave_one_out && own_outside == Some(side) {
+                    mass = mass.saturating_sub(1);
+                }
+                (1.0 + f64::from(mass)).log2()
             }
-            return (1.0 + f64::from(mass)).log2();
-        }
-        self.densest(0, 0, point, rising, leave_one_out && own_outside.is_none())
+            None => self.densest(0, 0, point, rising, leave_one_out && own_outside.is_none()),
+        };
+        own.max(raised)
     }
 
     /// The largest `log2(1 + mass * 2^depth)` under node `index` that `point` reaches with

@@ -20,13 +20,9 @@ use crate::config::{Config, PacketRowsConfig, PacketRowsMode};
 use crate::flows::{FinishedFlow, FlowTable, Observed};
 use crate::influx_rows;
 use crate::metrics::{CaptureMetrics, FeatureLabel, TalkerLabel};
-use crate::parse::{PacketSummary, Protocol};
+use crate::parse::{PacketSummary, Protocol, BAD_TIMESTAMP};
 use crate::scoring::{WindowScorer, WindowVerdict};
 use crate::window::{Window, WindowStats};
-
-/// Most empty windows a gap in a replayed file produces; a longer gap (a file that
-/// jumps by days) restarts the windows at the next packet.
-const MAX_GAP_WINDOWS: u64 = 10_000;
 
 /// What the analyser prints in `--exit-at-eof` mode.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -49,6 +45,9 @@ pub struct Totals {
     pub flows_finished: u64,
     pub windows: u64,
     pub anomalous_windows: u64,
+    pub bad_timestamps: u64,
+    /// A replay stopped by a signal before the end of its input.
+    pub interrupted: bool,
 }
 
 pub struct Analyser {
@@ -71,6 +70,8 @@ pub struct Analyser {
     finished: Vec<FinishedFlow>,
     evictions_reported: u64,
     same_ts: (u64, u64),
+    /// Time of the last packet analysed, for packets whose own time is unusable.
+    last_ts: u64,
     report: Report,
     totals: Totals,
 }
@@ -114,6 +115,7 @@ impl Analyser {
             finished: Vec::new(),
             evictions_reported: 0,
             same_ts: (0, 0),
+            last_ts: if live { now_ns() } else { 0 },
             report,
             totals: Totals::default(),
         }
@@ -137,7 +139,14 @@ impl Analyser {
                     Err(RecvTimeoutError::Disconnected) => Some(Event::End),
                 }
             } else {
-                Some(rx.recv().unwrap_or(Event::End))
+                // A file waits for packets, but looks at `stop` at least this often: a
+                // replay from a pipe may have nothing to read for as long as its writer
+                // likes, and SIGTERM must end it all the same.
+                match rx.recv_timeout(Duration::from_millis(100)) {
+                    Ok(e) => Some(e),
+                    Err(RecvTimeoutError::Timeout) => None,
+                    Err(RecvTimeoutError::Disconnected) => Some(Event::End),
+                }
             };
             match event {
                 Some(Event::Packets(batch)) => self.batch(&batch),
@@ -147,6 +156,10 @@ impl Analyser {
                     break;
                 }
                 None => {}
+            }
+            if !self.live && stop.load(Ordering::Relaxed) {
+                self.totals.interrupted = true;
+                break;
             }
             if self.live {
                 self.close_due_windows(now_ns());
@@ -171,8 +184,21 @@ impl Analyser {
     fn batch(&mut self, batch: &[PacketSummary]) {
         let mut packets = [0u64; 6];
         let mut bytes = [0u64; 6];
-        let (mut parse_errors, mut truncated) = (0u64, 0u64);
+        let (mut parse_errors, mut truncated, mut bad_timestamps) = (0u64, 0u64, 0u64);
         for p in batch {
+            let fixed;
+            let p = if p.ts_ns == BAD_TIMESTAMP {
+                // Filed with the packet before it, never at time 0 (see capture::Seconds).
+                bad_timestamps += 1;
+                fixed = PacketSummary {
+                    ts_ns: self.last_ts,
+                    ..*p
+                };
+                &fixed
+            } else {
+                p
+            };
+            self.last_ts = p.ts_ns;
             if !self.live {
                 self.advance_offline(p.ts_ns);
             }
@@ -213,6 +239,8 @@ impl Analyser {
         }
         self.metrics.parse_errors.inc_by(parse_errors);
         self.metrics.truncated.inc_by(truncated);
+        self.metrics.bad_timestamps.inc_by(bad_timestamps);
+        self.totals.bad_timestamps += bad_timestamps;
         self.totals.parse_errors += parse_errors;
         self.totals.truncated += truncated;
         self.emit_finished_flows();
@@ -231,50 +259,68 @@ impl Analyser {
 
     /// Closes the windows a packet at `ts` lies beyond (file replay).
     fn advance_offline(&mut self, ts: u64) {
-        let start = match self.window_start {
-            Some(s) => s,
-            None => {
-                self.window_start = Some(floor(ts, self.window_ns));
-                return;
-            }
-        };
-        if ts < start + self.window_ns {
-            return;
+        match self.window_start {
+            Some(_) => self.close_due_windows(ts),
+            None => self.window_start = Some(floor(ts, self.window_ns)),
         }
-        let gap = (ts - start) / self.window_ns;
-        if gap > MAX_GAP_WINDOWS {
-            self.close_window(start, start + self.window_ns);
-            tracing::info!(
-                skipped_windows = gap,
-                "gap in the capture: windows restart at the next packet"
-            );
-            self.window_start = Some(floor(ts, self.window_ns));
-            return;
-        }
-        self.close_due_windows(ts);
     }
 
+    /// Closes the current window if `now` lies beyond it, and every empty window between
+    /// it and `now` at once: a gap of a day or of ten years costs what a few windows cost
+    /// (see [`WindowScorer::score_repeated`]), and the detector learns each of them as
+    /// empty, as a live capture of a quiet link would.
     fn close_due_windows(&mut self, now: u64) {
-        while let Some(start) = self.window_start {
-            let end = start + self.window_ns;
-            if now < end {
-                break;
-            }
-            self.close_window(start, end);
-            self.window_start = Some(end);
+        let Some(start) = self.window_start else {
+            return;
+        };
+        let end = start.saturating_add(self.window_ns);
+        if now < end {
+            return;
         }
+        self.close_window(start, end);
+        let empty = (now - end) / self.window_ns;
+        if empty > 0 {
+            self.close_empty_windows(end, empty);
+        }
+        self.window_start = Some(end + empty * self.window_ns);
     }
 
     fn close_window(&mut self, start: u64, end: u64) {
         self.flows.fold_window(&mut self.window);
         let stats = self.window.close(start, end, self.top_n);
         let verdict = self.scorer.score(&stats);
+        self.publish(&stats, &verdict, 1);
+        self.flows.expire(end, &mut self.finished);
+        self.emit_finished_flows();
+    }
+
+    /// `count` empty windows from `from` on, scored as runs of equal verdicts.
+    fn close_empty_windows(&mut self, from: u64, count: u64) {
+        self.flows.fold_window(&mut self.window);
+        let empty = self.window.close(from, from + self.window_ns, self.top_n);
+        let mut at = from;
+        for (verdict, n) in self.scorer.score_repeated(&empty, count) {
+            let run = WindowStats {
+                start_ns: at,
+                end_ns: at + n * self.window_ns,
+                ..empty.clone()
+            };
+            self.publish(&run, &verdict, n);
+            at = run.end_ns;
+        }
+        self.flows.expire(at, &mut self.finished);
+        self.emit_finished_flows();
+    }
+
+    /// Exposes, writes and prints the verdict on `count` windows of equal stats that
+    /// `stats` spans (one, or a run of empty ones).
+    fn publish(&mut self, stats: &WindowStats, verdict: &WindowVerdict, count: u64) {
         self.last_score = verdict.score;
         let m = &self.metrics;
-        m.windows.inc();
+        m.windows.inc_by(count);
         m.score.set(verdict.score);
         m.warm.set(i64::from(verdict.warm));
-        m.last_window_end.set(end as f64 / 1e9);
+        m.last_window_end.set(stats.end_ns as f64 / 1e9);
         let vector = stats.vector();
         for (i, name) in self.scorer.names().iter().enumerate() {
             let label = FeatureLabel {
@@ -295,22 +341,30 @@ impl Analyser {
                 })
                 .set(i64::try_from(*bytes).unwrap_or(i64::MAX));
         }
-        self.totals.windows += 1;
+        self.totals.windows += count;
         if verdict.anomalous {
-            m.anomalous_windows.inc();
-            self.totals.anomalous_windows += 1;
+            m.anomalous_windows.inc_by(count);
+            self.totals.anomalous_windows += count;
             tracing::info!(
                 score = verdict.score,
                 top = ?verdict.top,
                 packets = stats.packets,
+                windows = count,
                 "anomalous window"
             );
             if let Some(w) = &self.writer {
-                w.write(influx_rows::anomaly_window(
-                    &stats,
-                    &verdict,
-                    self.threshold,
-                ));
+                // One row per window, as for any other; a run of anomalous empty windows
+                // is bounded by the detector's reference span (the run ends once quiet
+                // is all the reference holds).
+                for i in 0..count {
+                    let start_ns = stats.start_ns + i * self.window_ns;
+                    let one = WindowStats {
+                        start_ns,
+                        end_ns: start_ns + self.window_ns,
+                        ..stats.clone()
+                    };
+                    w.write(influx_rows::anomaly_window(&one, verdict, self.threshold));
+                }
             }
             if self.packet_rows.mode == PacketRowsMode::Anomalous {
                 let packets = std::mem::take(&mut self.window_packets);
@@ -322,10 +376,8 @@ impl Analyser {
         }
         self.window_packets.clear();
         if self.report == Report::Windows {
-            print_window(&stats, Some(&verdict));
+            print_window(stats, Some(verdict), count);
         }
-        self.flows.expire(end, &mut self.finished);
-        self.emit_finished_flows();
     }
 
     fn emit_finished_flows(&mut self) {
@@ -361,7 +413,7 @@ impl Analyser {
             if self.window.packets() > 0 {
                 let stats = self.window.close(start, start + self.window_ns, self.top_n);
                 if self.report == Report::Windows {
-                    print_window(&stats, None);
+                    print_window(&stats, None, 1);
                 }
             }
         }
@@ -376,6 +428,8 @@ impl Analyser {
                     "bytes": t.bytes,
                     "parse_errors": t.parse_errors,
                     "truncated": t.truncated,
+                    "bad_timestamps": t.bad_timestamps,
+                    "interrupted": t.interrupted,
                     "flows_finished": t.flows_finished,
                     "flow_evictions": self.flows.evictions(),
                     "windows": t.windows,
@@ -391,7 +445,9 @@ impl Analyser {
     }
 }
 
-fn print_window(stats: &WindowStats, verdict: Option<&WindowVerdict>) {
+/// One line per window, or per run of `windows` empty windows with one verdict (`start`
+/// and `end` span the run).
+fn print_window(stats: &WindowStats, verdict: Option<&WindowVerdict>, windows: u64) {
     let mut protocols = serde_json::Map::new();
     for p in Protocol::ALL {
         protocols.insert(p.as_str().into(), stats.protocol_packets[p.index()].into());
@@ -400,6 +456,7 @@ fn print_window(stats: &WindowStats, verdict: Option<&WindowVerdict>) {
         "start": stats.start_ns as f64 / 1e9,
         "end": stats.end_ns as f64 / 1e9,
         "partial": verdict.is_none(),
+        "windows": windows,
         "packets": stats.packets,
         "bytes": stats.bytes,
         "protocols": protocols,

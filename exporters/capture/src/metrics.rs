@@ -39,6 +39,7 @@ pub struct CaptureMetrics {
     pub bytes: [Counter; 6],
     pub parse_errors: Counter,
     pub truncated: Counter,
+    pub bad_timestamps: Counter,
     pub flows_active: Gauge,
     pub flow_evictions: Counter,
     pub flows_finished: Counter,
@@ -96,6 +97,7 @@ impl CaptureMetrics {
             bytes,
             parse_errors: Counter::default(),
             truncated: Counter::default(),
+            bad_timestamps: Counter::default(),
             flows_active: Gauge::default(),
             flow_evictions: Counter::default(),
             flows_finished: Counter::default(),
@@ -117,6 +119,11 @@ impl CaptureMetrics {
             "vigia_capture_truncated_packets",
             "Packets cut short by the snaplen or the sender; counted with the layers that were there",
             m.truncated.clone(),
+        );
+        r.register(
+            "vigia_capture_bad_timestamps",
+            "Packets whose capture time cannot be represented (before 1970 or after 2554); analysed at the time of the packet before them",
+            m.bad_timestamps.clone(),
         );
         r.register(
             "vigia_capture_flows_active",
