@@ -187,6 +187,9 @@ struct Node {
     left: u32,
     dim: u32,
     split: f64,
+    /// The largest `log2(1 + mass * 2^depth)` of the leaves under this node: what a
+    /// point reaching all of them (below the node's cell in every rising feature) scores.
+    best: f64,
 }
 
 impl Node {
@@ -195,6 +198,7 @@ impl Node {
         left: 0,
         dim: 0,
         split: 0.0,
+        best: 0.0,
     };
 }
 
@@ -618,8 +622,7 @@ impl HalfSpaceTrees {
         }
         let window = self.config.window_size as u64;
         let mut runs: Vec<ScoreRun> = Vec::new();
-        let push = |runs: &mut Vec<ScoreRun>, score: Score, count: u64| match runs.last_mut()
-        {
+        let push = |runs: &mut Vec<ScoreRun>, score: Score, count: u64| match runs.last_mut() {
             Some(last) if last.score == score => last.count += count,
             _ => runs.push(ScoreRun { score, count }),
         };
@@ -810,6 +813,24 @@ impl Tree {
             high: &mut high,
         };
         grow.node(self, 0, 1, 0, order);
+        // Children come after their parent: depths forwards, best leaves backwards.
+        let mut depths = vec![0u32; self.nodes.len()];
+        for i in 0..self.nodes.len() {
+            let left = self.nodes[i].left as usize;
+            if left != 0 {
+                depths[left] = depths[i] + 1;
+                depths[left + 1] = depths[i] + 1;
+            }
+        }
+        for i in (0..self.nodes.len()).rev() {
+            let node = self.nodes[i];
+            self.nodes[i].best = if node.left == 0 {
+                (1.0 + f64::from(node.mass) * f64::from(depths[i]).exp2()).log2()
+            } else {
+                let left = node.left as usize;
+                self.nodes[left].best.max(self.nodes[left + 1].best)
+            };
+        }
     }
 
     /// This tree's score for a log-mass: 0 at or above the typical level, 1 for an empty
@@ -854,34 +875,63 @@ impl Tree {
                 }
                 (1.0 + f64::from(mass)).log2()
             }
-            None => self.densest(0, 0, point, rising, leave_one_out && own_outside.is_none()),
+            None => {
+                let mut lows = [f64::NEG_INFINITY; FEATURES_PER_TREE];
+                for (slot, &d) in self.subspace.iter().enumerate() {
+                    lows[slot] = self.space_low[d];
+                }
+                let all_rising = self.subspace.iter().all(|&d| rising[d]);
+                let cell = Cell {
+                    lows,
+                    all_rising,
+                    own: leave_one_out && own_outside.is_none(),
+                };
+                self.densest(0, 0, point, rising, cell)
+            }
         };
         own.max(raised)
     }
 
     /// The largest `log2(1 + mass * 2^depth)` under node `index` that `point` reaches with
-    /// its rising features raised. `own`: this node is on the point's own path, where a
-    /// leave-one-out measure does not count the point itself.
-    fn densest(&self, index: usize, depth: u32, point: &[f64], rising: &[bool], own: bool) -> f64 {
+    /// its rising features raised (`cell.own`: this node is on the point's own path, where
+    /// a leave-one-out measure does not count the point itself).
+    fn densest(&self, index: usize, depth: u32, point: &[f64], rising: &[bool], cell: Cell) -> f64 {
         let node = self.nodes[index];
         if node.left == 0 {
-            let mass = if own {
+            let mass = if cell.own {
                 node.mass.saturating_sub(1)
             } else {
                 node.mass
             };
             return (1.0 + f64::from(mass) * f64::from(depth).exp2()).log2();
         }
+        // At or below the cell's lower corner in every (rising) feature: every leaf under
+        // it is reachable.
+        if !cell.own
+            && cell.all_rising
+            && self
+                .subspace
+                .iter()
+                .zip(&cell.lows)
+                .all(|(&d, &low)| point[d] <= low)
+        {
+            return node.best;
+        }
         let dim = node.dim as usize;
         let left = node.left as usize;
-        if point[dim] >= node.split {
-            return self.densest(left + 1, depth + 1, point, rising, own);
+        let mut upper = cell;
+        if let Some(slot) = self.subspace.iter().position(|&d| d == dim) {
+            upper.lows[slot] = node.split;
         }
-        let below = self.densest(left, depth + 1, point, rising, own);
+        if point[dim] >= node.split {
+            return self.densest(left + 1, depth + 1, point, rising, upper);
+        }
+        let below = self.densest(left, depth + 1, point, rising, cell);
         if !rising[dim] {
             return below;
         }
-        below.max(self.densest(left + 1, depth + 1, point, rising, false))
+        upper.own = false;
+        below.max(self.densest(left + 1, depth + 1, point, rising, upper))
     }
 
     /// Mass and depth of the node where `point` stops descending.
@@ -939,6 +989,16 @@ impl Tree {
     }
 }
 
+/// Where a rising descent is: the lower corner of the current cell in the tree's
+/// subspace, whether every feature of the subspace is rising, and whether the cell is on
+/// the point's own path.
+#[derive(Clone, Copy)]
+struct Cell {
+    lows: [f64; FEATURES_PER_TREE],
+    all_rising: bool,
+    own: bool,
+}
+
 /// State of one rebuild: the window's points and the current node's extent.
 struct Grow<'a> {
     points: &'a [f64],
@@ -980,6 +1040,7 @@ impl Grow<'_> {
             left: left as u32,
             dim: dim as u32,
             split,
+            best: 0.0,
         };
         let (left_members, right_members) = members.split_at_mut(left_count);
 

@@ -12,6 +12,7 @@ use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use prometheus_client::metrics::counter::Counter;
 use serde_json::json;
 use vigia_kit::influx::InfluxWriter;
 
@@ -19,8 +20,10 @@ use crate::capture::Event;
 use crate::config::{Config, PacketRowsConfig, PacketRowsMode};
 use crate::flows::{FinishedFlow, FlowTable, Observed};
 use crate::influx_rows;
-use crate::metrics::{CaptureMetrics, FeatureLabel, TalkerLabel};
-use crate::parse::{PacketSummary, Protocol, BAD_TIMESTAMP};
+use crate::metrics::{
+    traffic_index, traffic_label, CaptureMetrics, FeatureLabel, TalkerLabel, TRAFFIC_SERIES,
+};
+use crate::parse::{Family, PacketSummary, Protocol, BAD_TIMESTAMP};
 use crate::scoring::{WindowScorer, WindowVerdict};
 use crate::window::{Window, WindowStats};
 
@@ -59,6 +62,8 @@ pub struct Analyser {
     scorer: WindowScorer,
     threshold: f64,
     metrics: CaptureMetrics,
+    /// Packet and byte counters by `traffic_index`, looked up once.
+    traffic: [Option<(Counter, Counter)>; TRAFFIC_SERIES],
     writer: Option<InfluxWriter>,
     flow_rows: bool,
     packet_rows: PacketRowsConfig,
@@ -104,6 +109,7 @@ impl Analyser {
             scorer,
             threshold: config.anomaly.threshold,
             metrics,
+            traffic: std::array::from_fn(|_| None),
             flow_rows: config.flow_rows && writer.is_some(),
             writer,
             packet_rows,
@@ -182,8 +188,8 @@ impl Analyser {
     }
 
     fn batch(&mut self, batch: &[PacketSummary]) {
-        let mut packets = [0u64; 6];
-        let mut bytes = [0u64; 6];
+        let mut packets = [0u64; TRAFFIC_SERIES];
+        let mut bytes = [0u64; TRAFFIC_SERIES];
         let (mut parse_errors, mut truncated, mut bad_timestamps) = (0u64, 0u64, 0u64);
         for p in batch {
             let fixed;
@@ -202,7 +208,7 @@ impl Analyser {
             if !self.live {
                 self.advance_offline(p.ts_ns);
             }
-            let i = p.protocol.index();
+            let i = traffic_index(p.protocol, p.family());
             packets[i] += 1;
             bytes[i] += u64::from(p.wire_len);
             parse_errors += u64::from(p.parse_error);
@@ -229,10 +235,18 @@ impl Analyser {
                 }
             }
         }
-        for i in 0..6 {
+        for i in 0..TRAFFIC_SERIES {
             if packets[i] > 0 {
-                self.metrics.packets[i].inc_by(packets[i]);
-                self.metrics.bytes[i].inc_by(bytes[i]);
+                let (protocol, family) = (Protocol::ALL[i / 3], Family::ALL[i % 3]);
+                let counters = self.traffic[i].get_or_insert_with(|| {
+                    let label = traffic_label(protocol, family);
+                    (
+                        self.metrics.packets.get_or_create(&label).clone(),
+                        self.metrics.bytes.get_or_create(&label).clone(),
+                    )
+                });
+                counters.0.inc_by(packets[i]);
+                counters.1.inc_by(bytes[i]);
             }
             self.totals.packets += packets[i];
             self.totals.bytes += bytes[i];

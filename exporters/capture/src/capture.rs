@@ -102,10 +102,14 @@ fn savefile_format(path: &std::path::Path) -> Result<SavefileFormat, vigia_kit::
     let unreadable = |e: std::io::Error| {
         vigia_kit::ConfigError::new("file", format!("cannot read {}: {e}", path.display()))
     };
+    // A FIFO (or any file that is not a regular one) is read once: peeking at it would
+    // take its first bytes from libpcap. Its format is left to libpcap, as stdin's is.
+    if !std::fs::metadata(path).map_err(unreadable)?.is_file() {
+        return Ok(SavefileFormat::Pcap);
+    }
     let mut file = std::io::BufReader::new(std::fs::File::open(path).map_err(unreadable)?);
     let mut magic = [0u8; 4];
-    if file.read_exact(&mut magic).is_err() || u32::from_le_bytes(magic) != PCAPNG_SECTION_HEADER
-    {
+    if file.read_exact(&mut magic).is_err() || u32::from_le_bytes(magic) != PCAPNG_SECTION_HEADER {
         // Not pcapng (or too short to be anything): libpcap says what it is not.
         return Ok(SavefileFormat::Pcap);
     }
@@ -180,7 +184,11 @@ fn pcapng_leading_link_types(
         };
         let block_type = word(&head[..4]);
         let length = word(&head[4..8]) as usize;
-        let consumed = if block_type == PCAPNG_SECTION_HEADER { 12 } else { 8 };
+        let consumed = if block_type == PCAPNG_SECTION_HEADER {
+            12
+        } else {
+            8
+        };
         if length < 12 || length % 4 != 0 || length > 1 << 16 {
             return Ok(types);
         }
@@ -223,7 +231,11 @@ fn read_full(file: &mut impl std::io::Read, buf: &mut [u8]) -> std::io::Result<u
 }
 
 fn skip(file: &mut impl std::io::Read, n: usize) -> std::io::Result<()> {
-    std::io::copy(&mut std::io::Read::take(&mut *file, n as u64), &mut std::io::sink()).map(|_| ())
+    std::io::copy(
+        &mut std::io::Read::take(&mut *file, n as u64),
+        &mut std::io::sink(),
+    )
+    .map(|_| ())
 }
 
 /// Opens the configured input, applies the filter, checks the datalink. Errors name the

@@ -107,6 +107,10 @@ pub struct Flow {
     pub last_ns: u64,
     pub packets: u64,
     pub bytes: u64,
+    /// Rank among the flows that started in the same microsecond (capture times have
+    /// microsecond resolution): it keeps their InfluxDB rows apart, whose tags no longer
+    /// tell them apart.
+    pub seq: u16,
 }
 
 impl Flow {
@@ -164,6 +168,26 @@ pub struct FlowTable {
     touched: bool,
     /// Current-window shares of flows evicted before the window closed.
     departed: Vec<(FlowKey, u16, WindowShare)>,
+    starts: SameMicrosecond,
+}
+
+/// Counts the flows that start within one microsecond.
+#[derive(Debug, Default)]
+struct SameMicrosecond {
+    microsecond: u64,
+    count: u16,
+}
+
+impl SameMicrosecond {
+    fn next(&mut self, ts_ns: u64) -> u16 {
+        let us = ts_ns / 1000;
+        if us == self.microsecond {
+            self.count = self.count.wrapping_add(1);
+        } else {
+            (self.microsecond, self.count) = (us, 0);
+        }
+        self.count
+    }
 }
 
 impl FlowTable {
@@ -177,6 +201,7 @@ impl FlowTable {
             epoch: 1,
             touched: false,
             departed: Vec::new(),
+            starts: SameMicrosecond::default(),
         }
     }
 
@@ -203,6 +228,7 @@ impl FlowTable {
             last_ns: p.ts_ns,
             packets: 1,
             bytes: u64::from(p.wire_len),
+            seq: 0,
         };
         if let Some(entry) = self.map.get_mut(&key) {
             // A flow finished and restarted below keeps its share: the window's counts
@@ -229,11 +255,13 @@ impl FlowTable {
                 reason,
             });
             // The continuation keeps the original orientation.
+            let seq = self.starts.next(p.ts_ns);
             *flow = Flow {
                 src: flow.src,
                 dst: flow.dst,
                 src_port: flow.src_port,
                 dst_port: flow.dst_port,
+                seq,
                 ..fresh
             };
             return if idle {
@@ -248,7 +276,11 @@ impl FlowTable {
         let mut share = WindowShare::new(self.epoch);
         share.add(self.epoch, from_low, p.wire_len);
         self.touched = true;
-        self.map.insert(key, Entry { flow: fresh, share });
+        let flow = Flow {
+            seq: self.starts.next(p.ts_ns),
+            ..fresh
+        };
+        self.map.insert(key, Entry { flow, share });
         Observed::New
     }
 
