@@ -407,7 +407,7 @@ pub fn spawn(
 /// A packet's time in nanoseconds since the Unix epoch, or [`BAD_TIMESTAMP`] when it
 /// cannot be represented (before 1970, or after the year 2554).
 fn ts_ns(h: &pcap::PacketHeader, seconds: Seconds) -> u64 {
-    let sec = i64::from(h.ts.tv_sec);
+    let sec: i64 = h.ts.tv_sec;
     let sec = match seconds {
         Seconds::Unsigned32 if (i64::from(i32::MIN)..0).contains(&sec) => {
             u64::from(sec as i32 as u32)
