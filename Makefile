@@ -1,10 +1,10 @@
 # vigia: make up (runs the stack), make test (runs every check and test).
 CARGO ?= cargo
 
-.PHONY: up down validate e2e test lint fmt-check clippy unit build release bench bench-ports bench-ping bench-host bench-capture fuzz
+.PHONY: up down validate snmp-netns e2e test lint fmt-check clippy unit build release bench bench-ports bench-ping bench-host bench-capture fuzz
 
-## test: formatting, clippy -D warnings, every unit and integration test, the stack's offline validation, then the stack end to end under Docker.
-test: lint unit validate e2e
+## test: formatting, clippy -D warnings, every unit and integration test, the stack's offline validation, SNMP against real agents, then the stack end to end under Docker.
+test: lint unit validate snmp-netns e2e
 
 lint: fmt-check clippy
 
@@ -45,6 +45,10 @@ down:
 ## validate: offline checks of compose files, Prometheus rules and tests, Alertmanager, dashboards.
 validate:
 	tests/stack/validate.sh
+
+## snmp-netns: snmpd in network namespaces, the real snmp_exporter 0.28 and Prometheus 2.53 with vigia's SNMP config and rules: link down/up, reboot, v2c, v3, wrong credentials (root; about 30 s).
+snmp-netns:
+	tests/snmp/netns_test.py
 
 ## e2e: the whole stack under a real Docker engine, faults injected, alerts delivered (root; about 20 minutes).
 e2e:

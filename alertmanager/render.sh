@@ -78,9 +78,13 @@ route:
   repeat_interval: 1h
 inhibit_rules:
   # A target that is down (critical) is also slow and lossy (warnings): say it once.
+  # SNMP alerts name the device as their target and the interface by ifIndex: a down
+  # interface silences that interface's warnings, not those of the device's other
+  # interfaces (the parallel link its traffic moved to). Alerts with no ifIndex match on
+  # target alone (a label missing from both counts as equal).
   - source_matchers: [severity="critical"]
     target_matchers: [severity="warning"]
-    equal: [target]
+    equal: [target, ifIndex]
 receivers:
   - name: vigia
     email_configs:

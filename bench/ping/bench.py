@@ -485,15 +485,15 @@ def section(rows, notes, a, results, versions):
     return out
 
 
-def write_results(path, lines):
-    """Replaces the `## vigia-ping` section of `path`, keeping every other section."""
+def write_results(path, lines, heading="## vigia-ping"):
+    """Replaces the `heading` section of `path`, keeping every other section."""
     try:
         with open(path) as f:
             old = f.read().splitlines()
     except FileNotFoundError:
         old = ["# Benchmarks", "",
                "Recorded by `make bench`; every section says how it was measured.", ""]
-    start = next((i for i, l in enumerate(old) if l.strip() == "## vigia-ping"), None)
+    start = next((i for i, l in enumerate(old) if l.strip() == heading), None)
     if start is None:
         new = old + ([""] if old and old[-1] else []) + lines
     else:

@@ -6,9 +6,9 @@ its measured time, then "N passed, M failed".
 
 The stack is compose.yaml plus tests/e2e/compose.e2e.yaml (stand-ins for what cannot run
 here: InfluxDB 2, Mailpit, Grafana, Telegram, Discord; the test's own ping targets and
-secrets). The test's ping device is a network namespace host in 198.18.0.0/15; the
-engine's networks are in 198.19.0.0/16 (tests/e2e/dockerd.sh): no traffic leaves the
-machine.
+secrets, SNMP devices). The test's ping device and its SNMP device (net-snmp's agent)
+are network namespace hosts in 198.18.0.0/15; the engine's networks are in 198.19.0.0/16
+(tests/e2e/dockerd.sh): no traffic leaves the machine.
 """
 
 import contextlib
@@ -41,6 +41,16 @@ NETNS = "vigia-e2e-olt"
 VETH_HOST, VETH_NS = "ve2e-olt-h", "ve2e-olt-n"
 HOST_SIDE, OLT_ADDR = "198.18.200.1", "198.18.200.2"
 OLT = "olt-e2e"
+
+# The SNMP device: a namespace host running net-snmp's agent, polled by the stack's
+# snmp-exporter as SW (v2c) and SW_V3 (SNMPv3 authPriv). Its second interface, a customer
+# port, is up on the device but its far end stays down: SnmpInterfaceDown fires for it.
+SW_NETNS = "vigia-e2e-sw"
+SW_VETH_HOST, SW_VETH_NS = "ve2e-sw-h", "ve2e-sw-n"
+SW_PORT_HOST, SW_PORT_NS = "ve2e-swp-h", "ve2e-swp-n"
+SW_HOST_SIDE, SW_ADDR = "198.18.200.5", "198.18.200.6"
+SW, SW_V3 = "sw-e2e", "sw-e2e-v3"
+SNMP_V3_USER = "vigia-e2e"
 
 # Ping schedule of ping/ping.yaml (10 s, 5 requests a round) and the rule's `for`.
 PING_COUNT = 5
@@ -126,6 +136,23 @@ def series_sum(metrics, name, **labels):
     return total if found else None
 
 
+def namespace_host(ns, veth_host, veth_ns, host_side, addr):
+    """The commands that make a host at `addr` in namespace `ns`, behind a veth pair whose
+    end on this machine is `host_side` (a /30)."""
+    return [
+        ["ip", "netns", "add", ns],
+        ["ip", "link", "add", veth_host, "type", "veth", "peer", "name", veth_ns],
+        ["ip", "link", "set", veth_ns, "netns", ns],
+        ["ip", "addr", "add", f"{host_side}/30", "dev", veth_host],
+        ["ip", "link", "set", veth_host, "up"],
+        ["ip", "netns", "exec", ns, "ip", "addr", "add", f"{addr}/30", "dev", veth_ns],
+        ["ip", "netns", "exec", ns, "ip", "link", "set", veth_ns, "up"],
+        ["ip", "netns", "exec", ns, "ip", "link", "set", "lo", "up"],
+        # Replies to the containers (198.19.0.0/16) go back through this machine.
+        ["ip", "netns", "exec", ns, "ip", "route", "add", "default", "via", host_side],
+    ]
+
+
 class Stack:
     def __init__(self):
         self.ports = {
@@ -136,6 +163,7 @@ class Stack:
             "E2E_RECEIVER_PORT": free_port(),
         }
         self.env_file = WORK / "env"
+        self.snmpd = None
         self.compose_cmd = [
             str(COMPOSE_BIN), "--project-name", PROJECT, "--project-directory", str(ROOT),
             "--env-file", str(self.env_file), "-f", str(ROOT / "compose.yaml"),
@@ -156,9 +184,18 @@ class Stack:
         (WORK / "secrets/telegram_bot_token").write_text("123456:e2e-bot-token")
         (WORK / "secrets/discord_webhook_url").write_text("http://receiver:8080/api/webhooks/42/e2e-webhook-token")
         (WORK / "secrets/smtp_password").write_text("")
+        for name in ("snmp_community", "snmp_v3_auth_password", "snmp_v3_priv_password"):
+            (WORK / "secrets" / name).write_text(secrets.token_urlsafe(12))
         for f in (WORK / "secrets").iterdir():
             f.chmod(0o644)
         shutil.copy(ROOT / "ping/ping.yaml", WORK / "ping/ping.yaml")
+        # The shipped prometheus/ plus the test's SNMP devices, as an operator adds them.
+        shutil.copytree(ROOT / "prometheus", WORK / "prometheus")
+        (WORK / "prometheus/targets/snmp-e2e.yml").write_text(
+            "# Written by tests/e2e/e2e.py: one agent, polled with each credential.\n"
+            f'- targets: ["{SW_ADDR}"]\n  labels: {{target: {SW}, site: e2e, auth: v2c}}\n'
+            f'- targets: ["{SW_ADDR}"]\n  labels: {{target: {SW_V3}, site: e2e, auth: v3}}\n'
+        )
         (WORK / "ping/targets.txt").write_text(
             "# Written by tests/e2e/e2e.py\n"
             "localhost  127.0.0.1    site=vigia kind=self\n"
@@ -185,6 +222,7 @@ class Stack:
             "CAPTURE_INTERFACE": "any",
             "E2E_WORK": WORK,
             "E2E_TOOLS_IMAGE": TOOLS_IMAGE,
+            "SNMP_V3_USERNAME": SNMP_V3_USER,
             **self.ports,
         }
         self.env_file.write_text("".join(f"{k}={v}\n" for k, v in env.items()))
@@ -193,24 +231,48 @@ class Stack:
     def netns_up(self):
         self.netns_down()
         for cmd in (
-            ["ip", "netns", "add", NETNS],
-            ["ip", "link", "add", VETH_HOST, "type", "veth", "peer", "name", VETH_NS],
-            ["ip", "link", "set", VETH_NS, "netns", NETNS],
-            ["ip", "addr", "add", f"{HOST_SIDE}/30", "dev", VETH_HOST],
-            ["ip", "link", "set", VETH_HOST, "up"],
-            ["ip", "netns", "exec", NETNS, "ip", "addr", "add", f"{OLT_ADDR}/30", "dev", VETH_NS],
-            ["ip", "netns", "exec", NETNS, "ip", "link", "set", VETH_NS, "up"],
-            ["ip", "netns", "exec", NETNS, "ip", "link", "set", "lo", "up"],
-            # Replies to the containers (198.19.0.0/16) go back through this machine.
-            ["ip", "netns", "exec", NETNS, "ip", "route", "add", "default", "via", HOST_SIDE],
+            namespace_host(NETNS, VETH_HOST, VETH_NS, HOST_SIDE, OLT_ADDR)
+            # The SNMP device, and its customer port whose far end (this machine's side) is
+            # never brought up.
+            + namespace_host(SW_NETNS, SW_VETH_HOST, SW_VETH_NS, SW_HOST_SIDE, SW_ADDR)
+            + [["ip", "link", "add", SW_PORT_HOST, "type", "veth", "peer", "name", SW_PORT_NS],
+               ["ip", "link", "set", SW_PORT_NS, "netns", SW_NETNS],
+               ["ip", "netns", "exec", SW_NETNS, "ip", "link", "set", SW_PORT_NS, "up"]]
         ):
             run(*cmd)
-        # The containers reach the namespace host through this machine's routing.
+        # The containers reach the namespace hosts through this machine's routing.
         Path("/proc/sys/net/ipv4/ip_forward").write_text("1")
+        self.snmpd_start()
+
+    def snmpd_start(self):
+        """net-snmp's agent in the SNMP device's namespace, with the credentials of the
+        test's secrets (the stack's snmp-exporter gets the same ones from the files)."""
+        d = WORK / "snmpd"
+        (d / "persist").mkdir(parents=True, exist_ok=True)
+        sec = {n: (WORK / "secrets" / n).read_text().strip()
+               for n in ("snmp_community", "snmp_v3_auth_password", "snmp_v3_priv_password")}
+        (d / "snmpd.conf").write_text(
+            f"rocommunity {sec['snmp_community']} default\n"
+            f'createUser {SNMP_V3_USER} SHA "{sec["snmp_v3_auth_password"]}" AES "{sec["snmp_v3_priv_password"]}"\n'
+            f"rouser {SNMP_V3_USER} priv\nsysName {SW}\nsysLocation vigia e2e\n")
+        self.snmpd = subprocess.Popen(
+            ["ip", "netns", "exec", SW_NETNS, "snmpd", "-f", "-C", "-c", str(d / "snmpd.conf"), "-I", "-smux",
+             "-Lf", str(d / "snmpd.log"), f"udp:{SW_ADDR}:161"],
+            env=dict(os.environ, SNMP_PERSISTENT_DIR=str(d / "persist"), MIBS=""),
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
     def netns_down(self):
-        run("ip", "link", "del", VETH_HOST, check=False)
+        if self.snmpd and self.snmpd.poll() is None:
+            self.snmpd.terminate()
+            self.snmpd.wait(10)
+        # An agent a killed run left in the namespace (ours: it is the test's namespace).
+        for pid in run("ip", "netns", "pids", SW_NETNS, check=False).stdout.split():
+            with contextlib.suppress(ProcessLookupError, ValueError):
+                os.kill(int(pid), 9)
+        for link in (VETH_HOST, SW_VETH_HOST, SW_PORT_HOST):
+            run("ip", "link", "del", link, check=False)
         run("ip", "netns", "del", NETNS, check=False)
+        run("ip", "netns", "del", SW_NETNS, check=False)
 
     def olt_answers(self, on):
         run("ip", "netns", "exec", NETNS, "sysctl", "-qw", f"net.ipv4.icmp_echo_ignore_all={0 if on else 1}")
@@ -306,6 +368,10 @@ KEY_FAMILIES = {
     "vigia-capture": ["vigia_capture_packets_total", "vigia_capture_bytes_total",
                       "vigia_capture_dropped_packets_total", "vigia_capture_flows_active",
                       "vigia_capture_anomaly_score", "vigia_capture_windows_total", "vigia_build_info"],
+    # snmp_exporter's if_mib names (snmp/snmp.yml) and its own, per device and of itself.
+    "snmp": ["sysUpTime", "sysName", "sysDescr", "ifOperStatus", "ifAdminStatus", "ifHCInOctets", "ifHCOutOctets",
+             "ifInErrors", "ifOutDiscards", "ifHighSpeed", "ifType_info", "snmp_scrape_duration_seconds"],
+    "snmp-exporter": ["snmp_exporter_build_info", "snmp_collection_duration_seconds_bucket"],
 }
 
 # What each writer puts in InfluxDB: (measurement, a field every row has).
@@ -353,7 +419,7 @@ class E2E:
             self.s.up()
             health = self.s.health()
             want = {"vigia-ports", "vigia-ping", "vigia-host", "vigia-capture", "prometheus", "alertmanager",
-                    "influxdb", "mailpit", "receiver"}
+                    "influxdb", "mailpit", "receiver", "snmp-exporter"}
             require(want == set(health), f"services: {sorted(health)}, expected {sorted(want)}")
             bad = {k: v for k, v in health.items() if v != "healthy"}
             require(not bad, f"not healthy: {bad}")
@@ -364,7 +430,8 @@ class E2E:
                 body = http_json(f"http://127.0.0.1:{self.s.ports['PROMETHEUS_PORT']}/api/v1/targets?state=active")
                 targets = body["data"]["activeTargets"]
                 jobs = {t["labels"]["job"] for t in targets}
-                missing = {"vigia-ping", "vigia-ports", "vigia-host", "vigia-capture", "prometheus", "alertmanager"} - jobs
+                missing = {"vigia-ping", "vigia-ports", "vigia-host", "vigia-capture", "prometheus", "alertmanager",
+                           "snmp", "snmp-exporter"} - jobs
                 require(not missing, f"jobs without targets: {missing}")
                 down = {t["labels"]["job"] + " " + t["scrapeUrl"]: t.get("lastError") or t["health"]
                         for t in targets if t["labels"]["job"] not in NOT_RUN_HERE and t["health"] != "up"}
@@ -410,6 +477,27 @@ class E2E:
                 r = self.s.prom('vigia_ping_replies_total{target="localhost"} > 0 and on (target) vigia_ping_up == 1')
                 return r
             wait_until("replies from localhost counted", replies, timeout=60)
+
+    def snmp_polled(self):
+        with self.check(f"snmp-exporter runs as nobody with no capability on a read-only root, its credentials from the "
+                        f"secret files: {SW} answers by v2c and {SW_V3} by SNMPv3 in Prometheus"):
+            c = self.s.container("snmp-exporter")
+            require(c["Config"]["User"] == "65534:65534" and c["HostConfig"]["ReadonlyRootfs"]
+                    and c["HostConfig"]["CapDrop"] == ["ALL"] and not c["HostConfig"]["CapAdd"],
+                    f"user {c['Config']['User']!r}, read-only {c['HostConfig']['ReadonlyRootfs']}, "
+                    f"caps drop {c['HostConfig']['CapDrop']} add {c['HostConfig']['CapAdd']}")
+            status = self.s.compose("exec", "-T", "snmp-exporter", "cat", "/proc/1/status").stdout
+            fields = dict(l.split(":", 1) for l in status.splitlines() if ":" in l)
+            require(fields["Uid"].split()[:2] == ["65534", "65534"] and int(fields["CapEff"], 16) == 0,
+                    f"Uid {fields['Uid'].strip()}, CapEff {fields['CapEff'].strip()}")
+            mode = self.s.compose("exec", "-T", "snmp-exporter", "stat", "-c", "%a %u", "/run/vigia/auths.yml").stdout.split()
+            require(mode == ["600", "65534"], f"/run/vigia/auths.yml mode and owner {mode}")
+            for target in (SW, SW_V3):
+                wait_until(f"{target} polled", lambda: self.s.prom(
+                    f'up{{job="snmp", target="{target}"}} == 1 and on (target) sysName{{sysName="{SW}"}}'), timeout=90)
+            port = self.s.prom(f'ifOperStatus{{target="{SW}", ifName="{SW_PORT_NS}"}} != 1'
+                               f' and on (instance, job, ifIndex) ifAdminStatus == 1')
+            require(port, f"{SW}'s {SW_PORT_NS} is not admin up and oper down")
 
     def olt_ok_first(self):
         with self.check(f"{OLT} ({OLT_ADDR}, a namespace host) is ok on the board and in Prometheus", required=True):
@@ -523,6 +611,23 @@ class E2E:
                                        f"WHERE time >= {started}s")
                 return series and series[0]["values"][0][1] >= 900
             wait_until("a vigia_anomaly_window row with the scan's 1,000 destination ports", scan_row, timeout=60)
+
+    def snmp_interface_down_alerted(self):
+        with self.check(f"{SW}'s customer port down 2 minutes -> SnmpInterfaceDown fires for it (not its up "
+                        "interfaces), one email linking the SNMP dashboard on the device"):
+            def mail():
+                ms = [m for m in self.s.mails() if m["subject"] == f"[CRITICAL] SnmpInterfaceDown {SW}"]
+                return ms
+            ms = wait_until("the SnmpInterfaceDown email", mail, timeout=240, interval=3)
+            firing = self.s.prom('ALERTS{alertname="SnmpInterfaceDown", alertstate="firing"}')
+            got = sorted((a["metric"]["target"], a["metric"]["ifName"]) for a in firing)
+            require(got == [(SW, SW_PORT_NS), (SW_V3, SW_PORT_NS)], f"SnmpInterfaceDown firing for {got}")
+            time.sleep(5)
+            ms = mail()
+            require(len(ms) == 1, f"{len(ms)} SnmpInterfaceDown emails for {SW}")
+            line = ms[0]["text"].strip().splitlines()[0]
+            require(line.startswith(f"[CRITICAL] {SW}: interface {SW_PORT_NS} is down, since ")
+                    and line.endswith(f"http://grafana.e2e.test:3000/d/vigia-snmp?var-target={SW}"), f"mail line {line!r}")
 
     def dashboards(self):
         with self.check("every panel query of every dashboard returns data (PromQL from Prometheus, InfluxQL from InfluxDB)"):
@@ -649,6 +754,7 @@ class E2E:
             self.targets_up()
             self.key_families()
             self.ping_non_root()
+            self.snmp_polled()
             self.olt_ok_first()
             self.take_olt_down()
             # While the alert's 2 minutes run:
@@ -656,6 +762,7 @@ class E2E:
             self.influx_restart()
             self.port_scan_scored()
             self.down_alert_delivered()
+            self.snmp_interface_down_alerted()
             # With the target down and its alert firing, every panel has something to show.
             self.dashboards()
             self.no_repeat_while_down()

@@ -84,9 +84,17 @@ def compose_rules(path):
     problems = Problems()
     cfg = json.loads(Path(path).read_text())
     services = cfg["services"]
-    want = EXPORTERS | {"prometheus", "alertmanager", "grafana", "influxdb", "mailpit"}
+    want = EXPORTERS | {"prometheus", "alertmanager", "grafana", "influxdb", "mailpit", "snmp-exporter"}
     problems.need(want <= set(services), f"services missing: {sorted(want - set(services))}")
     compose_common(cfg, problems, EXPORTERS)
+    # The official snmp_exporter image runs as root: the service must say otherwise.
+    snmp = services.get("snmp-exporter", {})
+    problems.need(snmp.get("read_only") is True, "snmp-exporter: root filesystem is not read-only")
+    problems.need(snmp.get("cap_drop") == ["ALL"] and not snmp.get("cap_add"),
+                  f"snmp-exporter: capabilities drop {snmp.get('cap_drop')} add {snmp.get('cap_add')}, expected drop [ALL] only")
+    user = str(snmp.get("user") or "")
+    problems.need(user and user.split(":")[0] not in ("0", "root"),
+                  f"snmp-exporter: runs as {user or 'the image user (root)'}, not a non-root user")
     for name, svc in services.items():
         for port in svc.get("ports") or []:
             host_ip = port.get("host_ip", "")
@@ -150,7 +158,8 @@ def alert_rules():
                 "PortConnectionLimit", "HostHighCpu", "HostLoadJump", "HostMemoryLow",
                 "HostDiskWillFill", "ContainerHighCpu", "ContainerHighMemory", "HostAnomaly",
                 "TrafficAnomaly", "ExporterDown", "InfluxWriteFailing", "CaptureDropping",
-                "AlertmanagerNotificationsFailing"}
+                "AlertmanagerNotificationsFailing", "SnmpInterfaceDown", "SnmpInterfaceErrors",
+                "SnmpInterfaceSaturated", "SnmpDeviceRebooted", "SnmpDeviceUnreachable"}
     names = {a["alert"] for a in alerts}
     problems.need(required <= names, f"alerts missing: {sorted(required - names)}")
     for a in alerts:
@@ -271,8 +280,9 @@ PROMQL_KEYWORDS = {"by", "without", "on", "ignoring", "group_left", "group_right
                    # aggregation operators, which may stand before their `by (...)`
                    "sum", "avg", "min", "max", "count", "group", "stddev", "stdvar", "topk",
                    "bottomk", "quantile", "count_values"}
-# Series the stack itself provides: Prometheus (up, ALERTS, scrape_*, its own), Alertmanager.
-EXTERNAL = re.compile(r"^(up|ALERTS|ALERTS_FOR_STATE|scrape_\w+|prometheus_\w+|alertmanager_\w+)$")
+# Series the stack itself provides: Prometheus (up, ALERTS, scrape_*, its own), Alertmanager,
+# snmp_exporter's own (snmp_*).
+EXTERNAL = re.compile(r"^(up|ALERTS|ALERTS_FOR_STATE|scrape_\w+|prometheus_\w+|alertmanager_\w+|snmp_\w+)$")
 
 
 def metric_names_in(expr):
@@ -294,6 +304,11 @@ def exported_names():
     """Metric names written as string literals in the exporters' sources; `{}` in a name
     (node_memory_{}_bytes) stands for any field."""
     literal, patterns = set(), []
+    # snmp_exporter's series: the metrics of snmp/snmp.yml's modules (an EnumAsInfo metric
+    # is exposed as <name>_info).
+    for module in (yaml.safe_load((ROOT / "snmp" / "snmp.yml").read_text()) or {}).get("modules", {}).values():
+        for m in module.get("metrics", []):
+            literal.add(m["name"] + ("_info" if m.get("type") == "EnumAsInfo" else ""))
     for f in (ROOT / "exporters").glob("*/src/**/*.rs"):
         for name in re.findall(r'"((?:vigia|node|container)_[A-Za-z0-9_{}]+)"', f.read_text()):
             if "{" in name:

@@ -132,7 +132,7 @@ check "alertmanager config with Telegram, Discord and SMTP auth secrets set (amt
     && grep -q 'telegram_configs' '$am_all/run/alertmanager.yml' \
     && grep -q 'discord_configs' '$am_all/run/alertmanager.yml' \
     && grep -q 'smtp_auth_password_file' '$am_all/run/alertmanager.yml'"
-check "alertmanager route: grouped by alertname and target, repeat 1h, resolved messages, critical inhibits warning" \
+check "alertmanager route: grouped by alertname and target, repeat 1h, resolved messages, critical inhibits warning (same target and interface)" \
   python3 - "$am_all/run/alertmanager.yml" <<'EOF'
 import sys, yaml
 c = yaml.safe_load(open(sys.argv[1]))
@@ -145,7 +145,7 @@ for kind in ("email_configs", "telegram_configs", "discord_configs"):
     assert kind == "email_configs" or any(k.endswith("_file") for k in recv[kind][0]), kind
 inh = c["inhibit_rules"][0]
 assert inh["source_matchers"] == ['severity="critical"'] and inh["target_matchers"] == ['severity="warning"'], inh
-assert inh["equal"] == ["target"], inh
+assert inh["equal"] == ["target", "ifIndex"], inh
 EOF
 expect_fail "alertmanager refuses a Telegram token without TELEGRAM_CHAT_ID (exit 2)" 2 \
   bash -c "$(declare -f render_am); ROOT='$ROOT'; render_am '$am_all'"
@@ -182,6 +182,48 @@ check "notification subject and Telegram text (HTML-escaped)" \
     && render_template vigia.telegram | grep -qF 'lab-r&amp;d &lt;switch&gt; (198.18.0.31)' \
     || { render_template vigia.subject; render_template vigia.telegram; exit 1; }"
 
+# --- SNMP ---------------------------------------------------------------------------
+# snmp/render.sh writes the credentials; snmp_exporter 0.28 itself (--dry-run) reads the
+# modules and what render.sh wrote, as the container does.
+SNMP_EXPORTER=$ROOT/.cache/stack/root/usr/bin/prometheus-snmp-exporter
+render_snmp() { # render_snmp DIR [ENV...]: snmp/render.sh with secrets from DIR/secrets
+  local dir=$1
+  shift
+  env -i PATH="$PATH" VIGIA_SECRETS_DIR="$dir/secrets" VIGIA_SNMP_RUN_DIR="$dir/run" \
+    VIGIA_SNMP_RENDER_ONLY=1 "$@" sh "$ROOT/snmp/render.sh"
+}
+snmp_dry_run() { # snmp_dry_run DIR: the modules and DIR's rendered credentials load
+  "$SNMP_EXPORTER" --dry-run --config.file="$ROOT/snmp/snmp.yml" --config.file="$1/run/auths.yml" 2>&1 \
+    | tee /dev/stderr | grep -q 'Configuration parsed successfully'
+}
+snmp_none=$WORK/snmp-none
+mkdir -p "$snmp_none/secrets"
+: >"$snmp_none/secrets/snmp_community"
+snmp_all=$WORK/snmp-all
+mkdir -p "$snmp_all/secrets"
+printf "it's #1: a community\n" >"$snmp_all/secrets/snmp_community"
+echo "auth-passphrase" >"$snmp_all/secrets/snmp_v3_auth_password"
+echo "priv-passphrase" >"$snmp_all/secrets/snmp_v3_priv_password"
+check "snmp_exporter 0.28 --dry-run: snmp/snmp.yml with no credential set (auths: {})" \
+  bash -c "$(declare -f render_snmp snmp_dry_run); ROOT='$ROOT' SNMP_EXPORTER='$SNMP_EXPORTER'; \
+    render_snmp '$snmp_none' && snmp_dry_run '$snmp_none' && grep -qx 'auths: {}' '$snmp_none/run/auths.yml'"
+check "snmp_exporter 0.28 --dry-run: snmp/snmp.yml with v2c and v3 (SHA256/AES256) credentials rendered from secrets" \
+  bash -c "$(declare -f render_snmp snmp_dry_run); ROOT='$ROOT' SNMP_EXPORTER='$SNMP_EXPORTER'; \
+    render_snmp '$snmp_all' SNMP_V3_USERNAME=vigia SNMP_V3_AUTH_PROTOCOL=SHA256 SNMP_V3_PRIV_PROTOCOL=AES256 \
+    && snmp_dry_run '$snmp_all' \
+    && grep -qxF \"    community: 'it''s #1: a community'\" '$snmp_all/run/auths.yml' \
+    && grep -qxF \"    priv_password: 'priv-passphrase'\" '$snmp_all/run/auths.yml'"
+expect_fail "snmp-exporter refuses v3 passphrases without SNMP_V3_USERNAME (exit 2)" 2 \
+  bash -c "$(declare -f render_snmp); ROOT='$ROOT'; render_snmp '$snmp_all'"
+expect_fail "snmp-exporter refuses an unknown SNMP_V3_AUTH_PROTOCOL (exit 2)" 2 \
+  bash -c "$(declare -f render_snmp); ROOT='$ROOT'; render_snmp '$snmp_all' SNMP_V3_USERNAME=vigia SNMP_V3_AUTH_PROTOCOL=sha1"
+snmp_short=$WORK/snmp-short
+mkdir -p "$snmp_short/secrets"
+echo "short" >"$snmp_short/secrets/snmp_v3_auth_password"
+echo "priv-passphrase" >"$snmp_short/secrets/snmp_v3_priv_password"
+expect_fail "snmp-exporter refuses an SNMPv3 passphrase under 8 characters (exit 2)" 2 \
+  bash -c "$(declare -f render_snmp); ROOT='$ROOT'; render_snmp '$snmp_short' SNMP_V3_USERNAME=vigia"
+
 # --- Grafana ------------------------------------------------------------------------
 check "dashboards are what scripts/dashboards.py writes" python3 scripts/dashboards.py --check
 mkdir -p "$WORK/grafana"
@@ -203,7 +245,7 @@ check "dashboards type-check against @grafana/schema (tsc)" \
 # --- InfluxDB, ping, scripts ------------------------------------------------------
 check "make up (scripts/up.sh, stand-in docker): random secrets, .env, password printed once, second run keeps them, root-group socket refused" \
   tests/stack/up_test.sh
-check "shell scripts parse" bash -c 'for f in scripts/up.sh scripts/down.sh scripts/fetch-tools.sh scripts/healthcheck influxdb/init/*.sh tests/e2e/*.sh tests/e2e/standins/*.sh; do bash -n "$f" || exit 1; done; sh -n alertmanager/render.sh'
+check "shell scripts parse" bash -c 'for f in scripts/up.sh scripts/down.sh scripts/fetch-tools.sh scripts/healthcheck influxdb/init/*.sh tests/e2e/*.sh tests/e2e/standins/*.sh; do bash -n "$f" || exit 1; done; sh -n alertmanager/render.sh && sh -n snmp/render.sh'
 # vigia-ping reads ping/ping.yaml and ping/targets.txt in the container; its own
 # --check-config validates both (paths moved to the repository's copies).
 if cargo build -q -p vigia-ping >"$WORK/cargo.log" 2>&1; then

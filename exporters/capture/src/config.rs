@@ -320,7 +320,11 @@ pub fn load(
         }
         None => serde_json::Value::Object(serde_json::Map::new()),
     };
-    vigia_kit::config::apply_env_overrides(&mut tree, ENV_PREFIX, std::env::vars())?;
+    vigia_kit::config::apply_env_overrides(
+        &mut tree,
+        ENV_PREFIX,
+        vigia_kit::config::environment(ENV_PREFIX)?,
+    )?;
     // Flags beat the file: a replay of a capture with a live config is one flag away.
     if let serde_json::Value::Object(map) = &mut tree {
         if let Some(i) = interface_override {

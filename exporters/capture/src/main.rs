@@ -87,12 +87,9 @@ fn main() -> ExitCode {
             "--exit-at-eof and --bench need a file (--capture.file or `file:`)",
         );
     }
-    let web = match &args.common.web_config_file {
-        Some(path) => match WebConfig::load(path) {
-            Ok(w) => w,
-            Err(e) => return exit_config_error(PROGRAM, e),
-        },
-        None => WebConfig::none(),
+    let web = match args.common.web_config() {
+        Ok(w) => w,
+        Err(e) => return exit_config_error(PROGRAM, e),
     };
     let scorer = match WindowScorer::new(&config.anomaly) {
         Ok(s) => s,

@@ -48,12 +48,9 @@ fn main() -> ExitCode {
             Ok(c) => c,
             Err(e) => return vigia_kit::exit_config_error(PROGRAM, e),
         };
-    let web = match &cli.common.web_config_file {
-        Some(path) => match WebConfig::load(path) {
-            Ok(w) => w,
-            Err(e) => return vigia_kit::exit_config_error(PROGRAM, e),
-        },
-        None => WebConfig::none(),
+    let web = match cli.common.web_config() {
+        Ok(w) => w,
+        Err(e) => return vigia_kit::exit_config_error(PROGRAM, e),
     };
     if cli.common.check_config {
         println!("{PROGRAM}: configuration is valid");

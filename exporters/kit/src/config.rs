@@ -8,6 +8,7 @@
 //! cannot (ranges, duplicates, files that must exist), after [`Validate::resolve`] has
 //! filled in what depends on other fields. Nothing listens before this passes.
 
+use std::ffi::OsString;
 use std::fmt;
 use std::path::Path;
 
@@ -64,7 +65,46 @@ pub fn load<T>(file: Option<&Path>, env_prefix: &str) -> Result<T, ConfigError>
 where
     T: DeserializeOwned + Validate,
 {
-    load_with_env(file, env_prefix, std::env::vars())
+    load_with_env(file, env_prefix, environment(env_prefix)?)
+}
+
+/// The process environment as UTF-8 pairs, for [`apply_env_overrides`].
+/// `std::env::vars` panics on the first variable that is not UTF-8, and any program's
+/// environment can hold one (a locale-encoded file name, a binary token): such a variable
+/// is left out, unless its name is under `<env_prefix>__`, where it was meant for this
+/// exporter and dropping it would ignore a setting: that is an error naming it (never
+/// its value, which may be a secret).
+pub fn environment(env_prefix: &str) -> Result<Vec<(String, String)>, ConfigError> {
+    environment_from(env_prefix, std::env::vars_os())
+}
+
+/// As [`environment`], from given pairs (tests).
+pub fn environment_from<I>(env_prefix: &str, vars: I) -> Result<Vec<(String, String)>, ConfigError>
+where
+    I: IntoIterator<Item = (OsString, OsString)>,
+{
+    let head = format!("{env_prefix}__");
+    let mut out = Vec::new();
+    for (key, value) in vars {
+        match (key.into_string(), value.into_string()) {
+            (Ok(k), Ok(v)) => out.push((k, v)),
+            (Ok(k), Err(_)) if k.starts_with(&head) => {
+                return Err(ConfigError::new(
+                    k,
+                    "the environment variable's value is not valid UTF-8",
+                ))
+            }
+            (Err(k), _) if k.to_string_lossy().starts_with(&head) => {
+                return Err(ConfigError::new(
+                    k.to_string_lossy(),
+                    "the environment variable's name is not valid UTF-8",
+                ))
+            }
+            // Not ours: another program's variable, left alone.
+            _ => {}
+        }
+    }
+    Ok(out)
 }
 
 /// As [`load`], with the environment given explicitly (tests).
@@ -308,6 +348,35 @@ mod tests {
         let e =
             load_with_env::<Aliased, _>(Some(&file), "T", env(&[("T__OLD", "bad")])).unwrap_err();
         assert_eq!(e.path, "new.host");
+    }
+
+    #[test]
+    fn environment_skips_or_rejects_non_utf8_without_panic() {
+        use std::os::unix::ffi::OsStringExt;
+        let os = |s: &[u8]| OsString::from_vec(s.to_vec());
+        let vars = vec![
+            (os(b"LANG"), os(b"C.UTF-8")),
+            (os(b"OTHER"), os(b"caf\xe9")),
+            (os(b"\xffNAME"), os(b"x")),
+            (os(b"T__PORTS"), os(b"[22]")),
+        ];
+        let env = environment_from("T", vars.clone()).unwrap();
+        assert_eq!(
+            env,
+            vec![
+                ("LANG".to_string(), "C.UTF-8".to_string()),
+                ("T__PORTS".to_string(), "[22]".to_string())
+            ]
+        );
+        let mut ours = vars.clone();
+        ours.push((os(b"T__INNER__EVERY"), os(b"1\xffs")));
+        let e = environment_from("T", ours).unwrap_err();
+        assert_eq!(e.path, "T__INNER__EVERY");
+        assert!(!e.to_string().contains('\u{fffd}'), "{e}");
+        let mut bad_name = vars;
+        bad_name.push((os(b"T__P\xffORTS"), os(b"[1]")));
+        let e = environment_from("T", bad_name).unwrap_err();
+        assert!(e.path.starts_with("T__P"), "{e}");
     }
 
     #[test]

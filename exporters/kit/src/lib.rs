@@ -6,6 +6,7 @@
 
 pub mod cli;
 pub mod config;
+pub mod connections;
 pub mod exposition;
 pub mod influx;
 pub mod logging;

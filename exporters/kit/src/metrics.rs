@@ -90,6 +90,7 @@ pub struct Metrics {
     /// Scrapes are serialized: sources are cheap to read once but not to read in parallel,
     /// and per-scrape durations must come from one scrape.
     scrape_lock: Mutex<()>,
+    connections: Arc<crate::connections::ConnectionStats>,
 }
 
 impl fmt::Debug for Metrics {
@@ -126,6 +127,10 @@ impl Metrics {
         scrape_registry.register_collector(Box::new(ScrapeStats {
             last: last_scrape.clone(),
         }));
+        let connections = Arc::new(crate::connections::ConnectionStats::default());
+        scrape_registry.register_collector(Box::new(crate::connections::ConnectionCollector(
+            connections.clone(),
+        )));
         Self {
             exporter,
             registry,
@@ -133,7 +138,13 @@ impl Metrics {
             last_scrape,
             errors,
             scrape_lock: Mutex::new(()),
+            connections,
         }
+    }
+
+    /// What the HTTP server counts about its connections, exposed with this registry.
+    pub fn connection_stats(&self) -> Arc<crate::connections::ConnectionStats> {
+        self.connections.clone()
     }
 
     pub fn exporter(&self) -> &'static str {

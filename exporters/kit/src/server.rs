@@ -1,5 +1,6 @@
 //! The HTTP side every exporter shares: `/metrics`, `/-/healthy`, `/-/ready`, a landing
-//! page, optional TLS and basic auth from the exporter-toolkit web config, and graceful
+//! page, optional TLS and basic auth from the exporter-toolkit web config, a cap on
+//! connections with timeouts for idle ones ([`crate::connections`]), and graceful
 //! shutdown (in-flight requests finish, new connections are refused).
 
 use std::convert::Infallible;
@@ -15,9 +16,10 @@ use axum::routing::get;
 use axum::Router;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
+use tower::ServiceExt;
 
+use crate::connections::{ConnectionStats, ConnectionTable, TrackedBody, TrackedIo};
 use crate::exposition::Format;
 use crate::metrics::Metrics;
 use crate::shutdown::Shutdown;
@@ -50,9 +52,18 @@ pub struct Landing {
 
 #[derive(Clone)]
 struct AppState {
+    /// One scrape encoded and compressed at a time: scrapers arriving together wait for
+    /// each other instead of taking every core from the exporter's own work.
+    scrape_slot: Arc<std::sync::Mutex<()>>,
     metrics: Arc<Metrics>,
     ready: Readiness,
     landing: Option<Arc<Landing>>,
+}
+
+/// What [`serve`] serves: the routes, and where it counts its connections.
+pub struct App {
+    router: Router,
+    connections: Arc<ConnectionStats>,
 }
 
 /// Builds the router with the shared endpoints. `landing` is served at `/` unless it is
@@ -62,36 +73,112 @@ pub fn router(
     ready: Readiness,
     landing: Option<Landing>,
     extra: Router,
-) -> Router {
+) -> App {
+    let connections = metrics.connection_stats();
     let has_landing = landing.is_some();
     let state = AppState {
+        scrape_slot: Arc::new(std::sync::Mutex::new(())),
         metrics,
         ready,
         landing: landing.map(Arc::new),
     };
     let mut r = Router::new()
-        .route(
-            "/metrics",
-            get(metrics_handler).layer(tower_http::compression::CompressionLayer::new()),
-        )
+        .route("/metrics", get(metrics_handler))
         .route("/-/healthy", get(|| async { "Healthy\n" }))
         .route("/-/ready", get(ready_handler));
     if has_landing {
         r = r.route("/", get(landing_handler));
     }
-    r.with_state(state).merge(extra)
+    App {
+        router: r.with_state(state).merge(extra),
+        connections,
+    }
 }
 
+/// Encodes a scrape, and gzips it when asked, on the blocking pool: never on the thread
+/// that serves connections (or, in vigia-ping, probes). At 100,000 ping targets the body
+/// is hundreds of megabytes; compressing it inline stalled every task on that thread
+/// for seconds.
 async fn metrics_handler(State(state): State<AppState>, headers: HeaderMap) -> Response {
     let format = Format::negotiate(headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()));
+    let gzip = accepts_gzip(
+        headers
+            .get(header::ACCEPT_ENCODING)
+            .and_then(|v| v.to_str().ok()),
+    );
     let metrics = state.metrics.clone();
-    match tokio::task::spawn_blocking(move || metrics.encode(format)).await {
-        Ok(body) => ([(header::CONTENT_TYPE, format.content_type())], body).into_response(),
+    let slot = state.scrape_slot.clone();
+    let encoded = tokio::task::spawn_blocking(move || {
+        let _one_at_a_time = slot.lock().unwrap_or_else(|e| e.into_inner());
+        let body = metrics.encode(format);
+        if gzip {
+            gzip_fast(body.as_bytes())
+        } else {
+            body.into_bytes()
+        }
+    })
+    .await;
+    match encoded {
+        Ok(body) => {
+            let mut response = (
+                [
+                    (header::CONTENT_TYPE, format.content_type()),
+                    (header::VARY, "accept-encoding"),
+                ],
+                body,
+            )
+                .into_response();
+            if gzip {
+                response.headers_mut().insert(
+                    header::CONTENT_ENCODING,
+                    axum::http::HeaderValue::from_static("gzip"),
+                );
+            }
+            response
+        }
         Err(e) => {
             tracing::error!(error = %e, "scrape task failed");
             (StatusCode::INTERNAL_SERVER_ERROR, "scrape failed\n").into_response()
         }
     }
+}
+
+/// Whether `Accept-Encoding` allows gzip (by name or `*`) with a quality above 0.
+fn accepts_gzip(accept_encoding: Option<&str>) -> bool {
+    let Some(list) = accept_encoding else {
+        return false;
+    };
+    let mut gzip = None;
+    let mut any = None;
+    for item in list.split(',') {
+        let mut parts = item.split(';').map(str::trim);
+        let coding = parts.next().unwrap_or("");
+        let quality = parts
+            .find_map(|p| {
+                p.strip_prefix("q=")
+                    .and_then(|q| q.trim().parse::<f32>().ok())
+            })
+            .unwrap_or(1.0);
+        if coding.eq_ignore_ascii_case("gzip") || coding.eq_ignore_ascii_case("x-gzip") {
+            gzip = Some(quality > 0.0);
+        } else if coding == "*" {
+            any = Some(quality > 0.0);
+        }
+    }
+    gzip.or(any).unwrap_or(false)
+}
+
+/// gzip at the fastest level: a scrape body is mostly repeated metric and label names,
+/// which level 1 already shrinks about tenfold, for a fraction of the default level's CPU.
+fn gzip_fast(data: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    let mut encoder = flate2::write::GzEncoder::new(
+        Vec::with_capacity(data.len() / 8),
+        flate2::Compression::fast(),
+    );
+    // Writing into a Vec cannot fail.
+    let _ = encoder.write_all(data);
+    encoder.finish().unwrap_or_default()
 }
 
 async fn ready_handler(State(state): State<AppState>) -> Response {
@@ -155,21 +242,31 @@ pub async fn bind(addr: SocketAddr) -> Result<TcpListener, String> {
         .map_err(|e| format!("cannot listen on {addr}: {e}"))
 }
 
-/// Serves `router` on `listener` until `shutdown`, then lets in-flight requests finish
-/// for at most `grace`. `web` adds TLS, basic auth, response headers and a rate limit.
+/// Serves `app` on `listener` until `shutdown`, then lets in-flight requests finish
+/// for at most `grace`. `web` adds TLS, basic auth, response headers, a rate limit and
+/// the connection limits.
 pub async fn serve(
     listener: TcpListener,
-    router: Router,
+    app: App,
     web: WebConfig,
     shutdown: Shutdown,
     grace: Duration,
 ) {
-    let router = web.apply(router);
+    let router = web.apply(app.router);
+    let limits = web.limits();
+    raise_open_files_limit(limits.max_connections);
+    let table = ConnectionTable::new(limits, app.connections);
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let mut builder = auto::Builder::new(TokioExecutor::new());
-    // A timer enables hyper's header read timeout, so a client that opens a connection
-    // and never finishes its request headers cannot hold it forever.
-    builder.http1().timer(TokioTimer::new());
+    // hyper's own header read timeout starts only once HTTP/1 is detected (never for a
+    // connection that sends nothing) and also runs between keep-alive requests, where it
+    // would cut a scraper's connection after 10 s. The connection table times both out
+    // instead: the first request head, and idle time after a response.
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(None);
+    builder.http2().timer(TokioTimer::new());
     if !web.http2() {
         builder = builder.http1_only();
     }
@@ -180,6 +277,7 @@ pub async fn serve(
             tls = web.is_tls(),
             basic_auth = web.has_basic_auth(),
             http2 = web.http2(),
+            max_connections = limits.max_connections,
             "listening"
         );
     }
@@ -196,37 +294,67 @@ pub async fn serve(
             },
             _ = shutdown.wait() => break,
         };
+        let Some(admitted) = table.admit() else {
+            tracing::debug!(%peer, "connection refused: every connection is busy");
+            drop(stream);
+            continue;
+        };
         let _ = stream.set_nodelay(true);
-        let service = TowerToHyperService::new(router.clone());
+        let activity = admitted.activity.clone();
+        let routes = router.clone();
+        let service =
+            hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+                let handler = activity.request_started();
+                let routes = routes.clone();
+                async move {
+                    let response = match routes.oneshot(req).await {
+                        Ok(r) => r,
+                        Err(never) => match never {},
+                    };
+                    let (parts, body) = response.into_parts();
+                    let body = TrackedBody::new(body, handler.response_started());
+                    Ok::<_, Infallible>(hyper::Response::from_parts(parts, body))
+                }
+            });
         let builder = builder.clone();
         let watcher = graceful.watcher();
         let tls = web.tls_acceptor().cloned();
         tokio::spawn(async move {
-            match tls {
-                None => {
-                    let conn = builder.serve_connection(TokioIo::new(stream), service);
-                    if let Err(e) = watcher.watch(conn.into_owned()).await {
-                        tracing::debug!(%peer, error = %e, "connection ended with error");
+            let io = TrackedIo::new(stream, admitted.activity.clone());
+            let served = async {
+                match tls {
+                    None => {
+                        let conn = builder.serve_connection(TokioIo::new(io), service);
+                        if let Err(e) = watcher.watch(conn.into_owned()).await {
+                            tracing::debug!(%peer, error = %e, "connection ended with error");
+                        }
+                    }
+                    Some(acceptor) => {
+                        let handshake =
+                            tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, accept_tls(&acceptor, io));
+                        let stream = match handshake.await {
+                            Ok(Ok(s)) => s,
+                            Ok(Err(e)) => {
+                                tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                                return;
+                            }
+                            Err(_) => {
+                                tracing::debug!(%peer, "TLS handshake timed out");
+                                return;
+                            }
+                        };
+                        let conn = builder.serve_connection(TokioIo::new(stream), service);
+                        if let Err(e) = watcher.watch(conn.into_owned()).await {
+                            tracing::debug!(%peer, error = %e, "connection ended with error");
+                        }
                     }
                 }
-                Some(acceptor) => {
-                    let handshake =
-                        tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, accept_tls(&acceptor, stream));
-                    let stream = match handshake.await {
-                        Ok(Ok(s)) => s,
-                        Ok(Err(e)) => {
-                            tracing::debug!(%peer, error = %e, "TLS handshake failed");
-                            return;
-                        }
-                        Err(_) => {
-                            tracing::debug!(%peer, "TLS handshake timed out");
-                            return;
-                        }
-                    };
-                    let conn = builder.serve_connection(TokioIo::new(stream), service);
-                    if let Err(e) = watcher.watch(conn.into_owned()).await {
-                        tracing::debug!(%peer, error = %e, "connection ended with error");
-                    }
+            };
+            tokio::select! {
+                _ = served => {}
+                reason = admitted.close_wanted() => {
+                    // Dropping the connection closes its socket.
+                    tracing::debug!(%peer, reason = reason.as_str(), "connection closed");
                 }
             }
         });
@@ -240,6 +368,34 @@ pub async fn serve(
     }
 }
 
+/// Go programs (node_exporter among them) raise their soft limit on open files to the
+/// hard limit at startup; so does the server when the soft limit leaves too little room
+/// for `max_connections` beside the exporter's own files.
+fn raise_open_files_limit(max_connections: usize) {
+    let want = max_connections as u64 + 128;
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit write to and read from a valid rlimit struct.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 || limit.rlim_cur >= want {
+            return;
+        }
+        let raised = libc::rlimit {
+            rlim_cur: limit.rlim_max,
+            rlim_max: limit.rlim_max,
+        };
+        if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) != 0 || raised.rlim_cur < want {
+            tracing::warn!(
+                open_files = raised.rlim_cur.max(limit.rlim_cur),
+                max_connections,
+                "the open-files limit is lower than --web.max-connections needs; connections over it fail to be accepted"
+            );
+        }
+    }
+}
+
 const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The first byte of every TLS connection: a handshake record.
@@ -250,10 +406,10 @@ const TLS_HANDSHAKE_RECORD: u8 = 0x16;
 /// operator guessing.
 async fn accept_tls(
     acceptor: &tokio_rustls::TlsAcceptor,
-    stream: tokio::net::TcpStream,
-) -> std::io::Result<tokio_rustls::server::TlsStream<tokio::net::TcpStream>> {
+    stream: TrackedIo<tokio::net::TcpStream>,
+) -> std::io::Result<tokio_rustls::server::TlsStream<TrackedIo<tokio::net::TcpStream>>> {
     let mut first = [0u8; 1];
-    if stream.peek(&mut first).await? == 1 && first[0] != TLS_HANDSHAKE_RECORD {
+    if stream.get_ref().peek(&mut first).await? == 1 && first[0] != TLS_HANDSHAKE_RECORD {
         use tokio::io::AsyncWriteExt;
         let mut stream = stream;
         let _ = stream
@@ -271,5 +427,20 @@ async fn accept_tls(
     acceptor.accept(stream).await
 }
 
-#[allow(dead_code)]
-fn _assert_infallible(_: Infallible) {}
+#[cfg(test)]
+mod tests {
+    use super::accepts_gzip;
+
+    #[test]
+    fn gzip_negotiation() {
+        assert!(accepts_gzip(Some("gzip")));
+        assert!(accepts_gzip(Some("deflate, gzip;q=1.0, *;q=0.5")));
+        assert!(accepts_gzip(Some("*")));
+        assert!(accepts_gzip(Some("identity, X-GZIP")));
+        assert!(!accepts_gzip(None));
+        assert!(!accepts_gzip(Some("identity")));
+        assert!(!accepts_gzip(Some("gzip;q=0")));
+        assert!(!accepts_gzip(Some("*;q=0.5, gzip;q=0")));
+        assert!(!accepts_gzip(Some("br")));
+    }
+}

@@ -65,6 +65,9 @@ pub struct WebConfig {
     tls: Option<tokio_rustls::TlsAcceptor>,
     http2: bool,
     policy: Option<Arc<RequestPolicy>>,
+    /// From the `--web.*` flags, not the file (exporter-toolkit's format has no such
+    /// fields, and a vigia file must stay usable by node_exporter).
+    limits: crate::connections::ConnectionLimits,
 }
 
 impl Default for WebConfig {
@@ -90,7 +93,19 @@ impl WebConfig {
             tls: None,
             http2: true,
             policy: None,
+            limits: Default::default(),
         }
+    }
+
+    /// The same config with these connection limits.
+    pub fn with_limits(mut self, limits: crate::connections::ConnectionLimits) -> Self {
+        self.limits = limits;
+        self
+    }
+
+    /// Connection cap and idle timeouts the server applies.
+    pub fn limits(&self) -> crate::connections::ConnectionLimits {
+        self.limits
     }
 
     /// Reads and validates a web config file. Relative file names inside it are resolved
@@ -100,13 +115,14 @@ impl WebConfig {
         let text = std::fs::read_to_string(path)
             .map_err(|e| ConfigError::new(&origin, format!("cannot read web config file: {e}")))?;
         let base = path.parent().unwrap_or_else(|| Path::new("."));
-        Self::from_yaml(&text, &origin, base)
+        let file: WebConfigFile = from_value(parse_yaml(&text, &origin)?)?;
+        file.build(base, Some(path.to_path_buf()))
     }
 
     /// As [`WebConfig::load`], from text; `base_dir` resolves relative file names.
     pub fn from_yaml(text: &str, origin: &str, base_dir: &Path) -> Result<Self, ConfigError> {
         let file: WebConfigFile = from_value(parse_yaml(text, origin)?)?;
-        file.build(base_dir)
+        file.build(base_dir, None)
     }
 
     /// Whether connections are served over TLS.
@@ -116,7 +132,9 @@ impl WebConfig {
 
     /// Whether requests need basic auth credentials.
     pub fn has_basic_auth(&self) -> bool {
-        self.policy.as_ref().is_some_and(|p| p.auth.is_some())
+        self.policy
+            .as_ref()
+            .is_some_and(|p| p.current().auth.is_some())
     }
 
     /// Whether HTTP/2 is offered (`http_server_config.http2`, default true).
@@ -363,30 +381,40 @@ fn non_empty(s: &Option<String>) -> Option<&str> {
 }
 
 impl WebConfigFile {
-    fn build(self, base_dir: &Path) -> Result<WebConfig, ConfigError> {
-        let http = self.http_server_config.unwrap_or_default();
-        let http2 = http.http2.unwrap_or(true);
-        let headers = build_headers(http.headers.unwrap_or_default())?;
-        let auth = match self.basic_auth_users {
-            Some(users) if !users.is_empty() => Some(BasicAuth::new(users)?),
-            _ => None,
-        };
-        let limiter = build_rate_limiter(self.rate_limit.unwrap_or_default())?;
+    fn build(
+        self,
+        base_dir: &Path,
+        reload_from: Option<PathBuf>,
+    ) -> Result<WebConfig, ConfigError> {
+        let http2 = self
+            .http_server_config
+            .as_ref()
+            .and_then(|h| h.http2)
+            .unwrap_or(true);
         let tls = match self.tls_server_config {
             Some(tls) => tls.build(base_dir, http2)?,
             None => None,
         };
-        let policy = (auth.is_some() || limiter.is_some() || !headers.is_empty()).then(|| {
+        let rules = PolicyRules::build(
+            self.http_server_config.and_then(|h| h.headers),
+            self.basic_auth_users,
+            self.rate_limit,
+            None,
+        )?;
+        // A file that can change gets a policy even when it sets nothing yet, so that
+        // adding basic_auth_users later takes effect without a restart.
+        let policy = (reload_from.is_some() || !rules.is_empty()).then(|| {
+            let stamp = reload_from.as_deref().and_then(file_stamp);
             Arc::new(RequestPolicy {
-                auth,
-                headers,
-                limiter,
+                reload: reload_from.map(|path| Mutex::new(ReloadState { path, stamp })),
+                rules: std::sync::RwLock::new(Arc::new(rules)),
             })
         });
         Ok(WebConfig {
             tls: tls.map(|c| tokio_rustls::TlsAcceptor::from(Arc::new(c))),
             http2,
             policy,
+            limits: Default::default(),
         })
     }
 }
@@ -430,6 +458,7 @@ fn build_headers(
 }
 
 fn build_rate_limiter(cfg: RateLimitConfig) -> Result<Option<RateLimiter>, ConfigError> {
+    // (interval, burst) is checked for a reload to keep a limiter whose settings stayed.
     let interval = match cfg.interval {
         None => return Ok(None),
         Some(i) if i.is_zero() => return Ok(None),
@@ -1002,9 +1031,118 @@ impl ClientCertVerifier for ClientCertPolicy {
 // Per-request policy: rate limit, basic auth, extra headers.
 
 struct RequestPolicy {
-    auth: Option<BasicAuth>,
+    /// The web config file, re-read when it changes (`None`: a config made from text).
+    reload: Option<Mutex<ReloadState>>,
+    rules: std::sync::RwLock<Arc<PolicyRules>>,
+}
+
+struct ReloadState {
+    path: PathBuf,
+    stamp: Option<FileStamp>,
+}
+
+/// What identifies a version of a file without reading it: an editor that writes a new
+/// file and renames it over the old one changes the inode, one that rewrites in place
+/// changes the modification time or the size.
+type FileStamp = (u64, u64, SystemTime, u64);
+
+fn file_stamp(path: &Path) -> Option<FileStamp> {
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::metadata(path).ok()?;
+    Some((m.dev(), m.ino(), m.modified().ok()?, m.len()))
+}
+
+/// The parts of the web config applied per request, all re-read from the file on change.
+struct PolicyRules {
+    auth: Option<Arc<BasicAuth>>,
     headers: Vec<(HeaderName, HeaderValue)>,
-    limiter: Option<RateLimiter>,
+    limiter: Option<Arc<RateLimiter>>,
+}
+
+impl PolicyRules {
+    /// `previous` keeps the rate limiter's bucket when its settings did not change.
+    fn build(
+        headers: Option<BTreeMap<String, String>>,
+        users: Option<BTreeMap<String, String>>,
+        rate_limit: Option<RateLimitConfig>,
+        previous: Option<&PolicyRules>,
+    ) -> Result<Self, ConfigError> {
+        let headers = build_headers(headers.unwrap_or_default())?;
+        let auth = match users {
+            Some(users) if !users.is_empty() => Some(Arc::new(BasicAuth::new(users)?)),
+            _ => None,
+        };
+        let limiter = build_rate_limiter(rate_limit.unwrap_or_default())?;
+        let limiter = match (limiter, previous.and_then(|p| p.limiter.clone())) {
+            (Some(new), Some(old)) if (new.interval, new.burst) == (old.interval, old.burst) => {
+                Some(old)
+            }
+            (new, _) => new.map(Arc::new),
+        };
+        Ok(Self {
+            auth,
+            headers,
+            limiter,
+        })
+    }
+
+    fn is_empty(&self) -> bool {
+        self.auth.is_none() && self.headers.is_empty() && self.limiter.is_none()
+    }
+}
+
+impl RequestPolicy {
+    fn current(&self) -> Arc<PolicyRules> {
+        self.rules.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// The rules for this request: re-read from the file first when it changed on disk
+    /// (one `stat` per request; exporter-toolkit reads the file for every request). A
+    /// file that no longer parses keeps the previous rules and is logged once per change,
+    /// so a half-written edit never opens or closes the door by accident. TLS settings
+    /// other than the certificate and key files are read at startup only.
+    fn rules_for_request(&self) -> Arc<PolicyRules> {
+        let Some(reload) = &self.reload else {
+            return self.current();
+        };
+        let mut state = reload.lock().unwrap_or_else(|e| e.into_inner());
+        let stamp = file_stamp(&state.path);
+        if stamp == state.stamp {
+            drop(state);
+            return self.current();
+        }
+        state.stamp = stamp;
+        let origin = state.path.display().to_string();
+        let parsed = std::fs::read_to_string(&state.path)
+            .map_err(|e| ConfigError::new(&origin, format!("cannot read web config file: {e}")))
+            .and_then(|text| parse_yaml(&text, &origin))
+            .and_then(from_value::<WebConfigFile>)
+            .and_then(|file| {
+                PolicyRules::build(
+                    file.http_server_config.and_then(|h| h.headers),
+                    file.basic_auth_users,
+                    file.rate_limit,
+                    Some(&self.current()),
+                )
+            });
+        match parsed {
+            Ok(rules) => {
+                tracing::info!(
+                    path = %origin,
+                    basic_auth = rules.auth.is_some(),
+                    "web config file changed; basic auth users, headers and rate limit reloaded"
+                );
+                let rules = Arc::new(rules);
+                *self.rules.write().unwrap_or_else(|e| e.into_inner()) = rules.clone();
+                rules
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "web config file changed but is not valid; keeping the previous basic auth users, headers and rate limit");
+                drop(state);
+                self.current()
+            }
+        }
+    }
 }
 
 async fn enforce_policy(
@@ -1012,18 +1150,64 @@ async fn enforce_policy(
     req: Request,
     next: Next,
 ) -> Response {
-    let mut response = if policy.limiter.as_ref().is_some_and(|l| !l.allow()) {
+    let rules = policy.rules_for_request();
+    let mut response = if rules.limiter.as_ref().is_some_and(|l| !l.allow()) {
         (StatusCode::TOO_MANY_REQUESTS, "Too Many Requests\n").into_response()
     } else {
-        match &policy.auth {
+        match &rules.auth {
             Some(auth) if !auth.check(req.headers().get(AUTHORIZATION)).await => unauthorized(),
             _ => next.run(req).await,
         }
     };
-    for (name, value) in &policy.headers {
-        response.headers_mut().insert(name.clone(), value.clone());
+    for (name, value) in &rules.headers {
+        add_configured_header(response.headers_mut(), name, value);
     }
     response
+}
+
+/// Adds a configured header to a response. A page that sets its own
+/// Content-Security-Policy (the ping status board allows its inline script by hash)
+/// keeps it: the configured policy only adds the directives the page's policy does not
+/// name, so an operator's `frame-ancestors` or `report-uri` still applies, but a
+/// `default-src 'self'` cannot block the page's own script. Other headers replace the
+/// response's.
+fn add_configured_header(
+    headers: &mut axum::http::HeaderMap,
+    name: &HeaderName,
+    value: &HeaderValue,
+) {
+    if name == axum::http::header::CONTENT_SECURITY_POLICY {
+        if let Some(own) = headers.get(name).and_then(|v| v.to_str().ok()) {
+            let merged = merge_csp(own, value.to_str().unwrap_or(""));
+            if let Ok(merged) = HeaderValue::from_str(&merged) {
+                headers.insert(name.clone(), merged);
+            }
+            return;
+        }
+    }
+    headers.insert(name.clone(), value.clone());
+}
+
+/// `own` with every directive of `extra` whose name `own` does not have appended.
+/// Directive names are case-insensitive (CSP level 3, section 2.2).
+fn merge_csp(own: &str, extra: &str) -> String {
+    let name_of = |d: &str| {
+        d.split_ascii_whitespace()
+            .next()
+            .unwrap_or("")
+            .to_ascii_lowercase()
+    };
+    let own_names: HashSet<String> = own.split(';').map(name_of).collect();
+    let mut out = own.trim().trim_end_matches(';').to_string();
+    for directive in extra.split(';').map(str::trim) {
+        let name = name_of(directive);
+        if name.is_empty() || own_names.contains(&name) {
+            continue;
+        }
+        out.push_str("; ");
+        out.push_str(directive);
+    }
+    out
 }
 
 fn unauthorized() -> Response {
@@ -1043,8 +1227,11 @@ const MAX_CACHED_CHECKS: usize = 1024;
 pub struct BasicAuth {
     users: HashMap<String, String>,
     /// Checked for unknown users, so that a wrong user name costs as much as a wrong
-    /// password and response times do not reveal which users exist.
-    dummy_hash: String,
+    /// password and response times do not reveal which users exist. Made at the first
+    /// unknown user, off the async threads, so startup and `--check-config` pay nothing.
+    dummy_hash: std::sync::OnceLock<String>,
+    /// The cost of the dearest user's hash, which the dummy hash matches.
+    max_cost: u32,
     /// SHA-256 of (user, password, hash) of successful checks: a scrape every few
     /// seconds must not cost a bcrypt each time, and the password itself is never kept.
     verified: Mutex<HashSet<[u8; 32]>>,
@@ -1072,13 +1259,10 @@ impl BasicAuth {
             let cost = bcrypt_cost(hash).map_err(|m| ConfigError::new(field, m))?;
             max_cost = max_cost.max(cost);
         }
-        // Same cost as the most expensive real hash, so unknown users are not faster. The
-        // password behind it does not matter: a match for an unknown user is refused anyway.
-        let dummy_hash = bcrypt::hash("vigia: no such user", max_cost)
-            .map_err(|e| ConfigError::new("basic_auth_users", e.to_string()))?;
         Ok(Self {
             users: users.into_iter().collect(),
-            dummy_hash,
+            dummy_hash: std::sync::OnceLock::new(),
+            max_cost,
             verified: Mutex::new(HashSet::new()),
             bcrypt_slot: tokio::sync::Semaphore::new(1),
         })
@@ -1093,8 +1277,8 @@ impl BasicAuth {
         let known = std::str::from_utf8(&user)
             .ok()
             .and_then(|u| self.users.get(u));
-        let hash = known.unwrap_or(&self.dummy_hash).clone();
-        let key = cache_key(&user, &password, &hash);
+        let hash = known.cloned();
+        let key = cache_key(&user, &password, hash.as_deref().unwrap_or(""));
         if known.is_some()
             && self
                 .verified
@@ -1107,10 +1291,33 @@ impl BasicAuth {
         let Ok(_slot) = self.bcrypt_slot.acquire().await else {
             return false;
         };
-        let matches =
-            tokio::task::spawn_blocking(move || bcrypt::verify(&password, &hash).unwrap_or(false))
+        let matches = match hash {
+            Some(hash) => tokio::task::spawn_blocking(move || {
+                bcrypt::verify(&password, &hash).unwrap_or(false)
+            })
+            .await
+            .unwrap_or(false),
+            None => {
+                let max_cost = self.max_cost;
+                let dummy = self.dummy_hash.get().cloned();
+                let made = tokio::task::spawn_blocking(move || {
+                    // Same cost as the most expensive real hash, so unknown users are not
+                    // faster. The password behind it does not matter: a match for an
+                    // unknown user is refused anyway.
+                    let dummy =
+                        dummy.or_else(|| bcrypt::hash("vigia: no such user", max_cost).ok())?;
+                    let _ = bcrypt::verify(&password, &dummy);
+                    Some(dummy)
+                })
                 .await
-                .unwrap_or(false);
+                .ok()
+                .flatten();
+                if let Some(dummy) = made {
+                    let _ = self.dummy_hash.set(dummy);
+                }
+                false
+            }
+        };
         if !(matches && known.is_some()) {
             return false;
         }
@@ -1122,6 +1329,14 @@ impl BasicAuth {
         true
     }
 }
+
+/// bcrypt's own floor (Go's `bcrypt.MinCost`).
+const MIN_BCRYPT_COST: u32 = 4;
+/// The dearest hash accepted. exporter-toolkit takes anything up to Go's `bcrypt.MaxCost`
+/// (31), but each step doubles a check's CPU time: on a 2-core server, cost 10 takes
+/// 0.1 s, 14 takes 1.2 s, 17 about 10 s (a Prometheus scrape timeout's worth) and 31
+/// would take days. htpasswd, which makes these hashes, stops at 17 as well.
+const MAX_BCRYPT_COST: u32 = 17;
 
 /// The cost of a bcrypt hash, or why it is not one.
 fn bcrypt_cost(hash: &str) -> Result<u32, String> {
@@ -1149,8 +1364,18 @@ fn bcrypt_cost(hash: &str) -> Result<u32, String> {
         .parse()
         .map_err(|e| format!("malformed bcrypt hash: {e}"))?;
     let cost = parts.get_cost();
-    if !(4..=31).contains(&cost) {
-        return Err(format!("bcrypt cost {cost} is outside 4..=31"));
+    if cost < MIN_BCRYPT_COST {
+        return Err(format!(
+            "bcrypt cost {cost} is below {MIN_BCRYPT_COST}, the least bcrypt defines"
+        ));
+    }
+    if cost > MAX_BCRYPT_COST {
+        return Err(format!(
+            "bcrypt cost {cost} is above {MAX_BCRYPT_COST}: every step doubles the CPU time of \
+             one check, cost {MAX_BCRYPT_COST} already takes seconds and cost 31 would take days \
+             per login (htpasswd -B accepts 4 to 17 too); make the hash again with \
+             `htpasswd -nBC 10 \"\" | tr -d ':\\n'`"
+        ));
     }
     Ok(cost)
 }
@@ -1358,14 +1583,46 @@ mod tests {
         );
     }
 
-    #[test]
-    fn dummy_hash_costs_as_much_as_the_dearest_user() {
+    #[tokio::test]
+    async fn dummy_hash_costs_as_much_as_the_dearest_user() {
         let auth = BasicAuth::new(BTreeMap::from([
             ("cheap".to_string(), bcrypt::hash("a", 4).unwrap()),
             ("dear".to_string(), bcrypt::hash("b", 6).unwrap()),
         ]))
         .unwrap();
-        assert_eq!(bcrypt_cost(&auth.dummy_hash), Ok(6));
+        // Made at the first unknown user, not before.
+        assert!(auth.dummy_hash.get().is_none());
+        assert!(!auth.check(Some(&basic("nobody", "a"))).await);
+        assert_eq!(bcrypt_cost(auth.dummy_hash.get().unwrap()), Ok(6));
+    }
+
+    #[test]
+    fn bcrypt_cost_is_capped_and_the_error_says_why() {
+        // A cost-31 hash: the salt and digest need not be real to be parsed, and it is
+        // never checked (that would take days).
+        let dear = "$2y$31$X0h1gDsPszWURQaxFh.zoubFi6DXncSjhoQNJgRrnGs7EsimhC7zG";
+        let e = cfg(&format!("basic_auth_users:\n  alice: '{dear}'\n")).unwrap_err();
+        assert_eq!(e.path, "basic_auth_users.alice");
+        assert!(e.message.contains("cost 31 is above 17"), "{e}");
+        assert!(e.message.contains("doubles"), "{e}");
+        let at_cap = dear.replace("$31$", "$17$");
+        assert!(cfg(&format!("basic_auth_users:\n  alice: '{at_cap}'\n")).is_ok());
+        let cheap = dear.replace("$31$", "$03$");
+        let e = cfg(&format!("basic_auth_users:\n  alice: '{cheap}'\n")).unwrap_err();
+        assert!(e.message.contains("below 4"), "{e}");
+    }
+
+    #[test]
+    fn csp_merge_keeps_the_pages_own_directives() {
+        let own = "default-src 'none'; script-src 'sha256-x'; frame-ancestors 'none'";
+        assert_eq!(
+            merge_csp(
+                own,
+                "default-src 'self'; Frame-Ancestors 'self'; report-uri /r;"
+            ),
+            "default-src 'none'; script-src 'sha256-x'; frame-ancestors 'none'; report-uri /r"
+        );
+        assert_eq!(merge_csp(own, ""), own);
     }
 
     #[tokio::test]

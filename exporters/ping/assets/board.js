@@ -23,6 +23,17 @@
   var lastError = "";
   var stopwatches = [];
 
+  // Bidirectional controls (U+202A..U+202E, U+2066..U+2069, the marks U+200E, U+200F and
+  // U+061C) reorder the text around them: "olt-\u202Etxt.exe" shows as "olt-exe.txt". The
+  // board writes them as [U+202E], so what is on screen is what was configured.
+  var BIDI = /[\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]/g;
+
+  function shown(text) {
+    return String(text).replace(BIDI, function (c) {
+      return "[U+" + c.charCodeAt(0).toString(16).toUpperCase() + "]";
+    });
+  }
+
   function el(tag, cls, text) {
     var e = document.createElement(tag);
     if (cls) e.className = cls;
@@ -87,15 +98,15 @@
     card.setAttribute("data-status", status);
 
     var head = el("div", "tile-head");
-    head.appendChild(el("span", "name", t.name));
+    head.appendChild(el("span", "name", shown(t.name)));
     head.appendChild(el("span", "word", WORDS[status]));
     card.appendChild(head);
-    card.appendChild(el("div", "address", t.address));
+    card.appendChild(el("div", "address", shown(t.address)));
 
     var labels = [];
     var l = t.labels || {};
     Object.keys(l).sort().forEach(function (k) {
-      if (k !== "site") labels.push(k + "=" + l[k]);
+      if (k !== "site") labels.push(shown(k + "=" + l[k]));
     });
     if (labels.length) card.appendChild(el("div", "labels", labels.join(" ")));
 
@@ -159,7 +170,7 @@
       if (sites.length > 1 || site !== null) {
         var counts = { down: 0, warning: 0, unknown: 0, ok: 0 };
         members.forEach(function (t) { counts[statusOf(t)] += 1; });
-        var h = el("h2", null, site === null ? "No site" : site);
+        var h = el("h2", null, site === null ? "No site" : shown(site));
         h.appendChild(el("span", "group-counts", countsText(counts)));
         section.appendChild(h);
       }

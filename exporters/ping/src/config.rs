@@ -24,6 +24,20 @@ const RESERVED_LABELS: [&str; 5] = ["target", "address", "status", "le", "host"]
 const MAX_PAYLOAD: usize = 9000;
 const MAX_COUNT: u32 = 1000;
 
+/// Floors on the schedule, so that a typo (`1ns` for `1s`) cannot turn the exporter into
+/// a flood: at most one round every 100 ms and one echo request every 10 ms per target
+/// (100 a second, ten times what `ping -i 0.1` sends), each waiting at least 1 ms.
+const MIN_INTERVAL: Duration = Duration::from_millis(100);
+const MIN_SPACING: Duration = Duration::from_millis(10);
+const MIN_TIMEOUT: Duration = Duration::from_millis(1);
+
+/// Longest name and label value, in characters: a board tile and a label stay readable
+/// (a 20,000-character name made a 72,000-pixel tile). An address is at most a DNS name,
+/// 253 characters.
+const MAX_NAME_CHARS: usize = 128;
+const MAX_LABEL_VALUE_CHARS: usize = 256;
+const MAX_ADDRESS_CHARS: usize = 253;
+
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
@@ -41,12 +55,29 @@ pub struct Config {
     /// How often the targets file's modification time is checked.
     #[serde(default = "default_targets_file_check", with = "humantime_serde")]
     pub targets_file_check_interval: Duration,
+    /// Whether a targets file without any target is a valid list. By default it is an
+    /// error (and a reload keeps the previous list): an editor that truncates the file
+    /// before writing it would otherwise stop every target for a moment, losing their
+    /// down stopwatches and resetting the alerts' `for:`.
+    #[serde(default)]
+    pub targets_file_allow_empty: bool,
     #[serde(default)]
     pub transition_log: Option<TransitionLogConfig>,
     /// Each round's result as a row of `vigia_ping_round`.
     #[serde(default)]
     pub influxdb: Option<vigia_kit::influx::InfluxConfig>,
+    /// Upper bounds (seconds) of the buckets of `vigia_ping_rtt_seconds`, the same for
+    /// every target; `[]` keeps only its `_sum` and `_count` (an average RTT).
+    #[serde(default = "default_rtt_buckets")]
+    pub rtt_buckets: Vec<f64>,
 }
+
+fn default_rtt_buckets() -> Vec<f64> {
+    crate::status::DEFAULT_RTT_BUCKETS.to_vec()
+}
+
+/// Most RTT buckets: each one is a series per target.
+const MAX_RTT_BUCKETS: usize = 32;
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -214,6 +245,8 @@ impl Validate for Config {
             if log.path.as_os_str().is_empty() {
                 return Err(ConfigError::new("transition_log.path", "must not be empty"));
             }
+            check_writable(&log.path)
+                .map_err(|why| ConfigError::new("transition_log.path", why))?;
             if log.max_bytes < 1024 {
                 return Err(ConfigError::new(
                     "transition_log.max_bytes",
@@ -230,12 +263,68 @@ impl Validate for Config {
         if let Some(influx) = &self.influxdb {
             influx.validate("influxdb")?;
         }
+        if self.rtt_buckets.len() > MAX_RTT_BUCKETS {
+            return Err(ConfigError::new(
+                "rtt_buckets",
+                format!(
+                    "{} buckets is more than the {MAX_RTT_BUCKETS} allowed (each is a series per target)",
+                    self.rtt_buckets.len()
+                ),
+            ));
+        }
+        for (i, b) in self.rtt_buckets.iter().enumerate() {
+            if !b.is_finite() || *b <= 0.0 {
+                return Err(ConfigError::new(
+                    format!("rtt_buckets[{i}]"),
+                    format!("{b} is not a positive number of seconds"),
+                ));
+            }
+            if i > 0 && *b <= self.rtt_buckets[i - 1] {
+                return Err(ConfigError::new(
+                    format!("rtt_buckets[{i}]"),
+                    "buckets must be in increasing order",
+                ));
+            }
+        }
         self.inline_targets()?;
         if let Some(path) = &self.targets_file {
-            self.all_targets(&read_targets_file(path)?)?;
+            self.all_targets(&self.read_targets_file(path)?)?;
         }
         Ok(())
     }
+}
+
+/// What startup will do with the transition log, checked without creating it (so that
+/// `--check-config` and a real start agree): the directory must exist, and the file (or,
+/// when it does not exist yet, the directory) must be writable by this process.
+fn check_writable(path: &Path) -> Result<(), String> {
+    use std::os::unix::ffi::OsStrExt;
+    let parent = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    match std::fs::metadata(parent) {
+        Ok(m) if m.is_dir() => {}
+        Ok(_) => return Err(format!("{} is not a directory", parent.display())),
+        Err(e) => return Err(format!("directory {}: {e}", parent.display())),
+    }
+    let existing = path.exists();
+    if existing && path.is_dir() {
+        return Err(format!("{} is a directory, not a file", path.display()));
+    }
+    let probe = if existing { path } else { parent };
+    let Ok(c_path) = std::ffi::CString::new(probe.as_os_str().as_bytes()) else {
+        return Err("contains a NUL byte".into());
+    };
+    // SAFETY: access(2) reads a NUL-terminated path and has no other preconditions.
+    if unsafe { libc::access(c_path.as_ptr(), libc::W_OK) } != 0 {
+        return Err(format!(
+            "cannot write {}: {}",
+            probe.display(),
+            std::io::Error::last_os_error()
+        ));
+    }
+    Ok(())
 }
 
 impl Defaults {
@@ -283,6 +372,17 @@ fn check_settings(
             "must be greater than 0",
         ));
     }
+    if interval < MIN_INTERVAL {
+        return Err(ConfigError::new(
+            field("interval"),
+            format!(
+                "{} is below the floor of {} (one round per target at most every {})",
+                humantime::format_duration(interval),
+                humantime::format_duration(MIN_INTERVAL),
+                humantime::format_duration(MIN_INTERVAL),
+            ),
+        ));
+    }
     if count == 0 || count > MAX_COUNT {
         return Err(ConfigError::new(
             field("count"),
@@ -292,7 +392,29 @@ fn check_settings(
     if timeout.is_zero() {
         return Err(ConfigError::new(field("timeout"), "must be greater than 0"));
     }
+    if timeout < MIN_TIMEOUT {
+        return Err(ConfigError::new(
+            field("timeout"),
+            format!(
+                "{} is below the floor of {}",
+                humantime::format_duration(timeout),
+                humantime::format_duration(MIN_TIMEOUT),
+            ),
+        ));
+    }
     let spacing = interval / count;
+    if spacing < MIN_SPACING {
+        return Err(ConfigError::new(
+            field("count"),
+            format!(
+                "{count} requests per {} is one every {}, below the floor of one every {} \
+                 (interval / count); send fewer or lengthen the interval",
+                humantime::format_duration(interval),
+                humantime::format_duration(spacing),
+                humantime::format_duration(MIN_SPACING),
+            ),
+        ));
+    }
     if timeout > spacing {
         return Err(ConfigError::new(
             field("timeout"),
@@ -368,21 +490,21 @@ impl Config {
         if t.name.trim().is_empty() {
             return Err(ConfigError::new(field("name"), "must not be empty"));
         }
-        if t.name.chars().any(char::is_control) {
-            return Err(ConfigError::new(
-                field("name"),
-                "must not contain control characters",
-            ));
-        }
+        check_text(&t.name, MAX_NAME_CHARS).map_err(|m| ConfigError::new(field("name"), m))?;
+        check_text(&t.address, MAX_ADDRESS_CHARS)
+            .and_then(|()| {
+                if t.address.trim() != t.address {
+                    return Err("must not start or end with spaces".to_string());
+                }
+                Ok(())
+            })
+            .map_err(|m| ConfigError::new(field("address"), m))?;
         let host = parse_host(&t.address).map_err(|m| ConfigError::new(field("address"), m))?;
         for (k, v) in &t.labels {
             check_label_name(k).map_err(|m| ConfigError::new(field(&format!("labels.{k}")), m))?;
-            if v.chars().any(char::is_control) {
-                return Err(ConfigError::new(
-                    field(&format!("labels.{k}")),
-                    "value must not contain control characters",
-                ));
-            }
+            check_text(v, MAX_LABEL_VALUE_CHARS).map_err(|m| {
+                ConfigError::new(field(&format!("labels.{k}")), format!("value {m}"))
+            })?;
         }
         let d = &self.defaults;
         let spec = TargetSpec {
@@ -416,6 +538,21 @@ impl Config {
         }
         Ok(spec)
     }
+}
+
+/// Operator text that becomes a label value and a tile: no control characters (a newline
+/// in a label breaks every line-based reader of /metrics and the logs), and bounded.
+fn check_text(text: &str, max_chars: usize) -> Result<(), String> {
+    if text.chars().any(char::is_control) {
+        return Err("must not contain control characters".into());
+    }
+    let chars = text.chars().count();
+    if chars > max_chars {
+        return Err(format!(
+            "is {chars} characters long, more than the {max_chars} allowed"
+        ));
+    }
+    Ok(())
 }
 
 /// An IP address, or a syntactically valid host name (checked here so that a typo is a
@@ -482,15 +619,34 @@ pub struct FileTarget {
     pub target: TargetConfig,
 }
 
-/// Reads and parses the targets file.
-pub fn read_targets_file(path: &Path) -> Result<Vec<FileTarget>, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|e| {
-        ConfigError::new(
-            "targets_file",
-            format!("cannot read {}: {e}", path.display()),
-        )
-    })?;
-    parse_targets_file(&text, &path.display().to_string())
+impl Config {
+    /// Reads and parses the targets file; one without any target is an error unless
+    /// `targets_file_allow_empty` says it may be empty.
+    pub fn read_targets_file(&self, path: &Path) -> Result<Vec<FileTarget>, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            ConfigError::new(
+                "targets_file",
+                format!("cannot read {}: {e}", path.display()),
+            )
+        })?;
+        let targets = parse_targets_file(&text, &path.display().to_string())?;
+        if targets.is_empty() && !self.targets_file_allow_empty {
+            return Err(ConfigError::new(
+                format!("targets_file {}", path.display()),
+                format!(
+                    "lists no target ({} bytes{}); an editor may be halfway through saving \
+                     it. Set targets_file_allow_empty: true if an empty list is meant",
+                    text.len(),
+                    if text.trim().is_empty() {
+                        ""
+                    } else {
+                        ", comments only"
+                    }
+                ),
+            ));
+        }
+        Ok(targets)
+    }
 }
 
 /// Per-target settings a targets-file line may override, written `key=value` like a

@@ -40,13 +40,23 @@ struct Running {
 /// Owns the probe tasks.
 pub struct Scheduler {
     ctx: Arc<ProbeContext>,
+    /// The probe thread's runtime: probe loops run there and nowhere else.
+    runtime: tokio::runtime::Handle,
+    /// Upper bounds of every target's RTT histogram (`rtt_buckets`).
+    rtt_buckets: Vec<f64>,
     running: HashMap<String, Running>,
 }
 
 impl Scheduler {
-    pub fn new(ctx: Arc<ProbeContext>) -> Self {
+    pub fn new(
+        ctx: Arc<ProbeContext>,
+        runtime: tokio::runtime::Handle,
+        rtt_buckets: Vec<f64>,
+    ) -> Self {
         Self {
             ctx,
+            runtime,
+            rtt_buckets,
             running: HashMap::new(),
         }
     }
@@ -69,8 +79,14 @@ impl Scheduler {
                         old.task.abort();
                     }
                     added += 1;
-                    let entry = Arc::new(TargetEntry::new(spec, SystemTime::now()));
-                    let task = tokio::spawn(probe_loop(self.ctx.clone(), entry.clone()));
+                    let entry = Arc::new(TargetEntry::with_buckets(
+                        spec,
+                        &self.rtt_buckets,
+                        SystemTime::now(),
+                    ));
+                    let task = self
+                        .runtime
+                        .spawn(probe_loop(self.ctx.clone(), entry.clone()));
                     Running { entry, task }
                 }
             };

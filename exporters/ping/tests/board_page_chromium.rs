@@ -314,3 +314,92 @@ fn board_page_in_chromium_shows_groups_stopwatch_refresh_and_staleness() {
     );
     browser.screenshot(&page, &board_support::output_dir().join("fake-stale.png"));
 }
+
+/// An operator's `Content-Security-Policy` in the web config (`http_server_config.headers`)
+/// used to replace the board's own policy, so the browser blocked the board's inline
+/// script and the page said "loading" forever. Through the kit's server with such a web
+/// config, the board still draws its tiles, and the operator's extra directive is kept.
+#[test]
+fn board_draws_under_an_operators_content_security_policy() {
+    use vigia_kit::server::{router, serve, Readiness};
+    use vigia_kit::shutdown::Shutdown;
+    use vigia_kit::web_config::WebConfig;
+
+    let source = Arc::new(Editable::default());
+    *source.0.lock().unwrap() = vec![target("dslam-1", Some("north"), "ok", Some(0.4), 60.0)];
+    let web = WebConfig::from_yaml(
+        "http_server_config:\n  headers:\n    Content-Security-Policy: \"default-src 'self'; frame-ancestors 'self'; report-uri /csp-report\"\n",
+        "web.yml",
+        std::path::Path::new("."),
+    )
+    .unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let listener = rt
+        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+        .unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (_trigger, shutdown) = Shutdown::manual();
+    let app = router(
+        Arc::new(vigia_kit::Metrics::new("vigia-ping")),
+        Readiness::new(true),
+        None,
+        board::routes(source),
+    );
+    rt.spawn(serve(listener, app, web, shutdown, Duration::from_secs(1)));
+
+    let mut browser = Browser::launch();
+    let page = browser.open(&format!("http://{addr}/"), 1280, 800, None);
+    browser.wait_for(
+        &page,
+        "document.querySelectorAll('.tile').length === 1 && document.getElementById('freshness').textContent.startsWith('updated ')",
+        Duration::from_secs(20),
+        "the tile and a fresh header under the operator's policy",
+    );
+    assert_tile_colour(&mut browser, &page, "dslam-1", GREEN, false);
+    browser.screenshot(&page, &board_support::output_dir().join("operator-csp.png"));
+    drop(rt);
+}
+
+/// A bidirectional override in a name, an address or a label reorders what is drawn
+/// ("olt-\u{202E}lmth.exe" shows as "olt-exe.html"): the board writes such characters as
+/// `[U+202E]`, so what is on screen is what was configured.
+#[test]
+fn board_shows_bidi_controls_escaped() {
+    let source = Arc::new(Editable::default());
+    let mut t = target(
+        "olt-\u{202E}lmth.exe",
+        Some("nor\u{2067}te"),
+        "ok",
+        Some(1.0),
+        60.0,
+    );
+    t.labels.insert("kind".into(), "d\u{200F}slam".into());
+    *source.0.lock().unwrap() = vec![t];
+    let (_server, addr) = serve(source);
+    let mut browser = Browser::launch();
+    let page = browser.open(&format!("http://{addr}/"), 1280, 800, None);
+    browser.wait_for(
+        &page,
+        "document.querySelectorAll('.tile').length === 1",
+        Duration::from_secs(20),
+        "the tile",
+    );
+    let seen = browser.eval(
+        &page,
+        r#"(() => { const t = document.querySelector('.tile');
+             return [t.querySelector('.name').textContent, t.querySelector('.labels').textContent,
+                     document.querySelector('section.group h2').firstChild.textContent]; })()"#,
+    );
+    assert_eq!(
+        seen,
+        serde_json::json!([
+            "olt-[U+202E]lmth.exe",
+            "kind=d[U+200F]slam",
+            "nor[U+2067]te"
+        ])
+    );
+}

@@ -139,3 +139,151 @@ fn check_config_accepts_a_good_config_without_probing() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[test]
+fn non_utf8_environment_is_ignored_or_rejected_without_panic() {
+    use std::ffi::OsStr;
+    use std::os::unix::ffi::OsStrExt;
+    let run = |name: &str, value: &[u8]| {
+        let out = Command::new(support::binary())
+            .arg("--check-config")
+            .env(name, OsStr::from_bytes(value))
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (code, err) = run("SOME_OTHER_PROGRAM", b"caf\xe9");
+    assert_eq!(code, Some(0), "{err}");
+    let (code, err) = run("VIGIA_PING__DEFAULTS__INTERVAL", b"1\xffs");
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("`VIGIA_PING__DEFAULTS__INTERVAL`"), "{err}");
+    assert!(err.contains("not valid UTF-8"), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+}
+
+/// Runs vigia-ping with `--check-config` and for real (only `--check-config` when
+/// `check_only`: a valid config would start the exporter); both must give the same verdict.
+fn both(yaml: &str, files: &[(&str, &str)], check_only: bool) -> Vec<(Option<i32>, String)> {
+    let dir = tempfile::tempdir().unwrap();
+    for (name, content) in files {
+        std::fs::write(dir.path().join(name), content).unwrap();
+    }
+    let config = dir.path().join("c.yaml");
+    std::fs::write(&config, yaml.replace("{dir}", dir.path().to_str().unwrap())).unwrap();
+    let port = support::free_port();
+    let run = |check: bool| {
+        let mut cmd = Command::new(support::binary());
+        cmd.arg("--config.file")
+            .arg(&config)
+            .args(["--web.listen-address", &format!("127.0.0.1:{port}")]);
+        if check {
+            cmd.arg("--check-config");
+        }
+        let out = cmd.output().unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).to_string(),
+        )
+    };
+    if check_only {
+        vec![run(true)]
+    } else {
+        vec![run(true), run(false)]
+    }
+}
+
+#[test]
+fn floors_caps_and_files_are_errors_at_check_and_at_start_alike() {
+    let long_name = "n".repeat(20_000);
+    let long_label = "v".repeat(300);
+    // (config, files beside it, field named, what the error says)
+    type Case<'a> = (String, &'a [(&'a str, &'a str)], &'a str, &'a str);
+    let cases: Vec<Case> = vec![
+        (
+            "defaults: {interval: 1ns}\n".into(),
+            &[],
+            "`defaults.interval`",
+            "below the floor of 100ms",
+        ),
+        (
+            "defaults: {interval: 1s, count: 1000, timeout: 1ms}\n".into(),
+            &[],
+            "`defaults.count`",
+            "below the floor of one every 10ms",
+        ),
+        (
+            "targets: [{name: a, address: 127.0.0.1, interval: 1s, count: 1, timeout: 100us}]\n"
+                .into(),
+            &[],
+            "`targets[0].timeout`",
+            "below the floor of 1ms",
+        ),
+        (
+            "targets: [{name: a, address: \"127.0.0.1\\n\"}]\n".into(),
+            &[],
+            "`targets[0].address`",
+            "control characters",
+        ),
+        (
+            "targets: [{name: a, address: \"127.0.0.1\\u001b[31m\"}]\n".into(),
+            &[],
+            "`targets[0].address`",
+            "control characters",
+        ),
+        (
+            format!("targets: [{{name: {long_name}, address: 127.0.0.1}}]\n"),
+            &[],
+            "`targets[0].name`",
+            "20000 characters long, more than the 128 allowed",
+        ),
+        (
+            format!("targets: [{{name: a, address: 127.0.0.1, labels: {{site: {long_label}}}}}]\n"),
+            &[],
+            "`targets[0].labels.site`",
+            "more than the 256 allowed",
+        ),
+        (
+            "transition_log: {path: \"{dir}/no/such/dir/t.jsonl\"}\n".into(),
+            &[],
+            "`transition_log.path`",
+            "no/such/dir",
+        ),
+        (
+            "targets_file: \"{dir}/t.txt\"\n".into(),
+            &[("t.txt", "")],
+            "t.txt`",
+            "lists no target (0 bytes)",
+        ),
+        (
+            "targets_file: \"{dir}/t.txt\"\n".into(),
+            &[("t.txt", "# NOC list\n\n")],
+            "t.txt`",
+            "comments only",
+        ),
+        (
+            "targets_file: \"{dir}/t.txt\"\n".into(),
+            &[("t.txt", "a 127.0.0.1 interval=1ns\n")],
+            "t.txt line 1: interval`",
+            "below the floor",
+        ),
+    ];
+    for (yaml, files, field, says) in &cases {
+        for (code, err) in both(yaml, files, false) {
+            let short = &yaml[..yaml.len().min(120)];
+            assert_eq!(code, Some(2), "{short}: {err}");
+            assert!(err.contains(field), "{short}: expected {field} in: {err}");
+            assert!(err.contains(says), "{short}: expected {says:?} in: {err}");
+            assert!(!err.contains("panicked"), "{err}");
+        }
+    }
+    // Allowed, an empty targets file is valid.
+    let checked = both(
+        "targets_file: \"{dir}/t.txt\"\ntargets_file_allow_empty: true\n",
+        &[("t.txt", "")],
+        true,
+    );
+    assert_eq!(checked[0].0, Some(0), "{}", checked[0].1);
+}

@@ -167,3 +167,62 @@ fn root_targets_file_settings_override_the_defaults_per_line() {
     assert!(status(&body, "picky", "warning"), "picky kept: {body}");
     assert_eq!(metric(&body, "vigia_ping_targets", &[]), Some(3.0));
 }
+
+#[test]
+fn root_an_empty_targets_file_keeps_the_previous_list() {
+    // SAFETY: geteuid has no preconditions.
+    assert_eq!(
+        unsafe { libc::geteuid() },
+        0,
+        "this test needs root (CI runs as root)"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let list = dir.path().join("targets.txt");
+    let content = "# NOC list\na 127.0.0.2 site=norte\n";
+    std::fs::write(&list, content).unwrap();
+    let e = Exporter::start(&format!(
+        "defaults: {{interval: 1s, count: 1, timeout: 300ms}}\n\
+         targets_file: \"{}\"\n\
+         targets_file_check_interval: 100ms\n",
+        list.display()
+    ));
+    let ok = |b: &str| metric(b, "vigia_ping_status", &[("target", "a"), ("status", "ok")]);
+    let body = e.wait_metrics(Duration::from_secs(10), "a ok", |b| ok(b) == Some(1.0));
+    let since = metric(
+        &body,
+        "vigia_ping_status_change_timestamp_seconds",
+        &[("target", "a")],
+    )
+    .unwrap();
+
+    // What an editor does when it saves: truncate, then write. Between the two the file
+    // is empty, then it holds only the comment.
+    for partial in ["", "# NOC list\n"] {
+        std::fs::write(&list, partial).unwrap();
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    let body = e.wait_metrics(
+        Duration::from_secs(10),
+        "both partial files rejected",
+        |b| metric(b, "vigia_ping_targets_file_reload_errors_total", &[]) == Some(2.0),
+    );
+    assert_eq!(
+        metric(&body, "vigia_ping_targets_file_last_reload_success", &[]),
+        Some(0.0)
+    );
+    assert!(e.stderr().contains("lists no target"), "{}", e.stderr());
+    std::fs::write(&list, content).unwrap();
+    let body = e.wait_metrics(Duration::from_secs(10), "the saved file accepted", |b| {
+        metric(b, "vigia_ping_targets_file_last_reload_success", &[]) == Some(1.0)
+    });
+    // The target never left: still ok since the same moment, never unknown in between.
+    assert_eq!(ok(&body), Some(1.0), "{body}");
+    assert_eq!(
+        metric(
+            &body,
+            "vigia_ping_status_change_timestamp_seconds",
+            &[("target", "a")]
+        ),
+        Some(since)
+    );
+}

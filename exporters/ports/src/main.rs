@@ -51,12 +51,9 @@ fn main() -> ExitCode {
         Ok(a) => a,
         Err(e) => return exit_config_error(PROGRAM, e),
     };
-    let web = match &args.common.web_config_file {
-        Some(path) => match WebConfig::load(path) {
-            Ok(w) => w,
-            Err(e) => return exit_config_error(PROGRAM, e),
-        },
-        None => WebConfig::none(),
+    let web = match args.common.web_config() {
+        Ok(w) => w,
+        Err(e) => return exit_config_error(PROGRAM, e),
     };
     let table = match SocketTable::open(&config) {
         Ok(t) => t,

@@ -200,6 +200,15 @@ impl TestServer {
     }
 
     pub fn start_with(web: WebConfig, metrics: Metrics) -> Self {
+        Self::launch(web, metrics, axum::Router::new())
+    }
+
+    /// As [`TestServer::start`], with extra routes beside the kit's own.
+    pub fn start_with_routes(web: WebConfig, extra: axum::Router) -> Self {
+        Self::launch(web, Metrics::new("vigia-test"), extra)
+    }
+
+    fn launch(web: WebConfig, metrics: Metrics, extra: axum::Router) -> Self {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
@@ -218,7 +227,7 @@ impl TestServer {
                 description: "web config test".into(),
                 links: vec![],
             }),
-            axum::Router::new(),
+            extra,
         );
         let done = runtime.spawn(serve(listener, app, web, shutdown, Duration::from_secs(10)));
         Self {

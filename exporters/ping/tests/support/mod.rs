@@ -321,8 +321,11 @@ pub struct Exporter {
     netns: Option<String>,
 }
 
-pub fn binary() -> &'static str {
-    env!("CARGO_BIN_EXE_vigia-ping")
+/// The vigia-ping under test: this build, or `VIGIA_PING_TEST_BINARY` (to check that a
+/// test fails on an older build).
+pub fn binary() -> String {
+    std::env::var("VIGIA_PING_TEST_BINARY")
+        .unwrap_or_else(|_| env!("CARGO_BIN_EXE_vigia-ping").to_string())
 }
 
 impl Exporter {
@@ -342,7 +345,21 @@ impl Exporter {
         Self::launch(Some(ns), yaml, &[])
     }
 
+    /// As [`Exporter::start`], with at most `files` open files (`ulimit -n`, soft and hard).
+    pub fn start_with_open_files(yaml: &str, files: u64) -> Self {
+        Self::launch_limited(None, yaml, &[], Some(files))
+    }
+
     fn launch(ns: Option<&Netns>, yaml: &str, env: &[(&str, &str)]) -> Self {
+        Self::launch_limited(ns, yaml, env, None)
+    }
+
+    fn launch_limited(
+        ns: Option<&Netns>,
+        yaml: &str,
+        env: &[(&str, &str)],
+        open_files: Option<u64>,
+    ) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let config = dir.path().join("vigia-ping.yaml");
         std::fs::write(&config, yaml.replace("{dir}", dir.path().to_str().unwrap())).unwrap();
@@ -355,7 +372,7 @@ impl Exporter {
         let mut cmd = match ns {
             Some(ns) => {
                 let mut c = Command::new("ip");
-                c.args(["netns", "exec", &ns.name, binary()]);
+                c.args(["netns", "exec", &ns.name, &binary()]);
                 c
             }
             None => Command::new(binary()),
@@ -369,6 +386,22 @@ impl Exporter {
             .stderr(std::fs::File::create(dir.path().join("stderr.log")).unwrap());
         for (k, v) in env {
             cmd.env(k, v);
+        }
+        if let Some(files) = open_files {
+            use std::os::unix::process::CommandExt;
+            // SAFETY: setrlimit is async-signal-safe and touches only the child.
+            unsafe {
+                cmd.pre_exec(move || {
+                    let limit = libc::rlimit {
+                        rlim_cur: files,
+                        rlim_max: files,
+                    };
+                    if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
         }
         let child = cmd.spawn().expect("start vigia-ping");
         let mut e = Exporter {
