@@ -1114,8 +1114,7 @@ impl Distinct {
             of_row: vec![0; rows],
         };
         let mut index_of_first = vec![u32::MAX; rows];
-        for r in 0..rows {
-            let first = first_row[r];
+        for (r, &first) in first_row.iter().enumerate() {
             if index_of_first[first] == u32::MAX {
                 index_of_first[first] = distinct.weights.len() as u32;
                 distinct.points.extend_from_slice(row(first));
