@@ -325,43 +325,52 @@ fn summarize_lax(datalink: Datalink, data: &[u8], mut summary: PacketSummary) ->
             }
         }
     };
+    let Some(payload) = ip_layer(&sliced, &mut summary) else {
+        if let Some(ether) = sliced.ether_payload() {
+            match ether.ether_type {
+                // An IP ethertype with no decodable IP header is a parse error, not
+                // "non-IP".
+                EtherType::IPV4 | EtherType::IPV6 => summary.parse_error = true,
+                // etherparse stops at MPLS and PPPoE: the IP inside is ours to find.
+                MPLS_UNICAST | MPLS_MULTICAST | PPPOE_SESSION => {
+                    return summarize_tunnelled(ether.ether_type, ether.payload, summary)
+                }
+                _ => {}
+            }
+        }
+        return summary;
+    };
+    add_transport(&mut summary, payload);
+    summary
+}
+
+/// Marks how slicing stopped (cut short, or a broken header) and, for an IP layer, reads
+/// its addresses and returns its payload; `None` when the layer is not IP.
+fn ip_layer<'a>(
+    sliced: &'a LaxSlicedPacket<'_>,
+    summary: &mut PacketSummary,
+) -> Option<&'a LaxIpPayloadSlice<'a>> {
     if let Some((err, _layer)) = &sliced.stop_err {
         match err {
             SliceError::Len(_) => summary.truncated = true,
             _ => summary.parse_error = true,
         }
     }
-    let payload = match &sliced.net {
+    match &sliced.net {
         Some(LaxNetSlice::Ipv4(ip)) => {
             let h = ip.header();
             summary.src = IpAddr::V4(h.source_addr());
             summary.dst = IpAddr::V4(h.destination_addr());
-            ip.payload()
+            Some(ip.payload())
         }
         Some(LaxNetSlice::Ipv6(ip)) => {
             let h = ip.header();
             summary.src = IpAddr::V6(Ipv6Addr::from(h.source()));
             summary.dst = IpAddr::V6(Ipv6Addr::from(h.destination()));
-            ip.payload()
+            Some(ip.payload())
         }
-        Some(LaxNetSlice::Arp(_)) | None => {
-            if let Some(ether) = sliced.ether_payload() {
-                match ether.ether_type {
-                    // An IP ethertype with no decodable IP header is a parse error, not
-                    // "non-IP".
-                    EtherType::IPV4 | EtherType::IPV6 => summary.parse_error = true,
-                    // etherparse stops at MPLS and PPPoE: the IP inside is ours to find.
-                    MPLS_UNICAST | MPLS_MULTICAST | PPPOE_SESSION => {
-                        return summarize_tunnelled(ether.ether_type, ether.payload, summary)
-                    }
-                    _ => {}
-                }
-            }
-            return summary;
-        }
-    };
-    add_transport(&mut summary, payload);
-    summary
+        Some(LaxNetSlice::Arp(_)) | None => None,
+    }
 }
 
 /// MPLS (RFC 3032) and PPPoE session (RFC 2516) ethertypes: ISP links carry IP in them.
@@ -448,29 +457,9 @@ fn summarize_tunnelled(
             return summary;
         }
     };
-    if let Some((err, _layer)) = &sliced.stop_err {
-        match err {
-            SliceError::Len(_) => summary.truncated = true,
-            _ => summary.parse_error = true,
-        }
-    }
-    let payload = match &sliced.net {
-        Some(LaxNetSlice::Ipv4(ip)) => {
-            let h = ip.header();
-            summary.src = IpAddr::V4(h.source_addr());
-            summary.dst = IpAddr::V4(h.destination_addr());
-            ip.payload()
-        }
-        Some(LaxNetSlice::Ipv6(ip)) => {
-            let h = ip.header();
-            summary.src = IpAddr::V6(Ipv6Addr::from(h.source()));
-            summary.dst = IpAddr::V6(Ipv6Addr::from(h.destination()));
-            ip.payload()
-        }
-        _ => {
-            summary.parse_error = true;
-            return summary;
-        }
+    let Some(payload) = ip_layer(&sliced, &mut summary) else {
+        summary.parse_error = true;
+        return summary;
     };
     add_transport(&mut summary, payload);
     summary
