@@ -419,6 +419,7 @@ def main():
     if args.live_only:
         print("\n".join(live_lines(live_blast(args.binary, rates))))
         return
+    load_before = os.getloadavg()
     labels = args.baseline_label + ["older build"] * (len(args.baseline) - len(args.baseline_label))
     baselines = list(zip(args.baseline, labels))
     full = os.path.join(OUT, f"mixed-{args.packets}.pcap")
@@ -481,6 +482,9 @@ def main():
     lines.append("")
     lines += quiet_lines(args.binary, baselines, args.quiet_packets, args.quiet_baseline_packets, args.repeat)
     lines += live_lines(live_blast(args.binary, rates))
+    load_after = os.getloadavg()
+    lines += [f"Load average (1, 5, 15 min) on this shared machine: {', '.join(f'{v:.2f}' for v in load_before)} "
+              f"when the run started, {', '.join(f'{v:.2f}' for v in load_after)} when it ended.", ""]
     text = "\n".join(lines)
     print(text)
     if args.no_write:

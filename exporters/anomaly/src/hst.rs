@@ -479,8 +479,9 @@ impl HalfSpaceTrees {
         // Equal points fall in the same cells and measure the same, so the trees are grown
         // from the distinct points, each weighing as many as it stands for, and each is
         // measured once: after a quiet spell the reference holds hundreds of copies of the
-        // empty window, and measuring each copy made such a rebuild cost about 7 ms
-        // instead of 0.2 ms (a replay of 1,000 packets a day apart: 43 s of CPU, now 1 s).
+        // empty window, and measuring each copy made such a rebuild cost about 6 ms
+        // instead of 0.15 ms (packets a day apart: 34 ms of CPU a day, now 0.9 ms;
+        // bench/RESULTS.md, quiet spells).
         let distinct = Distinct::of(&normalized, dims);
         let size_limit = (rows / 10).max(1) as u32;
         let max_depth = self.config.depth as u32;
