@@ -93,6 +93,60 @@ def generate(path, packets, snaplen=256):
     os.replace(path + ".tmp", path)
 
 
+QUIET_GAP_SECONDS = 86_400
+
+
+def generate_quiet(path, packets):
+    """One 60-byte UDP packet a day, `packets` of them: a link that is quiet for days,
+    or a capture file with gaps, as issue 15 timed it."""
+    frame = eth(0x0800, ipv4(bytes([198, 18, 0, 1]), bytes([198, 18, 0, 2]), 17, udp(53, 53, b"")))
+    frame += b"\x00" * (60 - len(frame))
+    with open(path, "wb") as out:
+        out.write(struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, 1))
+        for i in range(packets):
+            out.write(struct.pack("<IIII", 1_700_000_000 + i * QUIET_GAP_SECONDS, 5, len(frame), len(frame)))
+            out.write(frame)
+
+
+def quiet_lines(binary, baselines, packets, baseline_packets, repeat):
+    """Quiet spells: packets a day apart, 8,640 empty windows each at the defaults."""
+    full = os.path.join(OUT, f"quiet-{packets}.pcap")
+    small = os.path.join(OUT, f"quiet-{baseline_packets}.pcap")
+    generate_quiet(full, packets)
+    generate_quiet(small, baseline_packets)
+    rows = []
+
+    def run(label, exe, path, n):
+        runs = [timed_cpu(["taskset", "-c", "0", exe, "--capture.file", path, "--bench"], timeout=3600)
+                for _ in range(repeat)]
+        el, rss, out, cpu = min(runs, key=lambda r: r[3])
+        summary = json.loads(out.strip().splitlines()[-1])["summary"]
+        assert summary["packets"] == n, summary
+        rows.append((label, n, summary["windows"], el, cpu, 1000 * cpu / max(n - 1, 1), rss))
+
+    run("vigia-capture --bench, this build", binary, full, packets)
+    run("vigia-capture --bench, this build", binary, small, baseline_packets)
+    for exe, label in baselines:
+        run(f"vigia-capture --bench, {label}", exe, small, baseline_packets)
+    el, rss, _, cpu = min((timed_cpu(["taskset", "-c", "0", "tcpdump", "-r", full, "-w", "/dev/null"])
+                           for _ in range(repeat)), key=lambda r: r[3])
+    rows.append(("tcpdump -r FILE -w /dev/null (libpcap read floor)", packets, None, el, cpu,
+                 1000 * cpu / (packets - 1), rss))
+    lines = ["### Quiet spells: packets a day apart", "",
+             f"One UDP packet a day ({packets:,} of them, and the first {baseline_packets} for the older builds, "
+             "which take about a second a day), replayed with the default `window: 10s` and `window_size: 60`: "
+             "8,640 windows a day, every one closed, scored and learned (issue 15 measured 0.1 ms per empty "
+             f"window). CPU is user and system time, the least of {repeat} runs, pinned to core 0; a gap is the "
+             "day between two packets.", "",
+             "| tool | packets | windows | elapsed (s) | CPU (s) | CPU per gap (ms) | peak RSS (MiB) |",
+             "|---|---:|---:|---:|---:|---:|---:|"]
+    for name, n, windows, el, cpu, per_gap, rss in rows:
+        shown = f"{windows:,}" if windows is not None else "n/a"
+        lines.append(f"| {name} | {n:,} | {shown} | {el:.2f} | {cpu:.2f} | {per_gap:.2f} | {rss / 1024:.0f} |")
+    lines.append("")
+    return lines
+
+
 def prefix(src, dst, packets):
     with open(src, "rb") as f, open(dst, "wb") as out:
         out.write(f.read(24))
@@ -112,6 +166,12 @@ def best_of(n, cmd, timeout=900):
 
 def timed(cmd, timeout=900, stdout=subprocess.DEVNULL):
     """Runs cmd under /usr/bin/time -v; returns (elapsed s, peak RSS KiB, stdout)."""
+    elapsed, rss, out, _ = timed_cpu(cmd, timeout)
+    return elapsed, rss, out
+
+
+def timed_cpu(cmd, timeout=900):
+    """As timed, plus the CPU seconds (user and system) the command used."""
     start = time.monotonic()
     p = subprocess.run(["/usr/bin/time", "-v"] + cmd, stdout=subprocess.PIPE,
                        stderr=subprocess.PIPE, timeout=timeout, text=True)
@@ -119,7 +179,9 @@ def timed(cmd, timeout=900, stdout=subprocess.DEVNULL):
     if p.returncode != 0:
         sys.exit(f"{cmd[0]} failed ({p.returncode}): {p.stderr[-2000:]}")
     rss = int(re.search(r"Maximum resident set size \(kbytes\): (\d+)", p.stderr).group(1))
-    return elapsed, rss, p.stdout
+    cpu = sum(float(re.search(rf"{kind} time \(seconds\): ([0-9.]+)", p.stderr).group(1))
+              for kind in ("User", "System"))
+    return elapsed, rss, p.stdout, cpu
 
 
 PROFILE = ("Where the time goes (callgrind on the first 500,000 packets, commit 3c8a93a): 1,075 instructions "
@@ -339,8 +401,14 @@ def main():
     ap.add_argument("--tshark-packets", type=int, default=500_000)
     ap.add_argument("--scapy-packets", type=int, default=20_000)
     ap.add_argument("--no-write", action="store_true")
-    ap.add_argument("--baseline", help="another vigia-capture binary (an older build) to time beside this one")
-    ap.add_argument("--baseline-label", default="older build")
+    ap.add_argument("--baseline", action="append", default=[],
+                    help="another vigia-capture binary (an older build) to time beside this one; repeatable")
+    ap.add_argument("--baseline-label", action="append", default=[],
+                    help="what each --baseline is, in the same order (default: older build)")
+    ap.add_argument("--quiet-packets", type=int, default=1000,
+                    help="packets a day apart in the quiet-spell replay")
+    ap.add_argument("--quiet-baseline-packets", type=int, default=50,
+                    help="packets a day apart for the baselines (older builds take about a second each)")
     ap.add_argument("--repeat", type=int, default=3, help="offline runs per tool; the fastest is reported")
     ap.add_argument("--rates", default=",".join(str(r) for r in BLAST_RATES),
                     help="live blast target rates, packets/s, comma-separated")
@@ -351,6 +419,9 @@ def main():
     if args.live_only:
         print("\n".join(live_lines(live_blast(args.binary, rates))))
         return
+    load_before = os.getloadavg()
+    labels = args.baseline_label + ["older build"] * (len(args.baseline) - len(args.baseline_label))
+    baselines = list(zip(args.baseline, labels))
     full = os.path.join(OUT, f"mixed-{args.packets}.pcap")
     if not os.path.exists(full):
         print(f"generating {full} ...", flush=True)
@@ -369,12 +440,12 @@ def main():
     rows.append(("vigia-capture --bench (parse, flows, features, score; 1 core)", args.packets,
                  el, args.packets / el, rss, f"{summary['windows']} windows, {summary['flows_finished']} flows"))
 
-    if args.baseline:
-        el, rss, out = best_of(args.repeat, ["taskset", "-c", "0", args.baseline, "--config.file", config,
+    for exe, label in baselines:
+        el, rss, out = best_of(args.repeat, ["taskset", "-c", "0", exe, "--config.file", config,
                                              "--capture.file", full, "--bench"])
         summary = json.loads(out.strip().splitlines()[-1])["summary"]
         assert summary["packets"] == args.packets, summary
-        rows.append((f"vigia-capture --bench, {args.baseline_label}", args.packets, el, args.packets / el, rss,
+        rows.append((f"vigia-capture --bench, {label}", args.packets, el, args.packets / el, rss,
                      f"{summary['windows']} windows, {summary['flows_finished']} flows"))
 
     el, rss, _ = best_of(args.repeat, ["taskset", "-c", "0", "tcpdump", "-r", full, "-w", "/dev/null"])
@@ -409,7 +480,11 @@ def main():
     for name, n, el, rate, rss, note in rows:
         lines.append(f"| {name} | {n:,} | {el:.2f} | {rate:,.0f} | {rss / 1024:.0f} | {note} |")
     lines.append("")
+    lines += quiet_lines(args.binary, baselines, args.quiet_packets, args.quiet_baseline_packets, args.repeat)
     lines += live_lines(live_blast(args.binary, rates))
+    load_after = os.getloadavg()
+    lines += [f"Load average (1, 5, 15 min) on this shared machine: {', '.join(f'{v:.2f}' for v in load_before)} "
+              f"when the run started, {', '.join(f'{v:.2f}' for v in load_after)} when it ended.", ""]
     text = "\n".join(lines)
     print(text)
     if args.no_write:

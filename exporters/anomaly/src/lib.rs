@@ -133,6 +133,25 @@ pub trait Detector {
     /// Scores `x` (one value per feature, in the order given at construction), then adds
     /// it to the latest window. A vector of the wrong length is rejected and not learned.
     fn score_and_learn(&mut self, x: &[f64]) -> Result<Score, DimsMismatch>;
+    /// Scores and learns `count` copies of `x`, as `count` calls of
+    /// [`Detector::score_and_learn`] would; the verdicts come as runs of equal ones.
+    /// [`HalfSpaceTrees`] does it at a cost that does not grow with `count` once its
+    /// reference holds only `x`; this default calls `score_and_learn` `count` times.
+    fn score_and_learn_repeated(
+        &mut self,
+        x: &[f64],
+        count: u64,
+    ) -> Result<Vec<ScoreRun>, DimsMismatch> {
+        let mut runs: Vec<ScoreRun> = Vec::new();
+        for _ in 0..count {
+            let score = self.score_and_learn(x)?;
+            match runs.last_mut() {
+                Some(last) if last.score == score => last.count += 1,
+                _ => runs.push(ScoreRun { score, count: 1 }),
+            }
+        }
+        Ok(runs)
+    }
     /// False during warm-up, while every score is 0.
     fn warm(&self) -> bool;
     /// Number of features per point.
@@ -152,6 +171,13 @@ pub struct Score {
     pub contributions: Vec<f64>,
     /// How many inputs were NaN, infinite or beyond ±1e150 and were replaced.
     pub replaced_inputs: usize,
+}
+
+/// `count` points in a row that got the same verdict.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ScoreRun {
+    pub score: Score,
+    pub count: u64,
 }
 
 /// One feature's share in an explanation.

@@ -27,6 +27,13 @@ pub struct Feature {
     /// makes a feature that barely moved (a host's memory share, steady at 0.300 for
     /// minutes) flag a move of 1 % of memory as never seen.
     pub min_spread: f64,
+    /// Only values above the reference are news: a value below what the reference
+    /// windows held scores as the least unusual value at or above it would (each tree
+    /// takes the densest of the cells the point reaches when this feature is raised),
+    /// and its z-score is reported as 0. For counts whose drops are not what the detector
+    /// is for (a bulk transfer that ends, a quiet hour), while their rises are (a flood,
+    /// a scan). Off by default: both directions are news.
+    pub rising: bool,
 }
 
 impl Feature {
@@ -35,6 +42,7 @@ impl Feature {
             name: name.into(),
             scaling: Scaling::Linear,
             min_spread: 0.0,
+            rising: false,
         }
     }
 
@@ -43,7 +51,14 @@ impl Feature {
             name: name.into(),
             scaling: Scaling::Log,
             min_spread: 0.0,
+            rising: false,
         }
+    }
+
+    /// The same feature, scored on its rises only (see [`Feature::rising`]).
+    pub fn rising(mut self) -> Self {
+        self.rising = true;
+        self
     }
 
     /// The same feature with a noise floor (see [`Feature::min_spread`]).

@@ -12,6 +12,7 @@ use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use prometheus_client::metrics::counter::Counter;
 use serde_json::json;
 use vigia_kit::influx::InfluxWriter;
 
@@ -19,14 +20,12 @@ use crate::capture::Event;
 use crate::config::{Config, PacketRowsConfig, PacketRowsMode};
 use crate::flows::{FinishedFlow, FlowTable, Observed};
 use crate::influx_rows;
-use crate::metrics::{CaptureMetrics, FeatureLabel, TalkerLabel};
-use crate::parse::{PacketSummary, Protocol};
+use crate::metrics::{
+    traffic_index, traffic_label, CaptureMetrics, FeatureLabel, TalkerLabel, TRAFFIC_SERIES,
+};
+use crate::parse::{Family, PacketSummary, Protocol, BAD_TIMESTAMP};
 use crate::scoring::{WindowScorer, WindowVerdict};
 use crate::window::{Window, WindowStats};
-
-/// Most empty windows a gap in a replayed file produces; a longer gap (a file that
-/// jumps by days) restarts the windows at the next packet.
-const MAX_GAP_WINDOWS: u64 = 10_000;
 
 /// What the analyser prints in `--exit-at-eof` mode.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -49,6 +48,9 @@ pub struct Totals {
     pub flows_finished: u64,
     pub windows: u64,
     pub anomalous_windows: u64,
+    pub bad_timestamps: u64,
+    /// A replay stopped by a signal before the end of its input.
+    pub interrupted: bool,
 }
 
 pub struct Analyser {
@@ -60,6 +62,8 @@ pub struct Analyser {
     scorer: WindowScorer,
     threshold: f64,
     metrics: CaptureMetrics,
+    /// Packet and byte counters by `traffic_index`, looked up once.
+    traffic: [Option<(Counter, Counter)>; TRAFFIC_SERIES],
     writer: Option<InfluxWriter>,
     flow_rows: bool,
     packet_rows: PacketRowsConfig,
@@ -71,6 +75,8 @@ pub struct Analyser {
     finished: Vec<FinishedFlow>,
     evictions_reported: u64,
     same_ts: (u64, u64),
+    /// Time of the last packet analysed, for packets whose own time is unusable.
+    last_ts: u64,
     report: Report,
     totals: Totals,
 }
@@ -103,6 +109,7 @@ impl Analyser {
             scorer,
             threshold: config.anomaly.threshold,
             metrics,
+            traffic: std::array::from_fn(|_| None),
             flow_rows: config.flow_rows && writer.is_some(),
             writer,
             packet_rows,
@@ -114,6 +121,7 @@ impl Analyser {
             finished: Vec::new(),
             evictions_reported: 0,
             same_ts: (0, 0),
+            last_ts: if live { now_ns() } else { 0 },
             report,
             totals: Totals::default(),
         }
@@ -137,7 +145,14 @@ impl Analyser {
                     Err(RecvTimeoutError::Disconnected) => Some(Event::End),
                 }
             } else {
-                Some(rx.recv().unwrap_or(Event::End))
+                // A file waits for packets, but looks at `stop` at least this often: a
+                // replay from a pipe may have nothing to read for as long as its writer
+                // likes, and SIGTERM must end it all the same.
+                match rx.recv_timeout(Duration::from_millis(100)) {
+                    Ok(e) => Some(e),
+                    Err(RecvTimeoutError::Timeout) => None,
+                    Err(RecvTimeoutError::Disconnected) => Some(Event::End),
+                }
             };
             match event {
                 Some(Event::Packets(batch)) => self.batch(&batch),
@@ -147,6 +162,10 @@ impl Analyser {
                     break;
                 }
                 None => {}
+            }
+            if !self.live && stop.load(Ordering::Relaxed) {
+                self.totals.interrupted = true;
+                break;
             }
             if self.live {
                 self.close_due_windows(now_ns());
@@ -169,14 +188,27 @@ impl Analyser {
     }
 
     fn batch(&mut self, batch: &[PacketSummary]) {
-        let mut packets = [0u64; 6];
-        let mut bytes = [0u64; 6];
-        let (mut parse_errors, mut truncated) = (0u64, 0u64);
+        let mut packets = [0u64; TRAFFIC_SERIES];
+        let mut bytes = [0u64; TRAFFIC_SERIES];
+        let (mut parse_errors, mut truncated, mut bad_timestamps) = (0u64, 0u64, 0u64);
         for p in batch {
+            let fixed;
+            let p = if p.ts_ns == BAD_TIMESTAMP {
+                // Filed with the packet before it, never at time 0 (see capture::Seconds).
+                bad_timestamps += 1;
+                fixed = PacketSummary {
+                    ts_ns: self.last_ts,
+                    ..*p
+                };
+                &fixed
+            } else {
+                p
+            };
+            self.last_ts = p.ts_ns;
             if !self.live {
                 self.advance_offline(p.ts_ns);
             }
-            let i = p.protocol.index();
+            let i = traffic_index(p.protocol, p.family());
             packets[i] += 1;
             bytes[i] += u64::from(p.wire_len);
             parse_errors += u64::from(p.parse_error);
@@ -203,16 +235,26 @@ impl Analyser {
                 }
             }
         }
-        for i in 0..6 {
+        for i in 0..TRAFFIC_SERIES {
             if packets[i] > 0 {
-                self.metrics.packets[i].inc_by(packets[i]);
-                self.metrics.bytes[i].inc_by(bytes[i]);
+                let (protocol, family) = (Protocol::ALL[i / 3], Family::ALL[i % 3]);
+                let counters = self.traffic[i].get_or_insert_with(|| {
+                    let label = traffic_label(protocol, family);
+                    (
+                        self.metrics.packets.get_or_create(&label).clone(),
+                        self.metrics.bytes.get_or_create(&label).clone(),
+                    )
+                });
+                counters.0.inc_by(packets[i]);
+                counters.1.inc_by(bytes[i]);
             }
             self.totals.packets += packets[i];
             self.totals.bytes += bytes[i];
         }
         self.metrics.parse_errors.inc_by(parse_errors);
         self.metrics.truncated.inc_by(truncated);
+        self.metrics.bad_timestamps.inc_by(bad_timestamps);
+        self.totals.bad_timestamps += bad_timestamps;
         self.totals.parse_errors += parse_errors;
         self.totals.truncated += truncated;
         self.emit_finished_flows();
@@ -231,50 +273,68 @@ impl Analyser {
 
     /// Closes the windows a packet at `ts` lies beyond (file replay).
     fn advance_offline(&mut self, ts: u64) {
-        let start = match self.window_start {
-            Some(s) => s,
-            None => {
-                self.window_start = Some(floor(ts, self.window_ns));
-                return;
-            }
-        };
-        if ts < start + self.window_ns {
-            return;
+        match self.window_start {
+            Some(_) => self.close_due_windows(ts),
+            None => self.window_start = Some(floor(ts, self.window_ns)),
         }
-        let gap = (ts - start) / self.window_ns;
-        if gap > MAX_GAP_WINDOWS {
-            self.close_window(start, start + self.window_ns);
-            tracing::info!(
-                skipped_windows = gap,
-                "gap in the capture: windows restart at the next packet"
-            );
-            self.window_start = Some(floor(ts, self.window_ns));
-            return;
-        }
-        self.close_due_windows(ts);
     }
 
+    /// Closes the current window if `now` lies beyond it, and every empty window between
+    /// it and `now` at once: a gap of a day or of ten years costs what a few windows cost
+    /// (see [`WindowScorer::score_repeated`]), and the detector learns each of them as
+    /// empty, as a live capture of a quiet link would.
     fn close_due_windows(&mut self, now: u64) {
-        while let Some(start) = self.window_start {
-            let end = start + self.window_ns;
-            if now < end {
-                break;
-            }
-            self.close_window(start, end);
-            self.window_start = Some(end);
+        let Some(start) = self.window_start else {
+            return;
+        };
+        let end = start.saturating_add(self.window_ns);
+        if now < end {
+            return;
         }
+        self.close_window(start, end);
+        let empty = (now - end) / self.window_ns;
+        if empty > 0 {
+            self.close_empty_windows(end, empty);
+        }
+        self.window_start = Some(end + empty * self.window_ns);
     }
 
     fn close_window(&mut self, start: u64, end: u64) {
         self.flows.fold_window(&mut self.window);
         let stats = self.window.close(start, end, self.top_n);
         let verdict = self.scorer.score(&stats);
+        self.publish(&stats, &verdict, 1);
+        self.flows.expire(end, &mut self.finished);
+        self.emit_finished_flows();
+    }
+
+    /// `count` empty windows from `from` on, scored as runs of equal verdicts.
+    fn close_empty_windows(&mut self, from: u64, count: u64) {
+        self.flows.fold_window(&mut self.window);
+        let empty = self.window.close(from, from + self.window_ns, self.top_n);
+        let mut at = from;
+        for (verdict, n) in self.scorer.score_repeated(&empty, count) {
+            let run = WindowStats {
+                start_ns: at,
+                end_ns: at + n * self.window_ns,
+                ..empty.clone()
+            };
+            self.publish(&run, &verdict, n);
+            at = run.end_ns;
+        }
+        self.flows.expire(at, &mut self.finished);
+        self.emit_finished_flows();
+    }
+
+    /// Exposes, writes and prints the verdict on `count` windows of equal stats that
+    /// `stats` spans (one, or a run of empty ones).
+    fn publish(&mut self, stats: &WindowStats, verdict: &WindowVerdict, count: u64) {
         self.last_score = verdict.score;
         let m = &self.metrics;
-        m.windows.inc();
+        m.windows.inc_by(count);
         m.score.set(verdict.score);
         m.warm.set(i64::from(verdict.warm));
-        m.last_window_end.set(end as f64 / 1e9);
+        m.last_window_end.set(stats.end_ns as f64 / 1e9);
         let vector = stats.vector();
         for (i, name) in self.scorer.names().iter().enumerate() {
             let label = FeatureLabel {
@@ -295,22 +355,30 @@ impl Analyser {
                 })
                 .set(i64::try_from(*bytes).unwrap_or(i64::MAX));
         }
-        self.totals.windows += 1;
+        self.totals.windows += count;
         if verdict.anomalous {
-            m.anomalous_windows.inc();
-            self.totals.anomalous_windows += 1;
+            m.anomalous_windows.inc_by(count);
+            self.totals.anomalous_windows += count;
             tracing::info!(
                 score = verdict.score,
                 top = ?verdict.top,
                 packets = stats.packets,
+                windows = count,
                 "anomalous window"
             );
             if let Some(w) = &self.writer {
-                w.write(influx_rows::anomaly_window(
-                    &stats,
-                    &verdict,
-                    self.threshold,
-                ));
+                // One row per window, as for any other; a run of anomalous empty windows
+                // is bounded by the detector's reference span (the run ends once quiet
+                // is all the reference holds).
+                for i in 0..count {
+                    let start_ns = stats.start_ns + i * self.window_ns;
+                    let one = WindowStats {
+                        start_ns,
+                        end_ns: start_ns + self.window_ns,
+                        ..stats.clone()
+                    };
+                    w.write(influx_rows::anomaly_window(&one, verdict, self.threshold));
+                }
             }
             if self.packet_rows.mode == PacketRowsMode::Anomalous {
                 let packets = std::mem::take(&mut self.window_packets);
@@ -322,10 +390,8 @@ impl Analyser {
         }
         self.window_packets.clear();
         if self.report == Report::Windows {
-            print_window(&stats, Some(&verdict));
+            print_window(stats, Some(verdict), count);
         }
-        self.flows.expire(end, &mut self.finished);
-        self.emit_finished_flows();
     }
 
     fn emit_finished_flows(&mut self) {
@@ -361,7 +427,7 @@ impl Analyser {
             if self.window.packets() > 0 {
                 let stats = self.window.close(start, start + self.window_ns, self.top_n);
                 if self.report == Report::Windows {
-                    print_window(&stats, None);
+                    print_window(&stats, None, 1);
                 }
             }
         }
@@ -376,6 +442,8 @@ impl Analyser {
                     "bytes": t.bytes,
                     "parse_errors": t.parse_errors,
                     "truncated": t.truncated,
+                    "bad_timestamps": t.bad_timestamps,
+                    "interrupted": t.interrupted,
                     "flows_finished": t.flows_finished,
                     "flow_evictions": self.flows.evictions(),
                     "windows": t.windows,
@@ -391,7 +459,9 @@ impl Analyser {
     }
 }
 
-fn print_window(stats: &WindowStats, verdict: Option<&WindowVerdict>) {
+/// One line per window, or per run of `windows` empty windows with one verdict (`start`
+/// and `end` span the run).
+fn print_window(stats: &WindowStats, verdict: Option<&WindowVerdict>, windows: u64) {
     let mut protocols = serde_json::Map::new();
     for p in Protocol::ALL {
         protocols.insert(p.as_str().into(), stats.protocol_packets[p.index()].into());
@@ -400,6 +470,7 @@ fn print_window(stats: &WindowStats, verdict: Option<&WindowVerdict>) {
         "start": stats.start_ns as f64 / 1e9,
         "end": stats.end_ns as f64 / 1e9,
         "partial": verdict.is_none(),
+        "windows": windows,
         "packets": stats.packets,
         "bytes": stats.bytes,
         "protocols": protocols,
@@ -413,7 +484,8 @@ fn print_window(stats: &WindowStats, verdict: Option<&WindowVerdict>) {
         "syn_ratio": stats.syn_ratio(),
         "synack_ratio": stats.synack_ratio(),
         "rst_ratio": stats.rst_ratio(),
-        "icmp_share": stats.icmp_share(),
+        "flows": stats.flows,
+        "tcp_flows": stats.tcp_flows,
         "destination_port_entropy": stats.destination_port_entropy,
         "new_flows": stats.new_flows,
         "top_talkers": stats.top_talkers.iter().map(|(a, b)| json!([a.to_string(), b])).collect::<Vec<_>>(),

@@ -25,7 +25,7 @@ use pcap::{Active, Capture, Offline};
 use prometheus_client::metrics::counter::Counter;
 
 use crate::config::{Config, Input};
-use crate::parse::{summarize, Datalink, PacketSummary};
+use crate::parse::{summarize, Datalink, PacketSummary, BAD_TIMESTAMP};
 
 /// Packets per live batch: large enough that the queue costs nothing per packet, small
 /// enough that a live batch is handed over within milliseconds.
@@ -65,14 +65,186 @@ pub struct CaptureSource {
     pub breaker: Option<pcap::BreakLoop>,
     pub datalink: Datalink,
     pub description: String,
+    /// How the seconds of a packet's timestamp are to be read.
+    seconds: Seconds,
+}
+
+/// How libpcap's `tv_sec` of a packet maps to a time.
+///
+/// A pcap file stores seconds as an unsigned 32-bit number (times up to 2106), but
+/// libpcap up to 1.10 reads it as a signed one: every packet after 2038-01-19 03:14:07
+/// UTC arrives with a negative `tv_sec`. For such inputs a negative value in the 32-bit
+/// range is read back as the unsigned number the file holds. pcapng files (64-bit
+/// times) and live captures give `tv_sec` as it is, and a negative one (a pcapng time
+/// offset before 1970) cannot be represented: the packet is counted as having a bad
+/// timestamp and analysed at the time of the packet before it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Seconds {
+    Unsigned32,
+    Signed,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum SavefileFormat {
+    Pcap,
+    Pcapng,
+}
+
+/// Block type of a pcapng section header, and the file's first four bytes.
+const PCAPNG_SECTION_HEADER: u32 = 0x0A0D_0D0A;
+
+/// Reads the file's magic number and, for pcapng, the link types of the interfaces
+/// described before its first packet. libpcap (and so tcpdump) reads a pcapng file only
+/// while every interface has the first one's link type, and stops at the first packet of
+/// any other: such a file is refused here, before anything runs, with what to do about it.
+fn savefile_format(path: &std::path::Path) -> Result<SavefileFormat, vigia_kit::ConfigError> {
+    use std::io::Read;
+    let unreadable = |e: std::io::Error| {
+        vigia_kit::ConfigError::new("file", format!("cannot read {}: {e}", path.display()))
+    };
+    // A FIFO (or any file that is not a regular one) is read once: peeking at it would
+    // take its first bytes from libpcap. Its format is left to libpcap, as stdin's is.
+    if !std::fs::metadata(path).map_err(unreadable)?.is_file() {
+        return Ok(SavefileFormat::Pcap);
+    }
+    let mut file = std::io::BufReader::new(std::fs::File::open(path).map_err(unreadable)?);
+    let mut magic = [0u8; 4];
+    if file.read_exact(&mut magic).is_err() || u32::from_le_bytes(magic) != PCAPNG_SECTION_HEADER {
+        // Not pcapng (or too short to be anything): libpcap says what it is not.
+        return Ok(SavefileFormat::Pcap);
+    }
+    let types = pcapng_leading_link_types(&mut file, magic).map_err(unreadable)?;
+    if let Some((first, other)) = types
+        .iter()
+        .find(|(_, t)| *t != types[0].1)
+        .map(|other| (types[0], *other))
+    {
+        return Err(vigia_kit::ConfigError::new(
+            "file",
+            format!(
+                "{} is a pcapng file whose interfaces have different link types (interface {} is {}, \
+                 interface {} is {}); libpcap, which reads capture files here as it does for tcpdump, \
+                 reads only files whose interfaces share one link type. Split it per interface \
+                 (`tshark -r FILE -Y 'frame.interface_id == {}' -w PART.pcapng`) and replay each part",
+                path.display(),
+                first.0,
+                linktype_name(first.1),
+                other.0,
+                linktype_name(other.1),
+                other.0,
+            ),
+        ));
+    }
+    Ok(SavefileFormat::Pcapng)
+}
+
+fn linktype_name(linktype: u16) -> String {
+    let lt = pcap::Linktype(i32::from(linktype));
+    match lt.get_name() {
+        Ok(name) => format!("{name} ({linktype})"),
+        Err(_) => format!("link type {linktype}"),
+    }
+}
+
+/// `(interface index, link type)` of the interface description blocks that come before
+/// the first packet block (or the end of the file), over every section; at most 64 KiB
+/// of blocks are looked at. A malformed header ends the walk: libpcap reports it.
+fn pcapng_leading_link_types(
+    file: &mut impl std::io::Read,
+    magic: [u8; 4],
+) -> std::io::Result<Vec<(usize, u16)>> {
+    let mut types = Vec::new();
+    let mut head = [0u8; 12];
+    head[..4].copy_from_slice(&magic);
+    let mut have = 4;
+    let mut big_endian = false;
+    let mut interfaces_in_section = 0usize;
+    let mut walked = 0usize;
+    loop {
+        if read_full(file, &mut head[have..8])? < 8 - have {
+            return Ok(types);
+        }
+        have = 0;
+        let block_type = u32::from_le_bytes([head[0], head[1], head[2], head[3]]);
+        if block_type == PCAPNG_SECTION_HEADER {
+            // The byte-order magic follows the length; it says how to read the length.
+            if read_full(file, &mut head[8..12])? < 4 {
+                return Ok(types);
+            }
+            big_endian = head[8..12] == [0x1a, 0x2b, 0x3c, 0x4d];
+            interfaces_in_section = 0;
+        }
+        let word = |b: &[u8]| {
+            let b = [b[0], b[1], b[2], b[3]];
+            if big_endian {
+                u32::from_be_bytes(b)
+            } else {
+                u32::from_le_bytes(b)
+            }
+        };
+        let block_type = word(&head[..4]);
+        let length = word(&head[4..8]) as usize;
+        let consumed = if block_type == PCAPNG_SECTION_HEADER {
+            12
+        } else {
+            8
+        };
+        if length < 12 || length % 4 != 0 || length > 1 << 16 {
+            return Ok(types);
+        }
+        match block_type {
+            // Interface description: link type (16 bits), reserved, snaplen, options.
+            1 => {
+                let mut body = [0u8; 2];
+                if read_full(file, &mut body)? < 2 {
+                    return Ok(types);
+                }
+                let linktype = if big_endian {
+                    u16::from_be_bytes(body)
+                } else {
+                    u16::from_le_bytes(body)
+                };
+                types.push((interfaces_in_section, linktype));
+                interfaces_in_section += 1;
+                skip(file, length - 8 - 2)?;
+            }
+            // Packet blocks (obsolete, simple, enhanced): the interfaces are known.
+            2 | 3 | 6 => return Ok(types),
+            _ => skip(file, length - consumed)?,
+        }
+        walked += length;
+        if walked > 1 << 16 {
+            return Ok(types);
+        }
+    }
+}
+
+fn read_full(file: &mut impl std::io::Read, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut got = 0;
+    while got < buf.len() {
+        match file.read(&mut buf[got..])? {
+            0 => break,
+            n => got += n,
+        }
+    }
+    Ok(got)
+}
+
+fn skip(file: &mut impl std::io::Read, n: usize) -> std::io::Result<()> {
+    std::io::copy(
+        &mut std::io::Read::take(&mut *file, n as u64),
+        &mut std::io::sink(),
+    )
+    .map(|_| ())
 }
 
 /// Opens the configured input, applies the filter, checks the datalink. Errors name the
 /// field and, for a permission problem, the capabilities that are missing.
 pub fn open(config: &Config) -> Result<CaptureSource, vigia_kit::ConfigError> {
     use vigia_kit::ConfigError;
-    let (handle, field, description) = match config.input() {
+    let (handle, field, description, seconds) = match config.input() {
         Input::File(path) => {
+            let format = savefile_format(&path)?;
             let cap = Capture::from_file(&path).map_err(|e| {
                 ConfigError::new(
                     "file",
@@ -80,10 +252,40 @@ pub fn open(config: &Config) -> Result<CaptureSource, vigia_kit::ConfigError> {
                 )
             })?;
             unlock_savefile_stream(&cap);
+            let seconds = match format {
+                SavefileFormat::Pcapng => Seconds::Signed,
+                SavefileFormat::Pcap => Seconds::Unsigned32,
+            };
             (
                 Handle::File(cap),
                 "file",
                 format!("file {}", path.display()),
+                seconds,
+            )
+        }
+        Input::Stdin => {
+            if stdin_is_terminal() {
+                return Err(ConfigError::new(
+                    "file",
+                    "`-` reads a capture from standard input, which is a terminal: pipe one in \
+                     (`tcpdump -w - ... | vigia-capture --capture.file -`)",
+                ));
+            }
+            // libpcap reads its standard input for the name `-`, as `tcpdump -r -` does.
+            let cap = Capture::from_file("-").map_err(|e| {
+                ConfigError::new(
+                    "file",
+                    format!("cannot read standard input as pcap or pcapng: {e}"),
+                )
+            })?;
+            unlock_savefile_stream(&cap);
+            // The format cannot be peeked at on a pipe; a negative 32-bit time can only
+            // come from a pcap file's unsigned seconds (see `Seconds`).
+            (
+                Handle::File(cap),
+                "file",
+                "standard input".to_string(),
+                Seconds::Unsigned32,
             )
         }
         Input::Live(interface) => {
@@ -102,6 +304,7 @@ pub fn open(config: &Config) -> Result<CaptureSource, vigia_kit::ConfigError> {
                 Handle::Live(cap),
                 "interface",
                 format!("interface {interface}"),
+                Seconds::Signed,
             )
         }
     };
@@ -136,6 +339,7 @@ pub fn open(config: &Config) -> Result<CaptureSource, vigia_kit::ConfigError> {
         breaker,
         datalink,
         description,
+        seconds,
     })
 }
 
@@ -190,25 +394,41 @@ pub fn spawn(
     };
     let (tx, rx) = sync_channel((queue_packets / batch).max(1));
     let datalink = source.datalink;
+    let seconds = source.seconds;
     let thread = std::thread::Builder::new()
         .name("capture".into())
         .spawn(move || match source.handle {
-            Handle::File(cap) => run_file(cap, datalink, tx, stop),
+            Handle::File(cap) => run_file(cap, datalink, seconds, tx, stop),
             Handle::Live(cap) => run_live(cap, datalink, tx, counters, stop),
         })?;
     Ok((rx, thread))
 }
 
-fn ts_ns(h: &pcap::PacketHeader) -> u64 {
-    let sec = u64::try_from(h.ts.tv_sec).unwrap_or(0);
+/// A packet's time in nanoseconds since the Unix epoch, or [`BAD_TIMESTAMP`] when it
+/// cannot be represented (before 1970, or after the year 2554).
+fn ts_ns(h: &pcap::PacketHeader, seconds: Seconds) -> u64 {
+    let sec: i64 = h.ts.tv_sec;
+    let sec = match seconds {
+        Seconds::Unsigned32 if (i64::from(i32::MIN)..0).contains(&sec) => {
+            u64::from(sec as i32 as u32)
+        }
+        _ => match u64::try_from(sec) {
+            Ok(s) => s,
+            Err(_) => return BAD_TIMESTAMP,
+        },
+    };
+    // libpcap hands over microseconds; a corrupt record may say more than a second's worth.
     let usec = u64::try_from(h.ts.tv_usec).unwrap_or(0).min(999_999);
-    sec.saturating_mul(1_000_000_000)
-        .saturating_add(usec * 1000)
+    match sec.checked_mul(1_000_000_000) {
+        Some(ns) if ns < BAD_TIMESTAMP - 1_000_000_000 => ns + usec * 1000,
+        _ => BAD_TIMESTAMP,
+    }
 }
 
 fn run_file(
     mut cap: Capture<Offline>,
     datalink: Datalink,
+    seconds: Seconds,
     tx: SyncSender<Event>,
     stop: Arc<AtomicBool>,
 ) {
@@ -216,7 +436,12 @@ fn run_file(
     loop {
         match cap.next_packet() {
             Ok(p) => {
-                batch.push(summarize(datalink, p.data, p.header.len, ts_ns(p.header)));
+                batch.push(summarize(
+                    datalink,
+                    p.data,
+                    p.header.len,
+                    ts_ns(p.header, seconds),
+                ));
                 if batch.len() == FILE_BATCH {
                     let full = std::mem::replace(&mut batch, Vec::with_capacity(FILE_BATCH));
                     if tx.send(Event::Packets(full)).is_err() || stop.load(Ordering::Relaxed) {
@@ -235,12 +460,26 @@ fn run_file(
                 if !batch.is_empty() {
                     let _ = tx.send(Event::Packets(batch));
                 }
-                let _ = tx.send(Event::Failed(format!(
-                    "reading the capture file failed: {e}"
-                )));
+                let _ = tx.send(Event::Failed(read_error(&e.to_string())));
                 return;
             }
         }
+    }
+}
+
+/// What a failed read says, with the reason when libpcap's own words do not give it.
+fn read_error(message: &str) -> String {
+    if message.contains("different from the type of the first interface") {
+        // An interface described after the first packets (a pcapng file made by merging
+        // captures, or written while interfaces were added).
+        format!(
+            "reading the capture failed: {message}: this pcapng capture has interfaces of \
+             different link types, which libpcap (as tcpdump) reads only up to the first packet \
+             of the second type; split it per interface (`tshark -r FILE -Y \
+             'frame.interface_id == N' -w PART.pcapng`) and replay each part"
+        )
+    } else {
+        format!("reading the capture file failed: {message}")
     }
 }
 
@@ -277,7 +516,12 @@ fn run_live(
         let room = BATCH - batch.len();
         let was_empty = batch.is_empty();
         let result = cap.dispatch(Some(room), |p| {
-            batch.push(summarize(datalink, p.data, p.header.len, ts_ns(p.header)));
+            batch.push(summarize(
+                datalink,
+                p.data,
+                p.header.len,
+                ts_ns(p.header, Seconds::Signed),
+            ));
         });
         let read = match result {
             Ok(n) => {
@@ -335,6 +579,11 @@ fn run_live(
     let _ = tx.send(Event::End);
 }
 
+fn stdin_is_terminal() -> bool {
+    // SAFETY: isatty only inspects the descriptor.
+    unsafe { isatty(0) == 1 }
+}
+
 #[repr(C)]
 struct PollFd {
     fd: c_int,
@@ -347,9 +596,10 @@ const POLLIN: c_short = 0x001;
 /// `<stdio_ext.h>`: the caller takes care of the stream's locking.
 const FSETLOCKING_BYCALLER: c_int = 2;
 
-// Three calls the pcap crate does not wrap, from the libraries it already links (libpcap
+// Four calls the pcap crate does not wrap, from the libraries it already links (libpcap
 // and the C library): no binding crate for them.
 extern "C" {
+    fn isatty(fd: c_int) -> c_int;
     fn poll(fds: *mut PollFd, nfds: c_ulong, timeout: c_int) -> c_int;
     fn pcap_file(p: *mut c_void) -> *mut c_void;
     fn __fsetlocking(stream: *mut c_void, kind: c_int) -> c_int;

@@ -22,7 +22,8 @@ pub struct Config {
     /// Live capture from this interface (`eth0`, `lo`, `any`). Exclusive with `file`.
     #[serde(default)]
     pub interface: Option<String>,
-    /// Offline replay of a pcap or pcapng file. Exclusive with `interface`.
+    /// Offline replay of a pcap or pcapng file, or `-` for standard input (as `tcpdump
+    /// -r -` reads). Exclusive with `interface`.
     #[serde(default)]
     pub file: Option<PathBuf>,
     /// BPF filter (tcpdump syntax), compiled at startup.
@@ -163,11 +164,14 @@ fn default_anomaly() -> AnomalyConfig {
 pub enum Input {
     Live(String),
     File(PathBuf),
+    /// `file: -`: a capture written to standard input (`tcpdump -w - | vigia-capture`).
+    Stdin,
 }
 
 impl Config {
     pub fn input(&self) -> Input {
         match (&self.interface, &self.file) {
+            (_, Some(f)) if f.as_os_str() == "-" => Input::Stdin,
             (_, Some(f)) => Input::File(f.clone()),
             (Some(i), None) => Input::Live(i.clone()),
             (None, None) => Input::Live("any".to_string()),
@@ -191,7 +195,7 @@ impl Validate for Config {
                 ));
             }
         }
-        if let Some(f) = &self.file {
+        if let Some(f) = self.file.as_ref().filter(|f| f.as_os_str() != "-") {
             if let Err(e) = std::fs::metadata(f) {
                 return Err(ConfigError::new(
                     "file",

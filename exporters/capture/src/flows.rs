@@ -77,7 +77,8 @@ impl WindowShare {
 
     /// What the window would have recorded packet by packet: each sending endpoint as a
     /// source (with its bytes) and its peer as a destination.
-    fn fold(&self, key: &FlowKey, window: &mut Window) {
+    fn fold(&self, key: &FlowKey, dst_port: u16, window: &mut Window) {
+        window.add_flow(key.protocol, dst_port);
         if self.low_sent {
             window.add_source(key.low.0, self.bytes_from_low);
             window.add_destination(key.high.0);
@@ -106,6 +107,10 @@ pub struct Flow {
     pub last_ns: u64,
     pub packets: u64,
     pub bytes: u64,
+    /// Rank among the flows that started in the same microsecond (capture times have
+    /// microsecond resolution): it keeps their InfluxDB rows apart, whose tags no longer
+    /// tell them apart.
+    pub seq: u16,
 }
 
 impl Flow {
@@ -162,7 +167,27 @@ pub struct FlowTable {
     /// Whether any entry holds a share of the current window.
     touched: bool,
     /// Current-window shares of flows evicted before the window closed.
-    departed: Vec<(FlowKey, WindowShare)>,
+    departed: Vec<(FlowKey, u16, WindowShare)>,
+    starts: SameMicrosecond,
+}
+
+/// Counts the flows that start within one microsecond.
+#[derive(Debug, Default)]
+struct SameMicrosecond {
+    microsecond: u64,
+    count: u16,
+}
+
+impl SameMicrosecond {
+    fn next(&mut self, ts_ns: u64) -> u16 {
+        let us = ts_ns / 1000;
+        if us == self.microsecond {
+            self.count = self.count.wrapping_add(1);
+        } else {
+            (self.microsecond, self.count) = (us, 0);
+        }
+        self.count
+    }
 }
 
 impl FlowTable {
@@ -176,6 +201,7 @@ impl FlowTable {
             epoch: 1,
             touched: false,
             departed: Vec::new(),
+            starts: SameMicrosecond::default(),
         }
     }
 
@@ -202,6 +228,7 @@ impl FlowTable {
             last_ns: p.ts_ns,
             packets: 1,
             bytes: u64::from(p.wire_len),
+            seq: 0,
         };
         if let Some(entry) = self.map.get_mut(&key) {
             // A flow finished and restarted below keeps its share: the window's counts
@@ -228,11 +255,13 @@ impl FlowTable {
                 reason,
             });
             // The continuation keeps the original orientation.
+            let seq = self.starts.next(p.ts_ns);
             *flow = Flow {
                 src: flow.src,
                 dst: flow.dst,
                 src_port: flow.src_port,
                 dst_port: flow.dst_port,
+                seq,
                 ..fresh
             };
             return if idle {
@@ -247,7 +276,11 @@ impl FlowTable {
         let mut share = WindowShare::new(self.epoch);
         share.add(self.epoch, from_low, p.wire_len);
         self.touched = true;
-        self.map.insert(key, Entry { flow: fresh, share });
+        let flow = Flow {
+            seq: self.starts.next(p.ts_ns),
+            ..fresh
+        };
+        self.map.insert(key, Entry { flow, share });
         Observed::New
     }
 
@@ -257,12 +290,12 @@ impl FlowTable {
         if self.touched {
             for (key, entry) in &self.map {
                 if entry.share.epoch == self.epoch {
-                    entry.share.fold(key, window);
+                    entry.share.fold(key, entry.flow.dst_port, window);
                 }
             }
         }
-        for (key, share) in self.departed.drain(..) {
-            share.fold(&key, window);
+        for (key, dst_port, share) in self.departed.drain(..) {
+            share.fold(&key, dst_port, window);
         }
         self.epoch = self.epoch.wrapping_add(1).max(1);
         self.touched = false;
@@ -283,7 +316,7 @@ impl FlowTable {
         for (_, key) in ages {
             if let Some(entry) = self.map.remove(&key) {
                 if entry.share.epoch == self.epoch {
-                    self.departed.push((key, entry.share));
+                    self.departed.push((key, entry.flow.dst_port, entry.share));
                 }
                 finished.push(FinishedFlow {
                     flow: entry.flow,
@@ -467,6 +500,13 @@ mod tests {
                 if !a.distinct_exact {
                     b.top_talkers = a.top_talkers.clone();
                 }
+                // Per-flow statistics exist on the flow-table side only (a window fed
+                // packet by packet knows no flows); tests/offline.rs checks them exactly.
+                let mut a = a;
+                a.flows = b.flows;
+                a.tcp_flows = b.tcp_flows;
+                a.distinct_destination_ports = b.distinct_destination_ports;
+                a.destination_port_entropy = b.destination_port_entropy;
                 assert_eq!(a, b, "window {w}, cap {cap}");
                 table.expire(end, &mut done);
             }

@@ -17,34 +17,33 @@ fn at(ns: u64) -> SystemTime {
     UNIX_EPOCH + Duration::from_nanos(ns)
 }
 
-/// A finished flow, stamped with its first packet's time.
+/// A finished flow, stamped with its first packet's time (plus its rank among the flows
+/// of that microsecond, in the nanoseconds). Addresses and ports are fields: as tags,
+/// every address pair and port made a series of its own (unbounded on `any`).
 pub fn flow(f: &FinishedFlow, window_score: f64) -> Point {
     let flow = &f.flow;
-    let mut p = Point::new("vigia_flow")
+    Point::new("vigia_flow")
         .tag("protocol", flow.protocol.as_str())
-        .tag("src", flow.src.to_string())
-        .tag("dst", flow.dst.to_string());
-    if flow.protocol.has_ports() {
-        p = p.tag("dst_port", flow.dst_port.to_string());
-    }
-    p.tag("end", f.reason.as_str())
+        .tag("end", f.reason.as_str())
+        .field("src", flow.src.to_string())
+        .field("dst", flow.dst.to_string())
         .field("packets", flow.packets)
         .field("bytes", flow.bytes)
         .field("duration_seconds", flow.duration_seconds())
         .field("src_port", flow.src_port)
         .field("dst_port", flow.dst_port)
         .field("window_score", window_score)
-        .timestamp(at(flow.first_ns))
+        .timestamp(at(flow.first_ns + u64::from(flow.seq % 1000)))
 }
 
 /// One packet. Capture timestamps have microsecond resolution; `seq` (the packet's rank
 /// among packets of the same microsecond) goes into the nanoseconds, so two packets of
-/// one microsecond between the same addresses stay two rows.
+/// one microsecond stay two rows.
 pub fn packet(p: &PacketSummary, seq: u64, window_score: f64) -> Point {
     Point::new("vigia_packet")
         .tag("protocol", p.protocol.as_str())
-        .tag("src", p.src.to_string())
-        .tag("dst", p.dst.to_string())
+        .field("src", p.src.to_string())
+        .field("dst", p.dst.to_string())
         .field("src_port", p.src_port)
         .field("dst_port", p.dst_port)
         .field("bytes", p.wire_len)

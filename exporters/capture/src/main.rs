@@ -81,7 +81,7 @@ fn main() -> ExitCode {
         (false, true) => Report::Windows,
         (false, false) => Report::None,
     };
-    if report != Report::None && !matches!(config.input(), Input::File(_)) {
+    if report != Report::None && matches!(config.input(), Input::Live(_)) {
         return exit_config_error(
             PROGRAM,
             "--exit-at-eof and --bench need a file (--capture.file or `file:`)",
@@ -95,6 +95,11 @@ fn main() -> ExitCode {
         Ok(s) => s,
         Err(e) => return exit_config_error(PROGRAM, e),
     };
+    if args.common.check_config && config.input() == Input::Stdin {
+        // Opening standard input would read (and lose) the head of the capture.
+        println!("{PROGRAM}: configuration is valid (standard input is read when capturing)");
+        return ExitCode::SUCCESS;
+    }
     let source = match capture::open(&config) {
         Ok(s) => s,
         Err(e) => return exit_config_error(PROGRAM, e),
@@ -148,6 +153,17 @@ async fn run(
     let description = source.description.clone();
     let breaker = source.breaker.take();
     let stop = Arc::new(AtomicBool::new(false));
+    // SIGTERM and SIGINT stop every mode within a batch: the analyser looks at `stop`
+    // between batches (a file replay too), and a capture thread still blocked in a read
+    // (standard input, a FIFO) is left behind at exit instead of being waited for.
+    let (trigger, shutdown) = Shutdown::on_signals();
+    {
+        let (stop, shutdown) = (stop.clone(), shutdown.clone());
+        tokio::spawn(async move {
+            shutdown.wait().await;
+            stop.store(true, Ordering::Relaxed);
+        });
+    }
     let (rx, capture_thread) =
         match capture::spawn(source, config.queue_packets, counters, stop.clone()) {
             Ok(x) => x,
@@ -155,7 +171,6 @@ async fn run(
                 return exit_config_error(PROGRAM, format!("cannot start the capture thread: {e}"))
             }
         };
-    let (trigger, shutdown) = Shutdown::on_signals();
     let mut analyser = Analyser::new(
         &config,
         scorer,
@@ -187,6 +202,13 @@ async fn run(
         None => {
             // --exit-at-eof / --bench: no server; the result is what was printed.
             match analysis.await {
+                Ok(Ok(totals)) if totals.interrupted => {
+                    eprintln!(
+                        "{PROGRAM}: stopped by a signal before the end of the capture; the summary covers the {} packets read",
+                        totals.packets
+                    );
+                    ExitCode::FAILURE
+                }
                 Ok(Ok(_)) => ExitCode::SUCCESS,
                 Ok(Err(e)) => {
                     eprintln!("{PROGRAM}: {e}");
@@ -230,7 +252,15 @@ async fn run(
             }
         }
     };
-    let _ = capture_thread.join();
+    // A capture thread reading a pipe may be blocked in read(2) for good: it is waited
+    // for briefly, then left to end with the process.
+    let deadline = std::time::Instant::now() + Duration::from_secs(1);
+    while !capture_thread.is_finished() && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    if capture_thread.is_finished() {
+        let _ = capture_thread.join();
+    }
     if let Some(writer) = writer {
         writer.shutdown(Duration::from_secs(5)).await;
     }

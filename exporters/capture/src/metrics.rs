@@ -9,11 +9,26 @@ use prometheus_client::metrics::gauge::Gauge;
 use vigia_kit::Metrics;
 
 use crate::capture::CaptureCounters;
-use crate::parse::Protocol;
+use crate::parse::{Family as ParseFamily, Protocol};
+
+pub fn traffic_label(protocol: Protocol, family: ParseFamily) -> ProtocolLabel {
+    ProtocolLabel {
+        protocol: protocol.as_str(),
+        family: family.as_str(),
+    }
+}
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ProtocolLabel {
     pub protocol: &'static str,
+    pub family: &'static str,
+}
+
+/// Series per protocol and IP family, indexed by [`traffic_index`].
+pub const TRAFFIC_SERIES: usize = 6 * 3;
+
+pub fn traffic_index(protocol: Protocol, family: ParseFamily) -> usize {
+    protocol.index() * 3 + family as usize
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -35,10 +50,13 @@ pub struct FeatureLabel {
 /// The analyser's metrics. Per-packet counts are added once per batch, not per packet.
 #[derive(Clone)]
 pub struct CaptureMetrics {
-    pub packets: [Counter; 6],
-    pub bytes: [Counter; 6],
+    /// Packet and byte counters by [`traffic_index`]; a pair of protocol and family that
+    /// cannot happen (TCP outside IP) is never created.
+    pub packets: Family<ProtocolLabel, Counter>,
+    pub bytes: Family<ProtocolLabel, Counter>,
     pub parse_errors: Counter,
     pub truncated: Counter,
+    pub bad_timestamps: Counter,
     pub flows_active: Gauge,
     pub flow_evictions: Counter,
     pub flows_finished: Counter,
@@ -56,22 +74,33 @@ impl CaptureMetrics {
     /// Registers every metric; the capture thread's drop counters come back separately.
     pub fn register(metrics: &mut Metrics, threshold: f64) -> (Self, CaptureCounters) {
         let r = metrics.registry_mut();
-        let packets_family = Family::<ProtocolLabel, Counter>::default();
-        let bytes_family = Family::<ProtocolLabel, Counter>::default();
-        let label = |p: Protocol| ProtocolLabel {
-            protocol: p.as_str(),
-        };
-        let packets = Protocol::ALL.map(|p| packets_family.get_or_create(&label(p)).clone());
-        let bytes = Protocol::ALL.map(|p| bytes_family.get_or_create(&label(p)).clone());
+        let packets = Family::<ProtocolLabel, Counter>::default();
+        let bytes = Family::<ProtocolLabel, Counter>::default();
+        // The usual pairs exist from the start (at 0), so rate() has a series to read.
+        for (protocol, family) in [
+            (Protocol::Tcp, ParseFamily::Ipv4),
+            (Protocol::Tcp, ParseFamily::Ipv6),
+            (Protocol::Udp, ParseFamily::Ipv4),
+            (Protocol::Udp, ParseFamily::Ipv6),
+            (Protocol::Icmp, ParseFamily::Ipv4),
+            (Protocol::Icmpv6, ParseFamily::Ipv6),
+            (Protocol::OtherIp, ParseFamily::Ipv4),
+            (Protocol::OtherIp, ParseFamily::Ipv6),
+            (Protocol::NonIp, ParseFamily::None),
+        ] {
+            let label = traffic_label(protocol, family);
+            drop(packets.get_or_create(&label));
+            drop(bytes.get_or_create(&label));
+        }
         r.register(
             "vigia_capture_packets",
-            "Packets captured, by protocol",
-            packets_family,
+            "Packets captured, by protocol and IP family (none: not IP)",
+            packets.clone(),
         );
         r.register(
             "vigia_capture_bytes",
-            "Bytes on the wire of captured packets, by protocol",
-            bytes_family,
+            "Bytes on the wire of captured packets, by protocol and IP family (none: not IP)",
+            bytes.clone(),
         );
         let dropped = Family::<StageLabel, Counter>::default();
         // One statement per series: a `get_or_create` guard lives until the end of its
@@ -96,6 +125,7 @@ impl CaptureMetrics {
             bytes,
             parse_errors: Counter::default(),
             truncated: Counter::default(),
+            bad_timestamps: Counter::default(),
             flows_active: Gauge::default(),
             flow_evictions: Counter::default(),
             flows_finished: Counter::default(),
@@ -117,6 +147,11 @@ impl CaptureMetrics {
             "vigia_capture_truncated_packets",
             "Packets cut short by the snaplen or the sender; counted with the layers that were there",
             m.truncated.clone(),
+        );
+        r.register(
+            "vigia_capture_bad_timestamps",
+            "Packets whose capture time cannot be represented (before 1970 or after 2554); analysed at the time of the packet before them",
+            m.bad_timestamps.clone(),
         );
         r.register(
             "vigia_capture_flows_active",

@@ -93,6 +93,10 @@ impl Protocol {
     }
 }
 
+/// `ts_ns` of a packet whose capture time cannot be represented (before 1970 or after
+/// 2554): the analyser counts it and files the packet at the time of the one before.
+pub const BAD_TIMESTAMP: u64 = u64::MAX;
+
 pub const TCP_SYN: u8 = 0x02;
 pub const TCP_RST: u8 = 0x04;
 pub const TCP_ACK: u8 = 0x10;
@@ -120,7 +124,37 @@ pub struct PacketSummary {
     pub parse_error: bool,
 }
 
+/// The IP family of a packet, for the `family` label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Family {
+    Ipv4 = 0,
+    Ipv6 = 1,
+    /// Not IP (ARP, LLDP...).
+    None = 2,
+}
+
+impl Family {
+    pub const ALL: [Family; 3] = [Family::Ipv4, Family::Ipv6, Family::None];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Family::Ipv4 => "ipv4",
+            Family::Ipv6 => "ipv6",
+            Family::None => "none",
+        }
+    }
+}
+
 impl PacketSummary {
+    pub fn family(&self) -> Family {
+        match (self.protocol, self.src) {
+            (Protocol::NonIp, _) => Family::None,
+            (_, IpAddr::V4(_)) => Family::Ipv4,
+            (_, IpAddr::V6(_)) => Family::Ipv6,
+        }
+    }
+
     fn non_ip(ts_ns: u64, wire_len: u32) -> Self {
         Self {
             ts_ns,
@@ -174,6 +208,12 @@ fn ip_bytes(datalink: Datalink, data: &[u8]) -> Option<&[u8]> {
     for _ in 0..3 {
         match ether_type {
             EtherType::IPV4 | EtherType::IPV6 => return Some(payload),
+            MPLS_UNICAST | MPLS_MULTICAST | PPPOE_SESSION => {
+                return match tunnelled_ip(ether_type, payload) {
+                    Tunnelled::Ip(ip) => Some(ip),
+                    _ => None,
+                };
+            }
             EtherType::VLAN_TAGGED_FRAME
             | EtherType::PROVIDER_BRIDGING
             | EtherType::VLAN_DOUBLE_TAGGED_FRAME => {
@@ -285,34 +325,141 @@ fn summarize_lax(datalink: Datalink, data: &[u8], mut summary: PacketSummary) ->
             }
         }
     };
+    let Some(payload) = ip_layer(&sliced, &mut summary) else {
+        if let Some(ether) = sliced.ether_payload() {
+            match ether.ether_type {
+                // An IP ethertype with no decodable IP header is a parse error, not
+                // "non-IP".
+                EtherType::IPV4 | EtherType::IPV6 => summary.parse_error = true,
+                // etherparse stops at MPLS and PPPoE: the IP inside is ours to find.
+                MPLS_UNICAST | MPLS_MULTICAST | PPPOE_SESSION => {
+                    return summarize_tunnelled(ether.ether_type, ether.payload, summary)
+                }
+                _ => {}
+            }
+        }
+        return summary;
+    };
+    add_transport(&mut summary, payload);
+    summary
+}
+
+/// Marks how slicing stopped (cut short, or a broken header) and, for an IP layer, reads
+/// its addresses and returns its payload; `None` when the layer is not IP.
+fn ip_layer<'a>(
+    sliced: &'a LaxSlicedPacket<'_>,
+    summary: &mut PacketSummary,
+) -> Option<&'a LaxIpPayloadSlice<'a>> {
     if let Some((err, _layer)) = &sliced.stop_err {
         match err {
             SliceError::Len(_) => summary.truncated = true,
             _ => summary.parse_error = true,
         }
     }
-    let payload = match &sliced.net {
+    match &sliced.net {
         Some(LaxNetSlice::Ipv4(ip)) => {
             let h = ip.header();
             summary.src = IpAddr::V4(h.source_addr());
             summary.dst = IpAddr::V4(h.destination_addr());
-            ip.payload()
+            Some(ip.payload())
         }
         Some(LaxNetSlice::Ipv6(ip)) => {
             let h = ip.header();
             summary.src = IpAddr::V6(Ipv6Addr::from(h.source()));
             summary.dst = IpAddr::V6(Ipv6Addr::from(h.destination()));
-            ip.payload()
+            Some(ip.payload())
         }
-        Some(LaxNetSlice::Arp(_)) | None => {
-            // An IP ethertype with no decodable IP header is a parse error, not "non-IP".
-            if let Some(ether) = sliced.ether_payload() {
-                if ether.ether_type == EtherType::IPV4 || ether.ether_type == EtherType::IPV6 {
-                    summary.parse_error = true;
+        Some(LaxNetSlice::Arp(_)) | None => None,
+    }
+}
+
+/// MPLS (RFC 3032) and PPPoE session (RFC 2516) ethertypes: ISP links carry IP in them.
+pub const MPLS_UNICAST: EtherType = EtherType(0x8847);
+pub const MPLS_MULTICAST: EtherType = EtherType(0x8848);
+pub const PPPOE_SESSION: EtherType = EtherType(0x8864);
+
+/// Most MPLS labels walked before the stack counts as malformed.
+const MAX_MPLS_LABELS: usize = 16;
+
+/// What an MPLS or PPPoE session header carries.
+#[derive(Debug, PartialEq, Eq)]
+enum Tunnelled<'a> {
+    /// IPv4 or IPv6 bytes.
+    Ip(&'a [u8]),
+    /// Something else (a pseudowire, PPP control traffic): not IP.
+    Other,
+    /// The headers are cut short or malformed.
+    Broken,
+}
+
+/// The IP packet inside an MPLS label stack or a PPPoE session frame. MPLS does not say
+/// what it carries: after the bottom-of-stack label the first nibble does (4 or 6), as
+/// tshark and tcpdump guess it; anything else (a pseudowire control word) is not IP.
+/// PPPoE says it in its PPP protocol field (0x0021 IPv4, 0x0057 IPv6).
+fn tunnelled_ip(ether_type: EtherType, payload: &[u8]) -> Tunnelled<'_> {
+    match ether_type {
+        MPLS_UNICAST | MPLS_MULTICAST => {
+            let mut at = 0;
+            for _ in 0..MAX_MPLS_LABELS {
+                let Some(label) = payload.get(at..at + 4) else {
+                    return Tunnelled::Broken;
+                };
+                at += 4;
+                if label[2] & 0x01 != 0 {
+                    let inner = &payload[at..];
+                    return match inner.first().map(|b| b >> 4) {
+                        Some(4 | 6) => Tunnelled::Ip(inner),
+                        Some(_) => Tunnelled::Other,
+                        None => Tunnelled::Broken,
+                    };
                 }
             }
+            Tunnelled::Broken
+        }
+        PPPOE_SESSION => {
+            // Version and type (0x11), code 0 (session data), session id, length, then
+            // the PPP protocol.
+            let Some(header) = payload.get(..8) else {
+                return Tunnelled::Broken;
+            };
+            if header[0] != 0x11 || header[1] != 0 {
+                return Tunnelled::Broken;
+            }
+            match u16::from_be_bytes([header[6], header[7]]) {
+                0x0021 | 0x0057 => Tunnelled::Ip(&payload[8..]),
+                _ => Tunnelled::Other,
+            }
+        }
+        _ => Tunnelled::Other,
+    }
+}
+
+/// The general path for an MPLS or PPPoE payload: the IP inside, through
+/// [`LaxSlicedPacket::from_ip`] as any other IP packet.
+fn summarize_tunnelled(
+    ether_type: EtherType,
+    payload: &[u8],
+    mut summary: PacketSummary,
+) -> PacketSummary {
+    let ip = match tunnelled_ip(ether_type, payload) {
+        Tunnelled::Ip(ip) => ip,
+        Tunnelled::Other => return summary,
+        Tunnelled::Broken => {
+            summary.truncated = true;
+            summary.parse_error = true;
             return summary;
         }
+    };
+    let sliced = match LaxSlicedPacket::from_ip(ip) {
+        Ok(p) => p,
+        Err(_) => {
+            summary.parse_error = true;
+            return summary;
+        }
+    };
+    let Some(payload) = ip_layer(&sliced, &mut summary) else {
+        summary.parse_error = true;
+        return summary;
     };
     add_transport(&mut summary, payload);
     summary

@@ -1,7 +1,7 @@
 //! The anomaly score of each window: `vigia-anomaly`'s Half-Space Trees over the
 //! [`crate::window::features`] vector.
 
-use vigia_anomaly::{AnomalyConfig, Detector, HalfSpaceTrees};
+use vigia_anomaly::{AnomalyConfig, Detector, HalfSpaceTrees, Score};
 use vigia_kit::ConfigError;
 
 use crate::window::{features, WindowStats};
@@ -53,32 +53,55 @@ impl WindowScorer {
     pub fn score(&mut self, stats: &WindowStats) -> WindowVerdict {
         let x = stats.vector();
         match self.detector.score_and_learn(&x) {
-            Ok(score) => {
-                let top = score
-                    .top_features(TOP_FEATURES)
-                    .into_iter()
-                    .map(|c| (self.names[c.feature], c.z))
-                    .collect();
-                WindowVerdict {
-                    score: score.value,
-                    warm: score.warm,
-                    anomalous: score.exceeds(self.threshold),
-                    zscores: score.contributions,
-                    top,
-                }
-            }
+            Ok(score) => self.verdict(score),
             // The vector is built from `features()` itself, so this cannot happen; if it
             // ever did, the window is reported unscored rather than ending the capture.
             Err(e) => {
                 tracing::error!(error = %e, "window not scored");
-                WindowVerdict {
-                    score: 0.0,
-                    warm: false,
-                    anomalous: false,
-                    zscores: vec![0.0; self.names.len()],
-                    top: Vec::new(),
-                }
+                self.unscored()
             }
+        }
+    }
+
+    /// `count` windows like `stats` in a row (a quiet spell: empty windows), scored and
+    /// learned as one by one, at a cost that does not grow with `count`
+    /// ([`HalfSpaceTrees::score_and_learn_repeated`]): runs of windows with one verdict.
+    pub fn score_repeated(&mut self, stats: &WindowStats, count: u64) -> Vec<(WindowVerdict, u64)> {
+        let x = stats.vector();
+        match self.detector.score_and_learn_repeated(&x, count) {
+            Ok(runs) => runs
+                .into_iter()
+                .map(|run| (self.verdict(run.score), run.count))
+                .collect(),
+            Err(e) => {
+                tracing::error!(error = %e, "windows not scored");
+                vec![(self.unscored(), count)]
+            }
+        }
+    }
+
+    fn verdict(&self, score: Score) -> WindowVerdict {
+        let top = score
+            .top_features(TOP_FEATURES)
+            .into_iter()
+            .map(|c| (self.names[c.feature], c.z))
+            .collect();
+        WindowVerdict {
+            score: score.value,
+            warm: score.warm,
+            anomalous: score.exceeds(self.threshold),
+            zscores: score.contributions,
+            top,
+        }
+    }
+
+    fn unscored(&self) -> WindowVerdict {
+        WindowVerdict {
+            score: 0.0,
+            warm: false,
+            anomalous: false,
+            zscores: vec![0.0; self.names.len()],
+            top: Vec::new(),
         }
     }
 }

@@ -14,18 +14,29 @@ use vigia_anomaly::Feature;
 
 use crate::parse::{PacketSummary, Protocol, TCP_ACK, TCP_RST, TCP_SYN};
 
-/// Packets of prior weight in every ratio and share: each is `part / (whole + 20)`, as if
-/// every window also carried 20 packets with none of the flags. A quiet window of two TCP
-/// packets (a connection refused: SYN, RST) would otherwise have a SYN ratio of 0.5,
-/// like a port scan, and the detector would learn scans from every quiet moment (the
-/// end-to-end test's stack restarts did that: RST ratios of 0.5 at 63 deviations). Over
-/// the hundreds of packets of a busy window the prior changes the ratio by a few percent.
-pub const RATIO_PRIOR_PACKETS: u64 = 20;
+/// Flows of prior weight in every ratio: each is `part / (TCP flows + 20)`, as if every
+/// window also carried 20 TCP flows with none of the flags. A quiet window of one refused
+/// connection (SYN, RST) would otherwise have a SYN ratio of 1, like a port scan, and the
+/// detector would learn scans from every quiet moment (the end-to-end test's stack
+/// restarts did that); over the dozens of flows of a busy window the prior changes the
+/// ratio by little.
+///
+/// The ratios are over flows, not packets: over TCP packets, a bulk transfer made the
+/// denominator, and when it ended every later window's SYN ratio was 5 times the
+/// reference's with the same SYN count (z 17 to 121), a "scan" in every window for as long
+/// as the reference remembered the transfer.
+pub const RATIO_PRIOR_FLOWS: u64 = 20;
 
-/// The feature vector, in order. Counts span orders of magnitude: log scale; ratios,
-/// shares and the entropy are bounded: linear.
+/// The feature vector, in order. Counts span orders of magnitude: log scale; ratios and
+/// the entropy are bounded: linear.
+///
+/// Every feature is scored on its rises only ([`vigia_anomaly::Feature::rising`]): the
+/// attacks this detector is for (scans, floods, bursts of connections) raise counts,
+/// ratios and the port entropy, while a drop (a bulk transfer that ends, a quiet hour, an
+/// outage) is not an attack, and its scores stay as low as those of the windows it drops
+/// to. Outages are Prometheus rules' business (`rate()` of the packet counters).
 pub fn features() -> Vec<Feature> {
-    vec![
+    [
         Feature::log("packets"),
         Feature::log("bytes"),
         Feature::log("tcp_packets"),
@@ -38,10 +49,12 @@ pub fn features() -> Vec<Feature> {
         Feature::linear("syn_ratio"),
         Feature::linear("synack_ratio"),
         Feature::linear("rst_ratio"),
-        Feature::linear("icmp_share"),
         Feature::linear("destination_port_entropy"),
         Feature::log("new_flows"),
     ]
+    .into_iter()
+    .map(Feature::rising)
+    .collect()
 }
 
 /// A closed window.
@@ -55,6 +68,8 @@ pub struct WindowStats {
     pub protocol_packets: [u64; 6],
     pub distinct_sources: u64,
     pub distinct_destinations: u64,
+    /// Destination ports of the TCP and UDP flows with a packet in the window (a flow's
+    /// destination is the side its first packet went to).
     pub distinct_destination_ports: u64,
     /// Whether the address counts are exact (the sets stayed under the cap).
     pub distinct_exact: bool,
@@ -62,34 +77,31 @@ pub struct WindowStats {
     pub tcp_synack: u64,
     pub tcp_rst: u64,
     pub new_flows: u64,
-    /// Shannon entropy, in bits, of the destination ports of TCP and UDP packets.
+    /// Flows with a packet in the window, and those of them that are TCP.
+    pub flows: u64,
+    pub tcp_flows: u64,
+    /// Shannon entropy, in bits, of the destination ports of the window's TCP and UDP
+    /// flows, each flow counted once (a bulk transfer weighs as one flow, not as its
+    /// packets).
     pub destination_port_entropy: f64,
     /// Top sources by bytes, largest first (ties by address).
     pub top_talkers: Vec<(IpAddr, u64)>,
 }
 
 impl WindowStats {
-    /// `part / (whole + RATIO_PRIOR_PACKETS)`.
-    fn ratio(part: u64, whole: u64) -> f64 {
-        part as f64 / (whole + RATIO_PRIOR_PACKETS) as f64
+    /// `part / (TCP flows + RATIO_PRIOR_FLOWS)`.
+    fn ratio(&self, part: u64) -> f64 {
+        part as f64 / (self.tcp_flows + RATIO_PRIOR_FLOWS) as f64
     }
 
     pub fn syn_ratio(&self) -> f64 {
-        Self::ratio(self.tcp_syn, self.protocol_packets[Protocol::Tcp.index()])
+        self.ratio(self.tcp_syn)
     }
     pub fn synack_ratio(&self) -> f64 {
-        Self::ratio(
-            self.tcp_synack,
-            self.protocol_packets[Protocol::Tcp.index()],
-        )
+        self.ratio(self.tcp_synack)
     }
     pub fn rst_ratio(&self) -> f64 {
-        Self::ratio(self.tcp_rst, self.protocol_packets[Protocol::Tcp.index()])
-    }
-    pub fn icmp_share(&self) -> f64 {
-        let icmp = self.protocol_packets[Protocol::Icmp.index()]
-            + self.protocol_packets[Protocol::Icmpv6.index()];
-        Self::ratio(icmp, self.packets)
+        self.ratio(self.tcp_rst)
     }
 
     /// The vector [`features`] describes.
@@ -108,7 +120,6 @@ impl WindowStats {
             self.syn_ratio(),
             self.synack_ratio(),
             self.rst_ratio(),
-            self.icmp_share(),
             self.destination_port_entropy,
             self.new_flows as f64,
         ]
@@ -133,6 +144,8 @@ pub struct Window {
     tcp_synack: u64,
     tcp_rst: u64,
     new_flows: u64,
+    flows: u64,
+    tcp_flows: u64,
 }
 
 impl Window {
@@ -154,6 +167,8 @@ impl Window {
             tcp_synack: 0,
             tcp_rst: 0,
             new_flows: 0,
+            flows: 0,
+            tcp_flows: 0,
         }
     }
 
@@ -168,22 +183,27 @@ impl Window {
         }
     }
 
+    /// One flow with a packet in this window, counted once however many it carried.
+    pub fn add_flow(&mut self, protocol: Protocol, dst_port: u16) {
+        self.flows += 1;
+        if protocol == Protocol::Tcp {
+            self.tcp_flows += 1;
+        }
+        if protocol.has_ports() && dst_port != 0 {
+            let slot = &mut self.port_counts[usize::from(dst_port)];
+            if *slot == 0 {
+                self.touched_ports.push(dst_port);
+            }
+            *slot = slot.saturating_add(1);
+        }
+    }
+
     /// Adds one packet's counters, not its addresses: those come per flow, from
     /// [`crate::flows::FlowTable::fold_window`], or per packet from [`Window::add`].
     pub fn count(&mut self, p: &PacketSummary) {
         self.packets += 1;
         self.bytes += u64::from(p.wire_len);
         self.protocol_packets[p.protocol.index()] += 1;
-        if p.protocol == Protocol::NonIp {
-            return;
-        }
-        if p.protocol.has_ports() && p.dst_port != 0 {
-            let slot = &mut self.port_counts[usize::from(p.dst_port)];
-            if *slot == 0 {
-                self.touched_ports.push(p.dst_port);
-            }
-            *slot = slot.saturating_add(1);
-        }
         if p.protocol == Protocol::Tcp {
             let f = p.tcp_flags;
             if f & TCP_SYN != 0 {
@@ -293,6 +313,8 @@ impl Window {
             tcp_synack: self.tcp_synack,
             tcp_rst: self.tcp_rst,
             new_flows: self.new_flows,
+            flows: self.flows,
+            tcp_flows: self.tcp_flows,
             destination_port_entropy: entropy.max(0.0),
             top_talkers: talkers,
         };
@@ -316,6 +338,8 @@ impl Window {
         self.tcp_synack = 0;
         self.tcp_rst = 0;
         self.new_flows = 0;
+        self.flows = 0;
+        self.tcp_flows = 0;
         stats
     }
 }
@@ -420,6 +444,7 @@ mod tests {
         let mut w = Window::new(1000);
         for port in [53, 53, 80, 443] {
             w.add(&udp(1, 2, port));
+            w.add_flow(Protocol::Udp, port);
         }
         let s = w.close(0, 1, 5);
         assert_eq!(s.distinct_destination_ports, 3);

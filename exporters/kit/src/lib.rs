@@ -13,6 +13,8 @@ pub mod logging;
 pub mod metrics;
 pub mod server;
 pub mod shutdown;
+#[cfg(feature = "testing")]
+pub mod testing;
 pub mod web_config;
 
 pub use cli::CommonArgs;

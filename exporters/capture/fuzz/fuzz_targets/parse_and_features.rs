@@ -58,9 +58,18 @@ fuzz_target!(|data: &[u8]| {
         assert!(v.is_finite(), "feature not finite: {stats:?}");
     }
     let mut other = per_flow.close(0, 1, 5);
+    for v in other.vector() {
+        assert!(v.is_finite(), "feature not finite: {other:?}");
+    }
     if !stats.distinct_exact {
         // Past the cap, which sources the exact table kept depends on the order.
         other.top_talkers = stats.top_talkers.clone();
     }
+    // Per-flow statistics exist on the flow-table side only.
+    let mut stats = stats;
+    stats.flows = other.flows;
+    stats.tcp_flows = other.tcp_flows;
+    stats.distinct_destination_ports = other.distinct_destination_ports;
+    stats.destination_port_entropy = other.destination_port_entropy;
     assert_eq!(stats, other, "per packet and per flow differ");
 });
