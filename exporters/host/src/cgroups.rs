@@ -13,9 +13,10 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use prometheus_client::encoding::DescriptorEncoder;
 use vigia_kit::{Source, SourceError};
 
+use crate::collectors::Setup;
 use crate::docker::ContainerNames;
 use crate::metrics::{counter, gauge, Labels, Sample};
-use crate::netdev;
+use crate::node::netdev;
 
 /// How deep the walk goes and how many directories it visits at most, so a pathological
 /// tree cannot make a scrape unbounded.
@@ -255,6 +256,32 @@ pub fn read_usage(
     }
 }
 
+/// The collector table's constructor: the cgroup tree found under `sysfs_root`, names
+/// from the Docker socket when there is one.
+pub fn register(s: &mut Setup<'_>) {
+    let config = s.config;
+    match Layout::detect(&config.sysfs_root) {
+        Some(layout) => {
+            tracing::info!(?layout, "containers: cgroup tree found");
+            let names = ContainerNames::connect(
+                &config.containers.docker_socket,
+                config.containers.name_cache_size,
+                tokio::runtime::Handle::current(),
+                s.metrics.errors(),
+            );
+            s.metrics.register_source(CgroupsCollector {
+                layout,
+                procfs_root: config.procfs_root.clone(),
+                names,
+            });
+        }
+        None => tracing::warn!(
+            sysfs_root = %config.sysfs_root.display(),
+            "no cgroup tree under sysfs_root/fs/cgroup: containers collector disabled"
+        ),
+    }
+}
+
 pub struct CgroupsCollector {
     pub layout: Layout,
     pub procfs_root: PathBuf,
@@ -322,8 +349,8 @@ impl Source for CgroupsCollector {
             .collect();
         counter(
             enc,
-            "container_cpu_usage_seconds",
-            "Cumulative cpu time consumed in seconds",
+            "container_cpu_usage_seconds_total",
+            "Cumulative cpu time consumed in seconds.",
             &cpu,
         )?;
         let memory = |f: fn((f64, f64)) -> f64| -> Vec<Sample<'_>> {
@@ -340,7 +367,7 @@ impl Source for CgroupsCollector {
         gauge(
             enc,
             "container_memory_working_set_bytes",
-            "Current working set in bytes",
+            "Current working set in bytes.",
             &memory(|(_, ws)| ws),
         )?;
         let mut rx = Vec::new();
@@ -355,13 +382,13 @@ impl Source for CgroupsCollector {
         }
         counter(
             enc,
-            "container_network_receive_bytes",
+            "container_network_receive_bytes_total",
             "Cumulative count of bytes received",
             &rx,
         )?;
         counter(
             enc,
-            "container_network_transmit_bytes",
+            "container_network_transmit_bytes_total",
             "Cumulative count of bytes transmitted",
             &tx,
         )?;

@@ -7,6 +7,7 @@
 //! reported instead of failing the whole scrape, as node_exporter does per collector.
 
 use std::fmt;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -32,10 +33,22 @@ pub trait Source: Send + Sync + 'static {
 /// Why a source produced no data this scrape.
 #[derive(Debug, thiserror::Error)]
 pub enum SourceError {
+    /// Something it needs could not be read: counted in `vigia_errors_total`, logged.
     #[error("{0}")]
     Read(#[from] anyhow::Error),
+    /// Nothing to report on this machine (no such hardware, feature off in the kernel):
+    /// success 0, as node_exporter's `ErrNoData`, but no error: it is counted nowhere and
+    /// logged at debug level only, so `rate(vigia_errors_total[5m]) > 0` stays quiet.
+    #[error("no data: {0}")]
+    NoData(String),
     #[error("encoding failed")]
     Encode(#[from] fmt::Error),
+}
+
+impl SourceError {
+    pub fn no_data(why: impl Into<String>) -> Self {
+        SourceError::NoData(why.into())
+    }
 }
 
 impl From<std::io::Error> for SourceError {
@@ -79,6 +92,33 @@ struct LastScrape {
     entries: Vec<(&'static str, Duration, bool)>,
 }
 
+/// Names and HELP texts of the two per-source self-metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SourceStatsNames {
+    pub duration: &'static str,
+    pub duration_help: &'static str,
+    pub success: &'static str,
+    pub success_help: &'static str,
+}
+
+impl SourceStatsNames {
+    /// Every vigia exporter's: `vigia_scrape_collector_{duration_seconds,success}`.
+    pub const VIGIA: SourceStatsNames = SourceStatsNames {
+        duration: "vigia_scrape_collector_duration_seconds",
+        duration_help: "Time each scrape-time source took in this scrape",
+        success: "vigia_scrape_collector_success",
+        success_help: "Whether each scrape-time source succeeded in this scrape (1) or failed (0)",
+    };
+    /// node_exporter's own names and HELP texts, for an exporter that stands in for it
+    /// (vigia-host), so its dashboards and alerts on failed collectors keep working.
+    pub const NODE_EXPORTER: SourceStatsNames = SourceStatsNames {
+        duration: "node_scrape_collector_duration_seconds",
+        duration_help: "node_exporter: Duration of a collector scrape.",
+        success: "node_scrape_collector_success",
+        success_help: "node_exporter: Whether a collector succeeded.",
+    };
+}
+
 /// The registry plus self-metrics; shared with the HTTP server behind an `Arc`.
 pub struct Metrics {
     exporter: &'static str,
@@ -103,6 +143,11 @@ impl fmt::Debug for Metrics {
 impl Metrics {
     /// A registry with `vigia_build_info` and `vigia_errors_total` already in it.
     pub fn new(exporter: &'static str) -> Self {
+        Self::with_source_stats(exporter, SourceStatsNames::VIGIA)
+    }
+
+    /// As [`Metrics::new`], with the per-source self-metrics named `names`.
+    pub fn with_source_stats(exporter: &'static str, names: SourceStatsNames) -> Self {
         let mut registry = Registry::default();
         registry.register(
             "vigia_build",
@@ -125,6 +170,7 @@ impl Metrics {
         );
         scrape_registry.register_collector(Box::new(ScrapeStats {
             last: last_scrape.clone(),
+            names,
         }));
         Self {
             exporter,
@@ -157,6 +203,7 @@ impl Metrics {
             source: Box::new(source),
             last: self.last_scrape.clone(),
             errors: self.errors.clone(),
+            failing: AtomicBool::new(false),
         }));
     }
 
@@ -188,6 +235,9 @@ struct TimedSource {
     source: Box<dyn Source>,
     last: Arc<Mutex<LastScrape>>,
     errors: ErrorCounter,
+    /// Whether the previous scrape failed: a failure is logged when it starts and when it
+    /// ends, not on every scrape (a missing file would otherwise log every interval).
+    failing: AtomicBool,
 }
 
 impl fmt::Debug for TimedSource {
@@ -205,11 +255,24 @@ impl prometheus_client::collector::Collector for TimedSource {
         let result = self.source.collect(&mut encoder);
         let elapsed = start.elapsed();
         let success = match result {
-            Ok(()) => true,
+            Ok(()) => {
+                if self.failing.swap(false, Ordering::Relaxed) {
+                    tracing::info!(source = name, "source recovered");
+                }
+                true
+            }
             Err(SourceError::Encode(e)) => return Err(e),
             Err(SourceError::Read(e)) => {
-                tracing::warn!(source = name, error = %format!("{e:#}"), "source failed this scrape");
+                if self.failing.swap(true, Ordering::Relaxed) {
+                    tracing::debug!(source = name, error = %format!("{e:#}"), "source still failing");
+                } else {
+                    tracing::warn!(source = name, error = %format!("{e:#}"), "source failed: its metrics are missing until it recovers (logged once)");
+                }
                 self.errors.inc(name);
+                false
+            }
+            Err(SourceError::NoData(why)) => {
+                tracing::debug!(source = name, reason = %why, "source has no data");
                 false
             }
         };
@@ -223,6 +286,7 @@ impl prometheus_client::collector::Collector for TimedSource {
 #[derive(Debug)]
 struct ScrapeStats {
     last: Arc<Mutex<LastScrape>>,
+    names: SourceStatsNames,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -240,8 +304,8 @@ impl prometheus_client::collector::Collector for ScrapeStats {
             return Ok(());
         }
         let mut family = encoder.encode_descriptor(
-            "vigia_scrape_collector_duration_seconds",
-            "Time each scrape-time source took in this scrape",
+            self.names.duration,
+            self.names.duration_help,
             None,
             prometheus_client::metrics::MetricType::Gauge,
         )?;
@@ -250,8 +314,8 @@ impl prometheus_client::collector::Collector for ScrapeStats {
             ConstGauge::new(elapsed.as_secs_f64()).encode(family.encode_family(&labels)?)?;
         }
         let mut family = encoder.encode_descriptor(
-            "vigia_scrape_collector_success",
-            "Whether each scrape-time source succeeded in this scrape (1) or failed (0)",
+            self.names.success,
+            self.names.success_help,
             None,
             prometheus_client::metrics::MetricType::Gauge,
         )?;
@@ -286,6 +350,40 @@ mod tests {
             ConstGauge::new(7i64).encode(m)?;
             Ok(())
         }
+    }
+
+    struct Absent;
+
+    impl Source for Absent {
+        fn name(&self) -> &'static str {
+            "absent"
+        }
+        fn collect(&self, _: &mut DescriptorEncoder<'_>) -> Result<(), SourceError> {
+            Err(SourceError::no_data("no such hardware"))
+        }
+    }
+
+    #[test]
+    fn no_data_is_a_failed_scrape_but_no_error() {
+        let mut m = Metrics::with_source_stats("vigia-test", SourceStatsNames::NODE_EXPORTER);
+        m.register_source(Absent);
+        m.register_source(Fixed(false));
+        let text = m.encode(Format::Classic);
+        assert!(text.contains("node_scrape_collector_success{collector=\"absent\"} 0\n"));
+        assert!(text.contains("node_scrape_collector_success{collector=\"bad\"} 0\n"));
+        assert!(text.contains(
+            "# HELP node_scrape_collector_success node_exporter: Whether a collector succeeded.\n"
+        ));
+        assert!(text.contains("node_scrape_collector_duration_seconds{collector=\"absent\"} "));
+        assert!(
+            text.contains("vigia_errors_total{source=\"absent\"} 0\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("vigia_errors_total{source=\"bad\"} 1\n"),
+            "{text}"
+        );
+        assert!(!text.contains("vigia_scrape_collector"), "{text}");
     }
 
     #[test]

@@ -1,0 +1,51 @@
+//! node_exporter's collectors, one module per collector as in its `collector/` directory:
+//! the same files read, the same families written (names, labels, units, HELP and TYPE as
+//! node_exporter 1.9 writes them), the same include/exclude settings.
+
+pub mod arp;
+//TODO pub mod bcache;
+//TODO pub mod bonding;
+//TODO pub mod btrfs;
+pub mod conntrack;
+pub mod cpu;
+//TODO pub mod cpufreq;
+pub mod diskstats;
+//TODO pub mod dmi;
+//TODO pub mod edac;
+pub mod entropy;
+//TODO pub mod fibrechannel;
+pub mod filefd;
+pub mod filesystem;
+//TODO pub mod hwmon;
+//TODO pub mod infiniband;
+//TODO pub mod ipvs;
+pub mod loadavg;
+//TODO pub mod mdadm;
+pub mod meminfo;
+//TODO pub mod netclass;
+pub mod netdev;
+pub mod netstat;
+//TODO pub mod nfs;
+//TODO pub mod nfsd;
+//TODO pub mod nvme;
+pub mod os;
+//TODO pub mod powersupplyclass;
+pub mod pressure;
+//TODO pub mod rapl;
+//TODO pub mod schedstat;
+pub mod selinux;
+pub mod sockstat;
+pub mod softnet;
+pub mod stat;
+//TODO pub mod tapestats;
+//TODO pub mod textfile;
+//TODO pub mod thermal_zone;
+pub mod time;
+pub mod timex;
+pub mod udp_queues;
+pub mod uname;
+pub mod util;
+pub mod vmstat;
+//TODO pub mod watchdog;
+//TODO pub mod xfs;
+//TODO pub mod zfs;

@@ -1,0 +1,121 @@
+//! What node_exporter's collectors share: reading small procfs and sysfs files, listing
+//! directories, and the include/exclude name filters behind their `--collector.*` flags.
+
+use std::io;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use regex::Regex;
+
+/// A whole file, with its path in the error.
+pub fn read(path: &Path) -> anyhow::Result<String> {
+    std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))
+}
+
+/// A sysfs attribute: the file without surrounding white space, as the procfs
+/// library's `SysReadFile`.
+pub fn read_attr(path: &Path) -> io::Result<String> {
+    let s = std::fs::read_to_string(path)?;
+    Ok(s.trim().to_string())
+}
+
+/// An attribute that parses as a number; `None` when absent or not a number.
+pub fn attr_f64(dir: &Path, name: &str) -> Option<f64> {
+    read_attr(&dir.join(name)).ok()?.trim().parse().ok()
+}
+
+/// An unsigned integer attribute (`u64`, as the procfs library parses them).
+pub fn attr_u64(dir: &Path, name: &str) -> Option<u64> {
+    read_attr(&dir.join(name)).ok()?.trim().parse().ok()
+}
+
+/// A signed integer attribute.
+pub fn attr_i64(dir: &Path, name: &str) -> Option<i64> {
+    read_attr(&dir.join(name)).ok()?.trim().parse().ok()
+}
+
+/// Names in a directory, sorted; hidden entries included, as `ioutil.ReadDir` lists them.
+pub fn list(dir: &Path) -> io::Result<Vec<String>> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)?
+        .filter_map(Result::ok)
+        .filter_map(|e| e.file_name().into_string().ok())
+        .collect();
+    names.sort();
+    Ok(names)
+}
+
+/// Entries of `dir` whose names start with `prefix`, sorted, as full paths.
+pub fn glob_prefix(dir: &Path, prefix: &str) -> io::Result<Vec<(String, PathBuf)>> {
+    Ok(list(dir)?
+        .into_iter()
+        .filter(|n| n.starts_with(prefix))
+        .map(|n| {
+            let p = dir.join(&n);
+            (n, p)
+        })
+        .collect())
+}
+
+pub fn is_not_found(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<io::Error>()
+            .is_some_and(|io| io.kind() == io::ErrorKind::NotFound)
+    })
+}
+
+/// Formats a float as Go's `strconv.FormatFloat(v, 'f', -1, 64)` and `%v` do for the
+/// values node_exporter turns into label text (integers without a decimal point).
+pub fn go_float(v: f64) -> String {
+    if v.fract() == 0.0 && v.abs() < 1e21 {
+        format!("{}", v as i64)
+    } else {
+        format!("{v}")
+    }
+}
+
+/// node_exporter's device filter: a name is ignored when it matches `exclude`, or when an
+/// `include` is set and it does not match it. Empty patterns are no filter.
+#[derive(Debug, Clone, Default)]
+pub struct NameFilter {
+    exclude: Option<Regex>,
+    include: Option<Regex>,
+}
+
+impl NameFilter {
+    /// Patterns were checked when the configuration was validated; one that still does
+    /// not compile here is no filter.
+    pub fn new(exclude: Option<&str>, include: Option<&str>) -> Self {
+        let compile =
+            |p: Option<&str>| p.filter(|p| !p.is_empty()).and_then(|p| Regex::new(p).ok());
+        Self {
+            exclude: compile(exclude),
+            include: compile(include),
+        }
+    }
+
+    /// Only an exclusion (`ignored-devices` style flags).
+    pub fn excluding(pattern: &str) -> Self {
+        Self::new(Some(pattern), None)
+    }
+
+    pub fn ignored(&self, name: &str) -> bool {
+        self.exclude.as_ref().is_some_and(|r| r.is_match(name))
+            || self.include.as_ref().is_some_and(|r| !r.is_match(name))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn filters_and_formats() {
+        let f = NameFilter::new(Some("^lo$"), None);
+        assert!(f.ignored("lo") && !f.ignored("eth0"));
+        let f = NameFilter::new(None, Some("^eth"));
+        assert!(!f.ignored("eth0") && f.ignored("lo"));
+        assert!(!NameFilter::new(Some(""), Some("")).ignored("x"));
+        assert_eq!(go_float(3.0), "3");
+        assert_eq!(go_float(2.5), "2.5");
+    }
+}
