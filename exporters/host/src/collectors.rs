@@ -49,36 +49,19 @@ pub struct Setup<'a> {
     pub tasks: &'a mut Vec<JoinHandle<()>>,
 }
 
-/// Where a collector's families come from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Origin {
-    /// node_exporter's collector of the same name.
-    Node,
-    /// vigia-host's own (cAdvisor's names for containers).
-    Vigia,
-}
-
 pub struct CollectorSpec {
     pub name: &'static str,
     pub default: bool,
-    pub origin: Origin,
     pub roots: &'static [Root],
     pub build: fn(&mut Setup<'_>),
 }
 
-use Origin::{Node, Vigia};
 use Root::{Procfs, Rootfs, Sysfs};
 
-const fn c(
-    name: &'static str,
-    origin: Origin,
-    roots: &'static [Root],
-    build: fn(&mut Setup<'_>),
-) -> CollectorSpec {
+const fn c(name: &'static str, roots: &'static [Root], build: fn(&mut Setup<'_>)) -> CollectorSpec {
     CollectorSpec {
         name,
         default: true,
-        origin,
         roots,
         build,
     }
@@ -86,170 +69,176 @@ const fn c(
 
 /// Every collector, node_exporter's first (alphabetical, as its `--help` lists them).
 pub const COLLECTORS: &[CollectorSpec] = &[
-    c("arp", Node, &[Procfs], |s| {
+    c("arp", &[Procfs], |s| {
         s.metrics.register_source(node::arp::Arp::new(s.config))
     }),
-    //TODO    c("bcache", Node, &[Sysfs], |s| {
-    //TODO        s.metrics.register_source(node::bcache::Bcache::new(s.config))
-    //TODO    }),
-    //TODO    c("bonding", Node, &[Sysfs], |s| {
-    //TODO        s.metrics.register_source(node::bonding::Bonding::new(s.config))
-    //TODO    }),
-    //TODO    c("btrfs", Node, &[Sysfs, Procfs], |s| {
-    //TODO        s.metrics.register_source(node::btrfs::Btrfs::new(s.config))
-    //TODO    }),
-    c("conntrack", Node, &[Procfs], |s| {
+    c("bcache", &[Sysfs], |s| {
+        s.metrics
+            .register_source(node::bcache::Bcache::new(s.config))
+    }),
+    c("bonding", &[Sysfs], |s| {
+        s.metrics
+            .register_source(node::bonding::Bonding::new(s.config))
+    }),
+    c("btrfs", &[Sysfs], |s| {
+        s.metrics.register_source(node::btrfs::Btrfs::new(s.config))
+    }),
+    c("conntrack", &[Procfs], |s| {
         s.metrics
             .register_source(node::conntrack::Conntrack::new(s.config))
     }),
-    c("cpu", Node, &[Procfs], |s| {
+    c("cpu", &[Procfs], |s| {
         s.metrics.register_source(node::cpu::Cpu::new(s.config))
     }),
-    //TODO    c("cpufreq", Node, &[Sysfs], |s| {
-    //TODO        s.metrics.register_source(node::cpufreq::Cpufreq::new(s.config))
-    //TODO    }),
-    c("diskstats", Node, &[Procfs], |s| {
+    c("cpufreq", &[Sysfs], |s| {
+        s.metrics
+            .register_source(node::cpufreq::Cpufreq::new(s.config))
+    }),
+    c("diskstats", &[Procfs], |s| {
         s.metrics
             .register_source(node::diskstats::Diskstats::new(s.config))
     }),
-    //TODO    c("dmi", Node, &[Sysfs], |s| {
-    //TODO        s.metrics.register_source(node::dmi::Dmi::new(s.config))
-    //TODO    }),
-    //TODO    c("edac", Node, &[Sysfs], |s| {
-    //TODO        s.metrics.register_source(node::edac::Edac::new(s.config))
-    //TODO    }),
-    c("entropy", Node, &[Procfs], |s| {
+    c("dmi", &[Sysfs], |s| {
+        s.metrics.register_source(node::dmi::Dmi::new(s.config))
+    }),
+    c("edac", &[Sysfs], |s| {
+        s.metrics.register_source(node::edac::Edac::new(s.config))
+    }),
+    c("entropy", &[Procfs], |s| {
         s.metrics
             .register_source(node::entropy::Entropy::new(s.config))
     }),
-    //TODO    c("fibrechannel", Node, &[Sysfs], |s| {
-    //TODO        s.metrics
-    //TODO            .register_source(node::fibrechannel::Fibrechannel::new(s.config))
-    //TODO    }),
-    c("filefd", Node, &[Procfs], |s| {
+    c("fibrechannel", &[Sysfs], |s| {
+        s.metrics
+            .register_source(node::fibrechannel::Fibrechannel::new(s.config))
+    }),
+    c("filefd", &[Procfs], |s| {
         s.metrics
             .register_source(node::filefd::Filefd::new(s.config))
     }),
-    c("filesystem", Node, &[Procfs, Rootfs], |s| {
+    c("filesystem", &[Procfs, Rootfs], |s| {
         s.metrics
             .register_source(node::filesystem::Filesystem::new(s.config))
     }),
-    //TODO    c("hwmon", Node, &[Sysfs], |s| {
-    //TODO        s.metrics.register_source(node::hwmon::Hwmon::new(s.config))
-    //TODO    }),
-    //TODO    c("infiniband", Node, &[Sysfs], |s| {
-    //TODO        s.metrics
-    //TODO            .register_source(node::infiniband::Infiniband::new(s.config))
-    //TODO    }),
-    //TODO    c("ipvs", Node, &[Procfs], |s| {
-    //TODO        s.metrics.register_source(node::ipvs::Ipvs::new(s.config))
-    //TODO    }),
-    c("loadavg", Node, &[Procfs], |s| {
+    c("hwmon", &[Sysfs], |s| {
+        s.metrics.register_source(node::hwmon::Hwmon::new(s.config))
+    }),
+    c("infiniband", &[Sysfs], |s| {
+        s.metrics
+            .register_source(node::infiniband::Infiniband::new(s.config))
+    }),
+    c("ipvs", &[Procfs], |s| {
+        s.metrics.register_source(node::ipvs::Ipvs::new(s.config))
+    }),
+    c("loadavg", &[Procfs], |s| {
         s.metrics
             .register_source(node::loadavg::Loadavg::new(s.config))
     }),
-    //TODO    c("mdadm", Node, &[Procfs, Sysfs], |s| {
-    //TODO        s.metrics.register_source(node::mdadm::Mdadm::new(s.config))
-    //TODO    }),
-    c("meminfo", Node, &[Procfs], |s| {
+    c("mdadm", &[Procfs], |s| {
+        s.metrics.register_source(node::mdadm::Mdadm::new(s.config))
+    }),
+    c("meminfo", &[Procfs], |s| {
         s.metrics
             .register_source(node::meminfo::Meminfo::new(s.config))
     }),
-    //TODO    c("netclass", Node, &[Sysfs], |s| {
-    //TODO        s.metrics.register_source(node::netclass::Netclass::new(s.config))
-    //TODO    }),
-    c("netdev", Node, &[Procfs], |s| {
+    c("netclass", &[Sysfs], |s| {
+        s.metrics
+            .register_source(node::netclass::Netclass::new(s.config))
+    }),
+    c("netdev", &[Procfs], |s| {
         s.metrics
             .register_source(node::netdev::Netdev::new(s.config))
     }),
-    c("netstat", Node, &[Procfs], |s| {
+    c("netstat", &[Procfs], |s| {
         s.metrics
             .register_source(node::netstat::Netstat::new(s.config))
     }),
-    //TODO    c("nfs", Node, &[Procfs], |s| {
-    //TODO        s.metrics.register_source(node::nfs::Nfs::new(s.config))
-    //TODO    }),
-    //TODO    c("nfsd", Node, &[Procfs], |s| {
-    //TODO        s.metrics.register_source(node::nfsd::Nfsd::new(s.config))
-    //TODO    }),
-    //TODO    c("nvme", Node, &[Sysfs], |s| {
-    //TODO        s.metrics.register_source(node::nvme::Nvme::new(s.config))
-    //TODO    }),
-    c("os", Node, &[Rootfs], |s| {
+    c("nfs", &[Procfs], |s| {
+        s.metrics.register_source(node::nfs::Nfs::new(s.config))
+    }),
+    c("nfsd", &[Procfs], |s| {
+        s.metrics.register_source(node::nfsd::Nfsd::new(s.config))
+    }),
+    c("nvme", &[Sysfs], |s| {
+        s.metrics.register_source(node::nvme::Nvme::new(s.config))
+    }),
+    c("os", &[Rootfs], |s| {
         s.metrics.register_source(node::os::Os::new(s.config))
     }),
-    //TODO    c("powersupplyclass", Node, &[Sysfs], |s| {
-    //TODO        s.metrics
-    //TODO            .register_source(node::powersupplyclass::PowerSupplyClass::new(s.config))
-    //TODO    }),
-    c("pressure", Node, &[Procfs], |s| {
+    c("powersupplyclass", &[Sysfs], |s| {
+        s.metrics
+            .register_source(node::powersupplyclass::PowerSupplyClass::new(s.config))
+    }),
+    c("pressure", &[Procfs], |s| {
         s.metrics
             .register_source(node::pressure::Pressure::new(s.config))
     }),
-    //TODO    c("rapl", Node, &[Sysfs], |s| {
-    //TODO        s.metrics.register_source(node::rapl::Rapl::new(s.config))
-    //TODO    }),
-    //TODO    c("schedstat", Node, &[Procfs], |s| {
-    //TODO        s.metrics
-    //TODO            .register_source(node::schedstat::Schedstat::new(s.config))
-    //TODO    }),
-    c("selinux", Node, &[], |s| {
+    c("rapl", &[Sysfs], |s| {
+        s.metrics.register_source(node::rapl::Rapl::new(s.config))
+    }),
+    c("schedstat", &[Procfs], |s| {
+        s.metrics
+            .register_source(node::schedstat::Schedstat::new(s.config))
+    }),
+    c("selinux", &[], |s| {
         s.metrics
             .register_source(node::selinux::Selinux::new(s.config))
     }),
-    c("sockstat", Node, &[Procfs], |s| {
+    c("sockstat", &[Procfs], |s| {
         s.metrics
             .register_source(node::sockstat::Sockstats::new(s.config))
     }),
-    c("softnet", Node, &[Procfs], |s| {
+    c("softnet", &[Procfs], |s| {
         s.metrics
             .register_source(node::softnet::Softnet::new(s.config))
     }),
-    c("stat", Node, &[Procfs], |s| {
+    c("stat", &[Procfs], |s| {
         s.metrics.register_source(node::stat::Stat::new(s.config))
     }),
-    //TODO    c("tapestats", Node, &[Sysfs], |s| {
-    //TODO        s.metrics
-    //TODO            .register_source(node::tapestats::Tapestats::new(s.config))
-    //TODO    }),
-    //TODO    c("textfile", Node, &[], |s| {
-    //TODO        s.metrics.register_source(node::textfile::Textfile::new(s.config))
-    //TODO    }),
-    //TODO    c("thermal_zone", Node, &[Sysfs], |s| {
-    //TODO        s.metrics
-    //TODO            .register_source(node::thermal_zone::ThermalZone::new(s.config))
-    //TODO    }),
-    c("time", Node, &[], |s| {
+    c("tapestats", &[Sysfs], |s| {
+        s.metrics
+            .register_source(node::tapestats::Tapestats::new(s.config))
+    }),
+    c("textfile", &[], |s| {
+        s.metrics
+            .register_source(node::textfile::Textfile::new(s.config))
+    }),
+    c("thermal_zone", &[Sysfs], |s| {
+        s.metrics
+            .register_source(node::thermal_zone::ThermalZone::new(s.config))
+    }),
+    c("time", &[], |s| {
         s.metrics.register_source(node::time::Time::new(s.config))
     }),
-    c("timex", Node, &[], |s| {
+    c("timex", &[], |s| {
         s.metrics.register_source(node::timex::Timex)
     }),
-    c("udp_queues", Node, &[Procfs], |s| {
+    c("udp_queues", &[Procfs], |s| {
         s.metrics
             .register_source(node::udp_queues::UdpQueues::new(s.config))
     }),
-    c("uname", Node, &[], |s| {
+    c("uname", &[], |s| {
         s.metrics.register_source(node::uname::Uname)
     }),
-    c("vmstat", Node, &[Procfs], |s| {
+    c("vmstat", &[Procfs], |s| {
         s.metrics
             .register_source(node::vmstat::Vmstat::new(s.config))
     }),
-    //TODO    c("watchdog", Node, &[Sysfs], |s| {
-    //TODO        s.metrics.register_source(node::watchdog::Watchdog::new(s.config))
-    //TODO    }),
-    //TODO    c("xfs", Node, &[Sysfs], |s| {
-    //TODO        s.metrics.register_source(node::xfs::Xfs::new(s.config))
-    //TODO    }),
-    //TODO    c("zfs", Node, &[Procfs], |s| {
-    //TODO        s.metrics.register_source(node::zfs::Zfs::new(s.config))
-    //TODO    }),
+    c("watchdog", &[Sysfs], |s| {
+        s.metrics
+            .register_source(node::watchdog::Watchdog::new(s.config))
+    }),
+    c("xfs", &[Sysfs], |s| {
+        s.metrics.register_source(node::xfs::Xfs::new(s.config))
+    }),
+    c("zfs", &[Procfs], |s| {
+        s.metrics.register_source(node::zfs::Zfs::new(s.config))
+    }),
     // vigia-host's own.
-    c("cgroups", Vigia, &[Sysfs], crate::cgroups::register),
-    c("inventory", Vigia, &[Procfs], crate::inventory::register),
-    c("energy", Vigia, &[], crate::energy::register),
-    c("anomaly", Vigia, &[Procfs], crate::anomaly::register),
+    c("cgroups", &[Sysfs], crate::cgroups::register),
+    c("inventory", &[Procfs], crate::inventory::register),
+    c("energy", &[], crate::energy::register),
+    c("anomaly", &[Procfs], crate::anomaly::register),
 ];
 
 pub fn find(name: &str) -> Option<&'static CollectorSpec> {

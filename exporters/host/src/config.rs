@@ -586,7 +586,7 @@ impl Validate for HostConfig {
                     "ipvs.backend_labels",
                     format!(
                         "unknown label {label:?}; known: {}",
-                        DEFAULT_IPVS_BACKEND_LABELS //TODO
+                        crate::node::ipvs::BACKEND_LABELS.join(",")
                     ),
                 ));
             }

@@ -114,7 +114,7 @@ pub fn one(value: Option<f64>) -> Vec<Sample<'static>> {
 }
 
 /// A family written by kind, for tables of (name, help, kind).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Kind {
     Gauge,
     Counter,
@@ -132,5 +132,45 @@ pub fn write(
         Kind::Gauge => gauge(encoder, name, help, samples),
         Kind::Counter => counter(encoder, name, help, samples),
         Kind::Untyped => untyped(encoder, name, help, samples),
+    }
+}
+
+/// Families assembled series by series (names built at runtime: ZFS kstats, hwmon
+/// sensors), each written once however many times its name comes up; the first HELP
+/// and kind seen for a name win, as in client_golang's gathering.
+#[derive(Debug, Default)]
+pub struct Families {
+    by_name: std::collections::BTreeMap<String, (Kind, String, Vec<(Vec<(String, String)>, f64)>)>,
+}
+
+impl Families {
+    pub fn add(&mut self, kind: Kind, name: &str, help: &str, labels: &[(&str, &str)], value: f64) {
+        let e = self
+            .by_name
+            .entry(name.to_string())
+            .or_insert_with(|| (kind, help.to_string(), Vec::new()));
+        e.2.push((
+            labels
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            value,
+        ));
+    }
+
+    pub fn write(&self, encoder: &mut DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
+        for (name, (kind, help, series)) in &self.by_name {
+            let samples: Vec<Sample<'_>> = series
+                .iter()
+                .map(|(l, v)| {
+                    Sample::new(
+                        l.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect(),
+                        *v,
+                    )
+                })
+                .collect();
+            write(encoder, *kind, name, help, &samples)?;
+        }
+        Ok(())
     }
 }

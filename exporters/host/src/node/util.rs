@@ -19,6 +19,16 @@ pub fn read_attr(path: &Path) -> io::Result<String> {
     Ok(s.trim().to_string())
 }
 
+/// At most 128 bytes, trimmed, as the procfs library's `SysReadFile` reads sysfs
+/// attributes (one read(2): some drivers misbehave on longer reads).
+pub fn sys_read(path: &Path) -> io::Result<String> {
+    use std::io::Read;
+    let mut f = std::fs::File::open(path)?;
+    let mut buf = [0u8; 128];
+    let n = f.read(&mut buf)?;
+    Ok(String::from_utf8_lossy(&buf[..n]).trim().to_string())
+}
+
 /// An attribute that parses as a number; `None` when absent or not a number.
 pub fn attr_f64(dir: &Path, name: &str) -> Option<f64> {
     read_attr(&dir.join(name)).ok()?.trim().parse().ok()
@@ -26,11 +36,6 @@ pub fn attr_f64(dir: &Path, name: &str) -> Option<f64> {
 
 /// An unsigned integer attribute (`u64`, as the procfs library parses them).
 pub fn attr_u64(dir: &Path, name: &str) -> Option<u64> {
-    read_attr(&dir.join(name)).ok()?.trim().parse().ok()
-}
-
-/// A signed integer attribute.
-pub fn attr_i64(dir: &Path, name: &str) -> Option<i64> {
     read_attr(&dir.join(name)).ok()?.trim().parse().ok()
 }
 
@@ -63,14 +68,34 @@ pub fn is_not_found(e: &anyhow::Error) -> bool {
     })
 }
 
-/// Formats a float as Go's `strconv.FormatFloat(v, 'f', -1, 64)` and `%v` do for the
-/// values node_exporter turns into label text (integers without a decimal point).
-pub fn go_float(v: f64) -> String {
-    if v.fract() == 0.0 && v.abs() < 1e21 {
-        format!("{}", v as i64)
-    } else {
-        format!("{v}")
+/// Go's `strconv.ParseInt(s, 0, 64)`, which the procfs library uses for sysfs values:
+/// `0x` hex, `0o`/leading `0` octal, `0b` binary, else decimal; `None` when it does not
+/// parse.
+pub fn go_int(s: &str) -> Option<i64> {
+    let (neg, body) = match s.as_bytes().first() {
+        Some(b'-') => (true, &s[1..]),
+        Some(b'+') => (false, &s[1..]),
+        _ => (false, s),
+    };
+    let (radix, digits) =
+        if let Some(d) = body.strip_prefix("0x").or_else(|| body.strip_prefix("0X")) {
+            (16, d)
+        } else if let Some(d) = body.strip_prefix("0b").or_else(|| body.strip_prefix("0B")) {
+            (2, d)
+        } else if let Some(d) = body.strip_prefix("0o").or_else(|| body.strip_prefix("0O")) {
+            (8, d)
+        } else if body.len() > 1 && body.starts_with('0') {
+            (8, &body[1..])
+        } else {
+            (10, body)
+        };
+    let digits: String = digits.chars().filter(|c| *c != '_').collect();
+    if digits.is_empty() || digits.starts_with(['+', '-']) {
+        return None;
     }
+    let v = i128::from_str_radix(&digits, radix).ok()?;
+    let v = if neg { -v } else { v };
+    i64::try_from(v).ok()
 }
 
 /// node_exporter's device filter: a name is ignored when it matches `exclude`, or when an
@@ -115,7 +140,10 @@ mod tests {
         let f = NameFilter::new(None, Some("^eth"));
         assert!(!f.ignored("eth0") && f.ignored("lo"));
         assert!(!NameFilter::new(Some(""), Some("")).ignored("x"));
-        assert_eq!(go_float(3.0), "3");
-        assert_eq!(go_float(2.5), "2.5");
+        assert_eq!(go_int("0x1003"), Some(4099));
+        assert_eq!(go_int("-1"), Some(-1));
+        assert_eq!(go_int("010"), Some(8));
+        assert_eq!(go_int("0"), Some(0));
+        assert_eq!(go_int("x"), None);
     }
 }
