@@ -472,7 +472,7 @@ impl Source for Diskstats {
             (
                 "ID_ATA_ROTATION_RATE_RPM",
                 "node_disk_ata_rotation_rate_rpm",
-                "ATA disk rotation rate in RPMs.",
+                "ATA disk rotation rate in RPMs (0 for SSDs).",
             ),
         ] {
             let samples: Vec<Sample<'_>> = rows

@@ -8,7 +8,7 @@ use anyhow::Context;
 use prometheus_client::encoding::DescriptorEncoder;
 use vigia_kit::{Source, SourceError};
 
-use super::util::{go_int, list, sys_read};
+use super::util::{go_uint, list, sys_read};
 use crate::config::HostConfig;
 use crate::metrics::{Families, Kind};
 
@@ -175,7 +175,12 @@ impl Fibrechannel {
                         })
                     }
                 };
-                let n = go_int(&v).with_context(|| format!("{}/{file}: {v:?}", stats.display()))?;
+                // All ones: a counter the HBA firmware does not implement.
+                let n = go_uint(&v).with_context(|| format!("{}/{file}: {v:?}", stats.display()))?;
+                // All ones: a counter the HBA firmware does not implement.
+                if n == u64::MAX {
+                    continue;
+                }
                 out.add(
                     Kind::Counter,
                     &format!("node_fibrechannel_{suffix}"),

@@ -9,7 +9,7 @@ use anyhow::Context;
 use prometheus_client::encoding::DescriptorEncoder;
 use vigia_kit::{Source, SourceError};
 
-use super::util::{go_int, list, sys_read};
+use super::util::{go_uint, list, sys_read};
 use crate::config::HostConfig;
 use crate::metrics::{Families, Kind};
 
@@ -84,9 +84,9 @@ fn counter(path: &Path) -> anyhow::Result<Option<u64>> {
             if v.contains("N/A (no PMA)") {
                 return Ok(None);
             }
-            match go_int(&v) {
-                Some(n) if n >= 0 => Ok(Some(n as u64)),
-                _ => anyhow::bail!("{}: {v:?} is not a counter", path.display()),
+            match go_uint(&v) {
+                Some(n) => Ok(Some(n)),
+                None => anyhow::bail!("{}: {v:?} is not a counter", path.display()),
             }
         }
         Err(e)

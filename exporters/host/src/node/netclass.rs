@@ -104,10 +104,10 @@ impl Netclass {
             };
             for (file, _, _) in NUMERIC {
                 match sys_read(&path.join(file)) {
+                    // A value that does not parse reads as 0, as the procfs library's
+                    // `PInt64` returns it.
                     Ok(v) => {
-                        if let Some(n) = go_int(&v) {
-                            iface.numbers.insert(file, n);
-                        }
+                        iface.numbers.insert(file, go_int(&v).unwrap_or(0));
                     }
                     Err(e) if ignorable(&e) => {}
                     Err(e) => return Err(e),

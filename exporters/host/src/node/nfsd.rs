@@ -62,7 +62,7 @@ fn reported(names: &[&'static str]) -> Vec<&'static str> {
 }
 
 /// The NFSv4 operations node_exporter reports, in its order.
-const V4_REPORTED: [&str; 33] = [
+const V4_REPORTED: [&str; 35] = [
     "Access",
     "Close",
     "Commit",
@@ -93,6 +93,8 @@ const V4_REPORTED: [&str; 33] = [
     "SaveFH",
     "SecInfo",
     "SetAttr",
+    "SetClientID",
+    "SetClientIDConfirm",
     "Verify",
     "Write",
     "RelLockOwner",
@@ -111,6 +113,7 @@ struct ServerStats {
     v2: Vec<u64>,
     v3: Vec<u64>,
     v4ops: Vec<u64>,
+    wdeleg_getattr: f64,
 }
 
 fn parse_server(text: &str) -> anyhow::Result<ServerStats> {
@@ -144,7 +147,7 @@ fn parse_server(text: &str) -> anyhow::Result<ServerStats> {
                 p.resize(V4_OPS.len().max(p.len()), 0);
                 s.v4ops = p;
             }
-            "wdeleg_getattr" => {}
+            "wdeleg_getattr" => s.wdeleg_getattr = v[0] as f64,
             other => anyhow::bail!("unknown NFSd metric line {other:?}"),
         }
     }
@@ -286,6 +289,7 @@ impl Source for Nfsd {
                 s.v4ops.get(i).copied().unwrap_or(0) as f64,
             ));
         }
+        requests.push(Sample::new(vec![("method", "WdelegGetattr"), ("proto", "4")], s.wdeleg_getattr));
         counter(
             enc,
             "node_nfsd_requests_total",

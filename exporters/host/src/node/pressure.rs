@@ -61,7 +61,10 @@ impl Pressure {
     }
 }
 
-const SECONDS: f64 = 1e6;
+/// Microseconds to seconds, in two steps as node_exporter divides (the same float).
+fn seconds(us: f64) -> f64 {
+    us / 1000.0 / 1000.0
+}
 
 impl Source for Pressure {
     fn name(&self) -> &'static str {
@@ -89,38 +92,33 @@ impl Source for Pressure {
                 }
             };
             let (some, full) = parse_psi(&text).context("failed to retrieve pressure stats")?;
-            let Some(some) = some else {
-                return Err(SourceError::no_data(format!(
-                    "no 'some' line in {}",
-                    path.display()
-                )));
-            };
-            if full.is_none() && resource != "cpu" {
-                return Err(SourceError::no_data(format!(
-                    "no 'full' line in {}",
-                    path.display()
-                )));
+            // irq has only a "full" line, cpu only a meaningful "some" one.
+            if some.is_none() && resource != "irq" {
+                return Err(SourceError::no_data(format!("no 'some' line in {}", path.display())));
             }
-            let full = full.unwrap_or(0.0);
+            if full.is_none() && resource != "cpu" {
+                return Err(SourceError::no_data(format!("no 'full' line in {}", path.display())));
+            }
+            let (some, full) = (some.unwrap_or(0.0), full.unwrap_or(0.0));
             match resource {
                 "cpu" => counter(
                     enc,
                     "node_pressure_cpu_waiting_seconds_total",
                     "Total time in seconds that processes have waited for CPU time",
-                    &one(Some(some / SECONDS)),
+                    &one(Some(seconds(some))),
                 )?,
                 "io" => {
                     counter(
                         enc,
                         "node_pressure_io_waiting_seconds_total",
                         "Total time in seconds that processes have waited due to IO congestion",
-                        &one(Some(some / SECONDS)),
+                        &one(Some(seconds(some))),
                     )?;
                     counter(
                         enc,
                         "node_pressure_io_stalled_seconds_total",
                         "Total time in seconds no process could make progress due to IO congestion",
-                        &one(Some(full / SECONDS)),
+                        &one(Some(seconds(full))),
                     )?;
                 }
                 "memory" => {
@@ -128,20 +126,20 @@ impl Source for Pressure {
                         enc,
                         "node_pressure_memory_waiting_seconds_total",
                         "Total time in seconds that processes have waited for memory",
-                        &one(Some(some / SECONDS)),
+                        &one(Some(seconds(some))),
                     )?;
                     counter(
                         enc,
                         "node_pressure_memory_stalled_seconds_total",
                         "Total time in seconds no process could make progress due to memory congestion",
-                        &one(Some(full / SECONDS)),
+                        &one(Some(seconds(full))),
                     )?;
                 }
                 _ => counter(
                     enc,
                     "node_pressure_irq_stalled_seconds_total",
                     "Total time in seconds no process could make progress due to IRQ congestion",
-                    &one(Some(full / SECONDS)),
+                    &one(Some(seconds(full))),
                 )?,
             }
         }

@@ -7,7 +7,7 @@ use anyhow::Context;
 use prometheus_client::encoding::DescriptorEncoder;
 use vigia_kit::{Source, SourceError};
 
-use super::util::{go_int, list, sys_read, NameFilter};
+use super::util::{go_uint, list, sys_read, NameFilter};
 use crate::config::HostConfig;
 use crate::metrics::{Families, Kind};
 
@@ -71,8 +71,7 @@ impl Source for Tapestats {
                 let v = sys_read(&stats.join(&file))
                     .with_context(|| format!("failed to read file {}/{file}", stats.display()))?;
                 if let Some(i) = STATS.iter().position(|(f, ..)| *f == file) {
-                    let n = go_int(&v)
-                        .filter(|n| *n >= 0)
+                    let n = go_uint(&v)
                         .with_context(|| format!("{}/{file}: {v:?}", stats.display()))?;
                     values[i] = n as f64;
                 }

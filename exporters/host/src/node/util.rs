@@ -98,6 +98,30 @@ pub fn go_int(s: &str) -> Option<i64> {
     i64::try_from(v).ok()
 }
 
+/// Go's `strconv.ParseUint(s, 0, 64)` (the procfs library's `PUInt64`): as [`go_int`]
+/// without a sign, up to `u64::MAX`.
+pub fn go_uint(s: &str) -> Option<u64> {
+    if s.starts_with(['+', '-']) {
+        return None;
+    }
+    let (radix, digits) = if let Some(d) = s.strip_prefix("0x").or_else(|| s.strip_prefix("0X")) {
+        (16, d)
+    } else if let Some(d) = s.strip_prefix("0b").or_else(|| s.strip_prefix("0B")) {
+        (2, d)
+    } else if let Some(d) = s.strip_prefix("0o").or_else(|| s.strip_prefix("0O")) {
+        (8, d)
+    } else if s.len() > 1 && s.starts_with('0') {
+        (8, &s[1..])
+    } else {
+        (10, s)
+    };
+    let digits: String = digits.chars().filter(|c| *c != '_').collect();
+    if digits.is_empty() || digits.starts_with(['+', '-']) {
+        return None;
+    }
+    u64::from_str_radix(&digits, radix).ok()
+}
+
 /// node_exporter's device filter: a name is ignored when it matches `exclude`, or when an
 /// `include` is set and it does not match it. Empty patterns are no filter.
 #[derive(Debug, Clone, Default)]
@@ -145,5 +169,7 @@ mod tests {
         assert_eq!(go_int("010"), Some(8));
         assert_eq!(go_int("0"), Some(0));
         assert_eq!(go_int("x"), None);
+        assert_eq!(go_uint("0xffffffffffffffff"), Some(u64::MAX));
+        assert_eq!(go_uint("-1"), None);
     }
 }
