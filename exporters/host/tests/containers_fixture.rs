@@ -5,7 +5,7 @@ mod common;
 
 use std::path::PathBuf;
 
-use common::{start_vigia_host, Scrape};
+use common::{start_vigia_host_with_args, Scrape};
 
 const ID1: &str = "4f3c2b1a09f8e7d6c5b4a3928170f6e5d4c3b2a190f8e7d6c5b4a3928170f6e5";
 const ID2: &str = "a1b2c3d4e5f60718293a4b5c6d7e8f90a1b2c3d4e5f60718293a4b5c6d7e8f90";
@@ -18,34 +18,12 @@ fn fixture(name: &str) -> PathBuf {
         .join(name)
 }
 
-/// Only the containers collector, pointed at a fixture tree, without a Docker socket.
+/// Only the cgroups collector (`--collector.disable-defaults --collector.cgroups`), pointed at a fixture tree, without a Docker socket.
 fn start_on(tree: &str) -> common::Running {
     let root = fixture(tree);
     let proc_root = root.join("proc");
     let sys_root = root.join("sys");
-    let mut env: Vec<(String, String)> = [
-        "cpu",
-        "loadavg",
-        "meminfo",
-        "filesystem",
-        "netdev",
-        "diskstats",
-        "stat",
-        "time",
-        "uname",
-        "os",
-        "inventory",
-        "energy",
-        "anomaly",
-    ]
-    .iter()
-    .map(|c| {
-        (
-            format!("VIGIA_HOST__COLLECTORS__{}", c.to_uppercase()),
-            "false".to_string(),
-        )
-    })
-    .collect();
+    let mut env: Vec<(String, String)> = Vec::new();
     env.push((
         "VIGIA_HOST__PROCFS_ROOT".into(),
         proc_root.display().to_string(),
@@ -59,7 +37,10 @@ fn start_on(tree: &str) -> common::Running {
         root.join("no-docker.sock").display().to_string(),
     ));
     let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-    start_vigia_host(&env)
+    start_vigia_host_with_args(
+        &env,
+        &["--collector.disable-defaults", "--collector.cgroups"],
+    )
 }
 
 #[test]
@@ -132,10 +113,7 @@ fn cgroup_v2_docker_and_kubernetes_containers() {
         .as_secs_f64();
     assert!((now - seen).abs() < 60.0, "last_seen {seen} vs now {now}");
     assert_eq!(
-        s.value(
-            "vigia_scrape_collector_success",
-            &[("collector", "cgroups")]
-        ),
+        s.value("node_scrape_collector_success", &[("collector", "cgroups")]),
         Some(1.0)
     );
     // Host collectors were switched off: none of their families appear.

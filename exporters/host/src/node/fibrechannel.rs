@@ -176,7 +176,8 @@ impl Fibrechannel {
                     }
                 };
                 // All ones: a counter the HBA firmware does not implement.
-                let n = go_uint(&v).with_context(|| format!("{}/{file}: {v:?}", stats.display()))?;
+                let n =
+                    go_uint(&v).with_context(|| format!("{}/{file}: {v:?}", stats.display()))?;
                 // All ones: a counter the HBA firmware does not implement.
                 if n == u64::MAX {
                     continue;

@@ -424,11 +424,11 @@ mod tests {
         let text = m.encode(vigia_kit::exposition::Format::Classic);
         let root = "{device=\"/dev/vda\",device_error=\"mountpoint timeout\",fstype=\"ext4\",mountpoint=\"/\"}";
         assert!(
-            text.contains(&format!("node_filesystem_device_error{root} 1\n")),
+            text.contains(&format!("node_filesystem_device_error{root} 1.0\n")),
             "{text}"
         );
         assert!(
-            text.contains(&format!("node_filesystem_readonly{root} 0\n")),
+            text.contains(&format!("node_filesystem_readonly{root} 0.0\n")),
             "{text}"
         );
         assert!(

@@ -289,7 +289,10 @@ impl Source for Nfsd {
                 s.v4ops.get(i).copied().unwrap_or(0) as f64,
             ));
         }
-        requests.push(Sample::new(vec![("method", "WdelegGetattr"), ("proto", "4")], s.wdeleg_getattr));
+        requests.push(Sample::new(
+            vec![("method", "WdelegGetattr"), ("proto", "4")],
+            s.wdeleg_getattr,
+        ));
         counter(
             enc,
             "node_nfsd_requests_total",

@@ -94,10 +94,16 @@ impl Source for Pressure {
             let (some, full) = parse_psi(&text).context("failed to retrieve pressure stats")?;
             // irq has only a "full" line, cpu only a meaningful "some" one.
             if some.is_none() && resource != "irq" {
-                return Err(SourceError::no_data(format!("no 'some' line in {}", path.display())));
+                return Err(SourceError::no_data(format!(
+                    "no 'some' line in {}",
+                    path.display()
+                )));
             }
             if full.is_none() && resource != "cpu" {
-                return Err(SourceError::no_data(format!("no 'full' line in {}", path.display())));
+                return Err(SourceError::no_data(format!(
+                    "no 'full' line in {}",
+                    path.display()
+                )));
             }
             let (some, full) = (some.unwrap_or(0.0), full.unwrap_or(0.0));
             match resource {
