@@ -15,6 +15,9 @@ use prometheus_client::metrics::MetricType;
 /// Label pairs of one series, in the order they are written.
 pub type Labels<'a> = Vec<(&'a str, &'a str)>;
 
+/// Label pairs owned by a series built at runtime.
+pub type OwnedLabels = Vec<(String, String)>;
+
 /// One series of a family: its labels and value.
 pub struct Sample<'a> {
     pub labels: Labels<'a>,
@@ -135,12 +138,15 @@ pub fn write(
     }
 }
 
+/// (kind, HELP, series) of a family in `Families`.
+type BuiltFamily = (Kind, String, Vec<(OwnedLabels, f64)>);
+
 /// Families assembled series by series (names built at runtime: ZFS kstats, hwmon
 /// sensors), each written once however many times its name comes up; the first HELP
 /// and kind seen for a name win, as in client_golang's gathering.
 #[derive(Debug, Default)]
 pub struct Families {
-    by_name: std::collections::BTreeMap<String, (Kind, String, Vec<(Vec<(String, String)>, f64)>)>,
+    by_name: std::collections::BTreeMap<String, BuiltFamily>,
 }
 
 impl Families {

@@ -18,27 +18,19 @@ fn fixture(name: &str) -> PathBuf {
         .join(name)
 }
 
-/// Only the cgroups collector (`--collector.disable-defaults --collector.cgroups`), pointed at a fixture tree, without a Docker socket.
+/// Only the cgroups collector (`--collector.disable-defaults --collector.cgroups`),
+/// pointed at a fixture tree, without a Docker socket.
 fn start_on(tree: &str) -> common::Running {
     let root = fixture(tree);
-    let proc_root = root.join("proc");
-    let sys_root = root.join("sys");
-    let mut env: Vec<(String, String)> = Vec::new();
-    env.push((
-        "VIGIA_HOST__PROCFS_ROOT".into(),
-        proc_root.display().to_string(),
-    ));
-    env.push((
-        "VIGIA_HOST__SYSFS_ROOT".into(),
-        sys_root.display().to_string(),
-    ));
-    env.push((
-        "VIGIA_HOST__CONTAINERS__DOCKER_SOCKET".into(),
-        root.join("no-docker.sock").display().to_string(),
-    ));
-    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let proc_root = root.join("proc").display().to_string();
+    let sys_root = root.join("sys").display().to_string();
+    let socket = root.join("no-docker.sock").display().to_string();
     start_vigia_host_with_args(
-        &env,
+        &[
+            ("VIGIA_HOST__PROCFS_ROOT", &proc_root),
+            ("VIGIA_HOST__SYSFS_ROOT", &sys_root),
+            ("VIGIA_HOST__CONTAINERS__DOCKER_SOCKET", &socket),
+        ],
         &["--collector.disable-defaults", "--collector.cgroups"],
     )
 }

@@ -166,6 +166,9 @@ const TOTALS: [(&str, &str, &str); 6] = [
     ),
 ];
 
+/// One series: (kind, name, HELP, labels, value).
+type Row<'a> = (Kind, String, &'a str, Vec<(&'a str, String)>, f64);
+
 pub struct Bcache {
     sysfs_root: PathBuf,
 }
@@ -178,7 +181,7 @@ impl Bcache {
     }
 
     fn set(&self, dir: &Path, uuid: &str, out: &mut Families) -> anyhow::Result<()> {
-        let mut rows: Vec<(Kind, String, &str, Vec<(&str, String)>, f64)> = Vec::new();
+        let mut rows: Vec<Row> = Vec::new();
         for (file, suffix, help, kind, factor) in SET {
             let v = value(&dir.join(file))?;
             rows.push((

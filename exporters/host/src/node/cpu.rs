@@ -125,9 +125,9 @@ impl Source for Cpu {
             let throttle = dir.join("thermal_throttle");
             core.entry((pkg, core_id))
                 .or_insert_with(|| attr_u64(&throttle, "core_throttle_count"));
-            if !package.contains_key(&pkg) {
+            if let std::collections::btree_map::Entry::Vacant(e) = package.entry(pkg) {
                 if let Some(n) = attr_u64(&throttle, "package_throttle_count") {
-                    package.insert(pkg, n);
+                    e.insert(n);
                 }
             }
         }

@@ -12,7 +12,7 @@ use vigia_kit::{Source, SourceError};
 
 use super::util::NameFilter;
 use crate::config::HostConfig;
-use crate::metrics::{gauge, write, Kind, Sample};
+use crate::metrics::{Families, Kind};
 
 /// Sensor types node_exporter reads (the part of a file name before its number).
 const SENSOR_TYPES: [&str; 14] = [
@@ -383,25 +383,12 @@ impl Source for Hwmon {
         }
         // One HELP per family name: the first description wins, as in client_golang's
         // gathering (a later, different one would be dropped there with its series).
-        let mut by_name: BTreeMap<String, (String, Kind, Vec<(Vec<(&'static str, String)>, f64)>)> =
-            BTreeMap::new();
+        let mut families = Families::default();
         for ((name, help, kind), labels, v) in rows {
-            let e = by_name
-                .entry(name)
-                .or_insert_with(|| (help, kind, Vec::new()));
-            e.2.push((labels, v));
+            let labels: Vec<(&str, &str)> = labels.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            families.add(kind, &name, &help, &labels, v);
         }
-        for (name, (help, kind, series)) in &by_name {
-            let samples: Vec<Sample<'_>> = series
-                .iter()
-                .map(|(l, v)| Sample::new(l.iter().map(|(k, v)| (*k, v.as_str())).collect(), *v))
-                .collect();
-            if *kind == Kind::Gauge {
-                gauge(enc, name, help, &samples)?;
-            } else {
-                write(enc, *kind, name, help, &samples)?;
-            }
-        }
+        families.write(enc)?;
         match last_error {
             Some(e) => Err(anyhow::Error::new(e).context("hwmon chip").into()),
             None => Ok(()),

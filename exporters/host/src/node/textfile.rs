@@ -17,7 +17,7 @@ use prometheus_client::encoding::DescriptorEncoder;
 use vigia_kit::{Source, SourceError};
 
 use crate::config::HostConfig;
-use crate::metrics::{write, Kind, Sample};
+use crate::metrics::{write, Kind, OwnedLabels, Sample};
 
 /// One family read from a file.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -27,7 +27,7 @@ pub struct TextFamily {
     pub kind: String,
     pub help: Option<String>,
     /// (sample name, labels, value).
-    pub samples: Vec<(String, Vec<(String, String)>, f64)>,
+    pub samples: Vec<(String, OwnedLabels, f64)>,
 }
 
 fn unescape(s: &str, quotes: bool) -> String {
@@ -68,7 +68,7 @@ fn parse_value(s: &str) -> Option<f64> {
 }
 
 /// `name{labels} value [timestamp]`; returns the timestamp's presence too.
-fn parse_sample(line: &str) -> anyhow::Result<(String, Vec<(String, String)>, f64, bool)> {
+fn parse_sample(line: &str) -> anyhow::Result<(String, OwnedLabels, f64, bool)> {
     let name_end = line
         .find(|c: char| c == '{' || c.is_ascii_whitespace())
         .with_context(|| format!("no value in {line:?}"))?;
