@@ -342,6 +342,12 @@ pub struct ContainersConfig {
     pub docker_socket: PathBuf,
     /// How many container names are remembered; ids beyond it are looked up again.
     pub name_cache_size: usize,
+    /// Whether Docker containers' disk use is measured (`container_fs_*`): a walk of
+    /// each writable layer, in the background.
+    pub fs_usage: bool,
+    /// How often that walk runs (cAdvisor: every minute).
+    #[serde(with = "humantime_serde")]
+    pub fs_usage_interval: Duration,
 }
 
 impl Default for ContainersConfig {
@@ -349,6 +355,8 @@ impl Default for ContainersConfig {
         Self {
             docker_socket: PathBuf::from("/var/run/docker.sock"),
             name_cache_size: 1024,
+            fs_usage: true,
+            fs_usage_interval: Duration::from_secs(60),
         }
     }
 }
@@ -603,6 +611,15 @@ impl Validate for HostConfig {
             return Err(ConfigError::new(
                 "containers.name_cache_size",
                 "must be at least 1",
+            ));
+        }
+        if self.containers.fs_usage_interval < Duration::from_secs(1) {
+            return Err(ConfigError::new(
+                "containers.fs_usage_interval",
+                format!(
+                    "must be at least 1s, got {:?}",
+                    self.containers.fs_usage_interval
+                ),
             ));
         }
         let inv = &self.inventory;

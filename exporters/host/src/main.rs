@@ -6,6 +6,7 @@ mod anomaly;
 mod cgroups;
 mod collectors;
 mod config;
+mod container_fs;
 mod docker;
 mod energy;
 mod inventory;

@@ -114,7 +114,7 @@ fn errno_text(e: &std::io::Error) -> String {
     }
 }
 
-fn statfs(path: &Path) -> Result<FsStats, String> {
+pub fn statfs(path: &Path) -> Result<FsStats, String> {
     let c =
         CString::new(path.as_os_str().as_bytes()).map_err(|_| "invalid argument".to_string())?;
     // SAFETY: `c` is a valid NUL-terminated string and `buf` is a plain C struct the call
