@@ -401,12 +401,8 @@ fn check_disk_use(d: &Dockerd, vigia: &common::Running, id: &str) {
 /// As nobody (the stack runs vigia-host as non-root): the data root is unreadable, so
 /// usage is the engine's SizeRw for the container, and no inodes are claimed.
 fn check_disk_use_without_root(d: &Dockerd, id: &str) {
-    let setpriv = require_tool("setpriv", "util-linux");
-    let dir = tempfile::tempdir().unwrap();
-    let binary = dir.path().join("vigia-host");
-    std::fs::copy(env!("CARGO_BIN_EXE_vigia-host"), &binary).unwrap();
+    let nobody = common::AsNobody::new();
     use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(&binary, std::fs::Permissions::from_mode(0o755)).unwrap();
     // The private engine's socket, opened to the unprivileged user for this test only.
     std::fs::set_permissions(&d.socket, std::fs::Permissions::from_mode(0o666)).unwrap();
     std::fs::set_permissions(
@@ -415,16 +411,10 @@ fn check_disk_use_without_root(d: &Dockerd, id: &str) {
     )
     .unwrap();
     let socket = d.socket.display().to_string();
-    let wrapper = [
-        setpriv.as_str(),
-        "--reuid=65534",
-        "--regid=65534",
-        "--clear-groups",
-        "--",
-    ];
+    let wrapper = nobody.wrapper();
     let run = Launch {
         wrapper: &wrapper,
-        binary: Some(&binary),
+        binary: Some(&nobody.binary),
         env: &[
             ("VIGIA_HOST__CONTAINERS__DOCKER_SOCKET", socket.as_str()),
             ("VIGIA_HOST__CONTAINERS__FS_USAGE_INTERVAL", "1s"),

@@ -99,11 +99,7 @@ impl Cpufreq {
                             .with_context(|| format!("{}/{file}: {v:?}", freq_dir.display()))?;
                         f.freqs[i] = Some(khz as f64 * 1000.0);
                     }
-                    Err(e)
-                        if matches!(
-                            e.kind(),
-                            std::io::ErrorKind::NotFound | std::io::ErrorKind::PermissionDenied
-                        ) => {}
+                    Err(e) if super::util::absent_or_denied(&e) => {}
                     Err(e) => {
                         return Err(e).with_context(|| format!("{}/{file}", freq_dir.display()))
                     }

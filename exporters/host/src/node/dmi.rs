@@ -69,10 +69,7 @@ impl Dmi {
         let labels = match read(&dir) {
             Ok(l) => l,
             Err(e) => {
-                if !matches!(
-                    e.kind(),
-                    std::io::ErrorKind::NotFound | std::io::ErrorKind::PermissionDenied
-                ) {
+                if !super::util::absent_or_denied(&e) {
                     tracing::warn!(path = %dir.display(), error = %e, "dmi: failed to read Desktop Management Interface (DMI) information");
                 }
                 Vec::new()

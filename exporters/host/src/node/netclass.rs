@@ -136,12 +136,7 @@ impl Source for Netclass {
     fn collect(&self, enc: &mut DescriptorEncoder<'_>) -> Result<(), SourceError> {
         let ifaces = match self.read() {
             Ok(i) => i,
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    std::io::ErrorKind::NotFound | std::io::ErrorKind::PermissionDenied
-                ) =>
-            {
+            Err(e) if super::util::absent_or_denied(&e) => {
                 return Err(SourceError::no_data(format!(
                     "could not read netclass file: {e}"
                 )))

@@ -90,12 +90,7 @@ impl Source for Rapl {
     fn collect(&self, enc: &mut DescriptorEncoder<'_>) -> Result<(), SourceError> {
         let zones = match self.zones() {
             Ok(z) => z,
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    std::io::ErrorKind::NotFound | std::io::ErrorKind::PermissionDenied
-                ) =>
-            {
+            Err(e) if super::util::absent_or_denied(&e) => {
                 return Err(SourceError::no_data(format!(
                     "no readable powercap zones: {e}"
                 )))

@@ -61,6 +61,15 @@ pub fn glob_prefix(dir: &Path, prefix: &str) -> io::Result<Vec<(String, PathBuf)
         .collect())
 }
 
+/// A file that is not there or not ours to read: what node_exporter's collectors take
+/// for "nothing to report here" rather than a failure.
+pub fn absent_or_denied(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::NotFound | io::ErrorKind::PermissionDenied
+    )
+}
+
 pub fn is_not_found(e: &anyhow::Error) -> bool {
     e.chain().any(|c| {
         c.downcast_ref::<io::Error>()

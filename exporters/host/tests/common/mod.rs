@@ -472,3 +472,39 @@ pub fn unpack_tree(spec: &Path, dst: &Path) {
         write(dst, path, &mut lines);
     }
 }
+
+/// How to run vigia-host as `nobody` (`setpriv`, util-linux): a copy of the binary that
+/// others may run (the build directory may be closed to them) and the wrapper for
+/// `Launch`. Needs root.
+pub struct AsNobody {
+    _dir: tempfile::TempDir,
+    pub binary: std::path::PathBuf,
+    setpriv: String,
+}
+
+impl AsNobody {
+    pub fn new() -> AsNobody {
+        use std::os::unix::fs::PermissionsExt;
+        let setpriv = require_tool("setpriv", "util-linux");
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        let binary = dir.path().join("vigia-host");
+        std::fs::copy(env!("CARGO_BIN_EXE_vigia-host"), &binary).unwrap();
+        std::fs::set_permissions(&binary, std::fs::Permissions::from_mode(0o755)).unwrap();
+        AsNobody {
+            _dir: dir,
+            binary,
+            setpriv,
+        }
+    }
+
+    pub fn wrapper(&self) -> [&str; 5] {
+        [
+            self.setpriv.as_str(),
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "--",
+        ]
+    }
+}
