@@ -124,11 +124,17 @@ pub fn dir_usage(dir: &Path, max_entries: usize) -> std::io::Result<(u64, u64)> 
     Ok((bytes, inodes))
 }
 
+fn host_mounts(procfs_root: &Path) -> Vec<crate::node::filesystem::Mount> {
+    std::fs::read_to_string(procfs_root.join("1/mountinfo"))
+        .ok()
+        .and_then(|t| parse_mountinfo(&t, Path::new("/")).ok())
+        .unwrap_or_default()
+}
+
 /// The mount source of the filesystem `dev` (a `st_dev`) is on, from the host's mount
 /// table, preferring a block device's name as cAdvisor does.
 fn device_name(procfs_root: &Path, dev: u64) -> Option<String> {
-    let text = std::fs::read_to_string(procfs_root.join("1/mountinfo")).ok()?;
-    let mounts = parse_mountinfo(&text, Path::new("/")).ok()?;
+    let mounts = host_mounts(procfs_root);
     let (major, minor) = (libc::major(dev).to_string(), libc::minor(dev).to_string());
     let same: Vec<_> = mounts
         .iter()
@@ -138,6 +144,19 @@ fn device_name(procfs_root: &Path, dev: u64) -> Option<String> {
         .find(|m| m.device.starts_with("/dev/"))
         .or(same.first())
         .map(|m| m.device.clone())
+}
+
+/// The host mount holding the host path `path` (the longest mount point above it), for a
+/// path this process may not even stat: (source, mount point).
+fn mount_holding(procfs_root: &Path, path: &str) -> Option<(String, String)> {
+    host_mounts(procfs_root)
+        .into_iter()
+        .filter(|m| {
+            let mp = m.mountpoint.trim_end_matches('/');
+            path == mp || path.starts_with(&format!("{mp}/"))
+        })
+        .max_by_key(|m| m.mountpoint.len())
+        .map(|m| (m.device, m.mountpoint))
 }
 
 /// Why a container could not be measured from its files.
@@ -215,21 +234,32 @@ impl Walker {
         })
     }
 
-    /// From the engine, for a data root this process cannot read: the device and limit
-    /// of the data root's filesystem, the writable layer's size.
+    /// From the engine, for a data root this process cannot read: the writable layer's
+    /// size, and the device and size of the filesystem holding the data root (found by
+    /// path in the host's mount table when even the data root cannot be looked at).
     fn measured_by_engine(
         &self,
         engine: &Engine,
         sizes: &HashMap<String, f64>,
         id: &str,
     ) -> Option<FsUsage> {
+        let usage = *sizes.get(id)?;
         let root = self.host(&engine.root_dir);
-        let dev = std::fs::metadata(&root).ok()?.dev();
+        let by_stat = std::fs::metadata(&root)
+            .ok()
+            .and_then(|m| device_name(&self.procfs_root, m.dev()))
+            .map(|d| (d, root.clone()));
+        let (device, on) = by_stat
+            .or_else(|| {
+                let (d, mp) = mount_holding(&self.procfs_root, &engine.root_dir)?;
+                Some((d, self.host(&mp)))
+            })
+            .unwrap_or_default();
         Some(FsUsage {
-            device: device_name(&self.procfs_root, dev).unwrap_or_default(),
-            usage: *sizes.get(id)?,
+            device,
+            usage,
             inodes: None,
-            limit: statfs(&root).map(|s| s.size).unwrap_or(0.0),
+            limit: statfs(&on).map(|s| s.size).unwrap_or(0.0),
         })
     }
 
@@ -350,5 +380,26 @@ mod tests {
             "the entry bound is an error"
         );
         assert!(dir_usage(&dir.path().join("missing"), 100).is_err());
+    }
+
+    #[test]
+    fn the_mount_holding_a_path_is_the_longest_prefix() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("1")).unwrap();
+        std::fs::write(
+            dir.path().join("1/mountinfo"),
+            "27 1 8:2 / / rw - ext4 /dev/sda2 rw\n\
+             30 27 8:17 / /var/lib rw - xfs /dev/sdb1 rw\n\
+             31 27 0:40 / /var/library rw - tmpfs tmpfs rw\n",
+        )
+        .unwrap();
+        let holding = |p: &str| mount_holding(dir.path(), p).map(|(d, _)| d);
+        assert_eq!(holding("/var/lib/docker").as_deref(), Some("/dev/sdb1"));
+        assert_eq!(holding("/var/lib").as_deref(), Some("/dev/sdb1"));
+        assert_eq!(holding("/var/libx").as_deref(), Some("/dev/sda2"));
+        assert_eq!(
+            device_name(dir.path(), libc::makedev(8, 17)).as_deref(),
+            Some("/dev/sdb1")
+        );
     }
 }
