@@ -1,7 +1,8 @@
 //! Disk use of Docker containers, as cAdvisor's `container_fs_usage_bytes`,
 //! `container_fs_inodes_total`, `container_fs_inodes_free` and `container_fs_limit_bytes`
 //! report it, measured in the background (`containers.fs_usage_interval`, cAdvisor's one
-//! minute by default) because it means walking directories, never during a scrape.
+//! minute by default, and at once for a container a scrape sees for the first time)
+//! because it means walking directories, never during a scrape.
 //!
 //! As cAdvisor: usage is du's (512-byte blocks, hard links counted once, one
 //! filesystem) of the container's writable layer plus its directory under
@@ -43,34 +44,53 @@ pub struct FsUsage {
 struct Shared {
     /// Docker containers seen by the last scrape: what the next round measures.
     wanted: Vec<String>,
+    /// Those the last round tried, measured or not.
+    tried: HashSet<String>,
     measured: HashMap<String, FsUsage>,
 }
 
 /// What the scrape reads and the background rounds fill in.
 #[derive(Clone, Default)]
-pub struct ContainerFs(Arc<Mutex<Shared>>);
+pub struct ContainerFs {
+    shared: Arc<Mutex<Shared>>,
+    /// A container no round has tried yet: measure it now rather than at the next tick,
+    /// as cAdvisor measures a container when it finds it.
+    new_container: Arc<tokio::sync::Notify>,
+}
 
 impl ContainerFs {
     /// The last measurement of each of `ids` (Docker containers in this scrape), and
     /// `ids` become what the next round measures.
     pub fn get(&self, ids: &[String]) -> HashMap<String, FsUsage> {
-        let mut s = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let mut s = self.shared.lock().unwrap_or_else(|p| p.into_inner());
         s.wanted = ids.to_vec();
+        if ids.iter().any(|id| !s.tried.contains(id)) {
+            self.new_container.notify_one();
+        }
         ids.iter()
             .filter_map(|id| Some((id.clone(), s.measured.get(id)?.clone())))
             .collect()
     }
 
     fn wanted(&self) -> Vec<String> {
-        self.0
+        self.shared
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .wanted
             .clone()
     }
 
-    fn store(&self, measured: HashMap<String, FsUsage>) {
-        self.0.lock().unwrap_or_else(|p| p.into_inner()).measured = measured;
+    /// A round's results; a container it could not measure this time keeps its last
+    /// figure (as cAdvisor's), one no longer seen is dropped.
+    fn store(&self, tried: Vec<String>, mut measured: HashMap<String, FsUsage>) {
+        let mut s = self.shared.lock().unwrap_or_else(|p| p.into_inner());
+        for id in &tried {
+            if let (false, Some(old)) = (measured.contains_key(id), s.measured.remove(id)) {
+                measured.insert(id.clone(), old);
+            }
+        }
+        s.tried = tried.into_iter().collect();
+        s.measured = measured;
     }
 }
 
@@ -333,19 +353,20 @@ pub async fn run(
     loop {
         tokio::select! {
             _ = ticker.tick() => {}
+            _ = fs.new_container.notified() => {}
             _ = shutdown.wait() => return,
         }
         let ids = fs.wanted();
         let (w, n, mut s) = (walker.clone(), names.clone(), std::mem::take(&mut said));
         match tokio::task::spawn_blocking(move || {
             let measured = w.round(&n, &ids, &mut s);
-            (measured, s)
+            (ids, measured, s)
         })
         .await
         {
-            Ok((measured, s)) => {
+            Ok((ids, measured, s)) => {
                 said = s;
-                fs.store(measured);
+                fs.store(ids, measured);
             }
             Err(e) => tracing::error!(error = %e, "container_fs: round failed"),
         }
