@@ -417,7 +417,12 @@ KEY_FAMILIES = {
                    "node_boot_time_seconds", "node_time_seconds", "node_uname_info", "node_os_info",
                    "container_cpu_usage_seconds_total", "container_memory_working_set_bytes", "container_last_seen",
                    "vigia_host_anomaly_score", "vigia_host_processes", "vigia_host_users_logged_in",
-                   "vigia_host_energy_joules_total", "vigia_build_info"],
+                   "vigia_host_energy_joules_total", "vigia_build_info",
+                   # node_exporter 1.9's wider default set, its self-metrics, cAdvisor's
+                   # CPU split and spec families.
+                   "node_netstat_Tcp_ActiveOpens", "node_vmstat_pgfault", "node_sockstat_sockets_used",
+                   "node_scrape_collector_success", "process_resident_memory_bytes",
+                   "container_cpu_user_seconds_total", "container_spec_cpu_period", "machine_cpu_cores"],
     "vigia-capture": ["vigia_capture_packets_total", "vigia_capture_bytes_total",
                       "vigia_capture_dropped_packets_total", "vigia_capture_flows_active",
                       "vigia_capture_anomaly_score", "vigia_capture_windows_total", "vigia_build_info"],

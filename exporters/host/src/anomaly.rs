@@ -13,7 +13,10 @@ use vigia_kit::metrics::ErrorCounter;
 use vigia_kit::shutdown::Shutdown;
 use vigia_kit::Metrics;
 
-use crate::{cpu, diskstats, meminfo, netdev};
+use crate::collectors::Setup;
+use crate::config::{HostConfig, DEFAULT_DISK_DEVICE_EXCLUDE};
+use crate::node::util::NameFilter;
+use crate::node::{diskstats, meminfo, netdev, stat};
 
 /// The features, in vector order. Byte rates span orders of magnitude: log scale.
 ///
@@ -41,95 +44,155 @@ pub fn features() -> Vec<Feature> {
     ]
 }
 
-/// Cumulative readings; a feature vector is the difference of two.
+/// The files a reading comes from, each read on its own: one that cannot be read holds
+/// its features at their last value (0 before the first) and the score goes on from the
+/// others.
+const PARTS: [&str; 5] = ["stat", "meminfo", "net/dev", "diskstats", "processes"];
+
+/// Which `PARTS` entry each feature (in `features()` order) comes from.
+const FEATURE_PART: [usize; 8] = [0, 0, 1, 2, 2, 3, 3, 4];
+
+/// Cumulative readings; a feature vector is the difference of two. A part is `None`
+/// when its file could not be read this time.
 #[derive(Debug, Clone)]
 struct Reading {
     at: Instant,
-    cpu_busy: f64,
-    cpu_total: f64,
-    procs_running: f64,
-    memory_used: f64,
-    rx: f64,
-    tx: f64,
-    read: f64,
-    written: f64,
-    processes: f64,
+    /// (busy seconds, total seconds, runnable tasks) from `stat`.
+    cpu: Option<(f64, f64, f64)>,
+    memory_used: Option<f64>,
+    /// (received, transmitted) bytes without `lo`.
+    net: Option<(f64, f64)>,
+    /// (read, written) bytes of whole disks.
+    disk: Option<(f64, f64)>,
+    processes: Option<f64>,
 }
 
 pub struct HostReader {
     pub procfs_root: PathBuf,
-    pub disk_exclude: Option<regex::Regex>,
+    pub disk_filter: NameFilter,
 }
 
 impl HostReader {
-    fn read(&self) -> anyhow::Result<Reading> {
-        let stat = cpu::read_stat(&self.procfs_root)?;
-        let cpu_total: f64 = stat.total.modes.iter().sum();
-        let cpu_busy = cpu_total - stat.total.modes[3] - stat.total.modes[4];
-        let procs_running = stat.procs_running.unwrap_or(0.0);
-        let mem = meminfo::read_meminfo(&self.procfs_root)?;
-        let get = |k: &str| mem.iter().find(|(n, _)| n == k).map(|(_, v)| *v);
-        let memory_used = match (get("MemTotal_bytes"), get("MemAvailable_bytes")) {
-            (Some(t), Some(a)) if t > 0.0 => (1.0 - a / t).clamp(0.0, 1.0),
-            _ => 0.0,
-        };
+    /// Reads every part; returns the reading and the error of each part that failed.
+    fn read(&self) -> (Reading, [Option<String>; 5]) {
+        let mut errors: [Option<String>; 5] = Default::default();
+        fn keep<T>(errors: &mut [Option<String>; 5], i: usize, r: anyhow::Result<T>) -> Option<T> {
+            r.map_err(|e| errors[i] = Some(format!("{e:#}"))).ok()
+        }
+        let cpu = keep(
+            &mut errors,
+            0,
+            stat::read_stat(&self.procfs_root).map(|s| {
+                let total: f64 = s.total.modes.iter().sum();
+                let busy = total - s.total.modes[3] - s.total.modes[4];
+                (busy, total, s.procs_running.unwrap_or(0.0))
+            }),
+        );
+        let memory_used = keep(
+            &mut errors,
+            1,
+            meminfo::read_meminfo(&self.procfs_root).map(|mem| {
+                let get = |k: &str| mem.iter().find(|(n, _)| n == k).map(|(_, v)| *v);
+                match (get("MemTotal_bytes"), get("MemAvailable_bytes")) {
+                    (Some(t), Some(a)) if t > 0.0 => (1.0 - a / t).clamp(0.0, 1.0),
+                    _ => 0.0,
+                }
+            }),
+        );
         // Loopback traffic is the host talking to itself (scrapes included): left out.
-        let (mut rx, mut tx) = (0.0, 0.0);
-        for i in netdev::read_net_dev(&self.procfs_root.join("net/dev"))? {
-            if i.device != "lo" {
-                rx += i.counters[0];
-                tx += i.counters[8];
-            }
-        }
-        let (mut read, mut written) = (0.0, 0.0);
-        for d in diskstats::read_diskstats(&self.procfs_root, self.disk_exclude.as_ref())? {
-            read += d.read_bytes;
-            written += d.written_bytes;
-        }
-        let processes = std::fs::read_dir(&self.procfs_root)?
-            .filter_map(Result::ok)
-            .filter(|e| {
-                e.file_name()
-                    .to_str()
-                    .is_some_and(|n| n.bytes().all(|b| b.is_ascii_digit()))
-            })
-            .count() as f64;
-        Ok(Reading {
-            at: Instant::now(),
-            cpu_busy,
-            cpu_total,
-            procs_running,
-            memory_used,
-            rx,
-            tx,
-            read,
-            written,
-            processes,
-        })
+        let net = keep(
+            &mut errors,
+            2,
+            netdev::read_net_dev(&self.procfs_root.join("net/dev")).map(|ifaces| {
+                ifaces
+                    .iter()
+                    .filter(|i| i.device != "lo")
+                    .fold((0.0, 0.0), |(rx, tx), i| {
+                        (rx + i.counters[0], tx + i.counters[8])
+                    })
+            }),
+        );
+        let disk = keep(
+            &mut errors,
+            3,
+            diskstats::read_diskstats(&self.procfs_root, &self.disk_filter).map(|disks| {
+                disks.iter().fold((0.0, 0.0), |(r, w), d| {
+                    (r + d.read_bytes(), w + d.written_bytes())
+                })
+            }),
+        );
+        let processes = keep(
+            &mut errors,
+            4,
+            std::fs::read_dir(&self.procfs_root)
+                .map(|entries| {
+                    entries
+                        .filter_map(Result::ok)
+                        .filter(|e| {
+                            e.file_name()
+                                .to_str()
+                                .is_some_and(|n| n.bytes().all(|b| b.is_ascii_digit()))
+                        })
+                        .count() as f64
+                })
+                .map_err(anyhow::Error::from),
+        );
+        (
+            Reading {
+                at: Instant::now(),
+                cpu,
+                memory_used,
+                net,
+                disk,
+                processes,
+            },
+            errors,
+        )
     }
 }
 
 /// The feature vector between two readings (rates per second; counters that went back,
-/// after a device vanished, count as 0).
-fn vector(a: &Reading, b: &Reading) -> Vec<f64> {
+/// after a device vanished, count as 0). A feature whose part is missing from either
+/// reading keeps its value in `held` (the previous vector); `available` says which did
+/// not.
+fn vector(a: &Reading, b: &Reading, held: &[f64]) -> (Vec<f64>, [bool; 8]) {
     let secs = b.at.duration_since(a.at).as_secs_f64().max(1e-3);
     let rate = |x0: f64, x1: f64| ((x1 - x0) / secs).max(0.0);
-    let dt = b.cpu_total - a.cpu_total;
-    let utilisation = if dt > 0.0 {
-        ((b.cpu_busy - a.cpu_busy) / dt).clamp(0.0, 1.0)
-    } else {
-        0.0
-    };
-    vec![
-        utilisation,
-        b.procs_running,
-        b.memory_used,
-        rate(a.rx, b.rx),
-        rate(a.tx, b.tx),
-        rate(a.read, b.read),
-        rate(a.written, b.written),
-        b.processes,
-    ]
+    let mut v: Vec<f64> = held.to_vec();
+    v.resize(8, 0.0);
+    let mut available = [false; 8];
+    if let (Some((busy0, total0, _)), Some((busy1, total1, running))) = (a.cpu, b.cpu) {
+        let dt = total1 - total0;
+        v[0] = if dt > 0.0 {
+            ((busy1 - busy0) / dt).clamp(0.0, 1.0)
+        } else {
+            0.0
+        };
+        v[1] = running;
+        available[0] = true;
+        available[1] = true;
+    }
+    if let Some(m) = b.memory_used {
+        v[2] = m;
+        available[2] = true;
+    }
+    if let (Some((rx0, tx0)), Some((rx1, tx1))) = (a.net, b.net) {
+        v[3] = rate(rx0, rx1);
+        v[4] = rate(tx0, tx1);
+        available[3] = true;
+        available[4] = true;
+    }
+    if let (Some((r0, w0)), Some((r1, w1))) = (a.disk, b.disk) {
+        v[5] = rate(r0, r1);
+        v[6] = rate(w0, w1);
+        available[5] = true;
+        available[6] = true;
+    }
+    if let Some(p) = b.processes {
+        v[7] = p;
+        available[7] = true;
+    }
+    (v, available)
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, prometheus_client::encoding::EncodeLabelSet)]
@@ -144,6 +207,7 @@ pub struct AnomalyGauges {
     warm: Gauge,
     warmup_remaining: Gauge,
     zscores: Family<FeatureLabel, Gauge<f64, AtomicU64>>,
+    available: Family<FeatureLabel, Gauge>,
 }
 
 impl AnomalyGauges {
@@ -161,6 +225,7 @@ impl AnomalyGauges {
         let threshold_gauge = Gauge::<f64, AtomicU64>::default();
         threshold_gauge.set(threshold);
         let zscores = Family::<FeatureLabel, Gauge<f64, AtomicU64>>::default();
+        let available = Family::<FeatureLabel, Gauge>::default();
         let r = metrics.registry_mut();
         r.register(
             "vigia_host_anomaly_score",
@@ -187,16 +252,53 @@ impl AnomalyGauges {
             "Robust z-score of each feature against the reference window: which feature moved",
             zscores.clone(),
         );
+        r.register(
+            "vigia_host_anomaly_feature_available",
+            "Whether each feature was read in the latest interval (1); 0 when its file could not be read and it is held at its last value",
+            available.clone(),
+        );
         Self {
             score,
             warm,
             warmup_remaining,
             zscores,
+            available,
         }
     }
 }
 
-/// Scores the host every `interval` until shutdown.
+/// The collector table's constructor: the detector, its gauges, and the scoring loop.
+pub fn register(s: &mut Setup<'_>) {
+    let config: &HostConfig = s.config;
+    let detector = match HalfSpaceTrees::new(&config.anomaly.detector(), features()) {
+        Ok(d) => d,
+        Err(p) => {
+            // Validation checked the same settings; reaching this is a bug, said once.
+            tracing::error!(path = %p.path, message = %p.message, "anomaly: detector not built: no anomaly score");
+            return;
+        }
+    };
+    let gauges = AnomalyGauges::register(
+        s.metrics,
+        config.anomaly.threshold,
+        config.anomaly.window_size,
+    );
+    let reader = HostReader {
+        procfs_root: config.procfs_root.clone(),
+        disk_filter: HostConfig::filter(&config.diskstats, Some(DEFAULT_DISK_DEVICE_EXCLUDE)),
+    };
+    s.tasks.push(tokio::spawn(run(
+        reader,
+        detector,
+        config.anomaly.interval,
+        gauges,
+        s.metrics.errors(),
+        s.shutdown.clone(),
+    )));
+}
+
+/// Scores the host every `interval` until shutdown. A part that cannot be read is said
+/// once when it starts failing and once when it is back, not every interval.
 pub async fn run(
     reader: HostReader,
     mut detector: HalfSpaceTrees,
@@ -208,6 +310,8 @@ pub async fn run(
     let names: Vec<String> = detector.features().iter().map(|f| f.name.clone()).collect();
     let reader = std::sync::Arc::new(reader);
     let mut previous: Option<Reading> = None;
+    let mut held: Vec<f64> = vec![0.0; names.len()];
+    let mut failing = [false; 5];
     let mut ticker = tokio::time::interval(interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -216,20 +320,50 @@ pub async fn run(
             _ = shutdown.wait() => return,
         }
         let r = reader.clone();
-        let reading = match tokio::task::spawn_blocking(move || r.read()).await {
-            Ok(Ok(reading)) => reading,
-            Ok(Err(e)) => {
-                errors.inc("anomaly");
-                tracing::warn!(error = %format!("{e:#}"), "anomaly: reading the host failed");
-                continue;
-            }
+        let (reading, read_errors) = match tokio::task::spawn_blocking(move || r.read()).await {
+            Ok(read) => read,
             Err(e) => {
                 tracing::error!(error = %e, "anomaly: reader task failed");
                 continue;
             }
         };
+        for (i, error) in read_errors.iter().enumerate() {
+            match (error, failing[i]) {
+                (Some(e), false) => {
+                    let held_features: Vec<&str> = FEATURE_PART
+                        .iter()
+                        .zip(&names)
+                        .filter(|(p, _)| **p == i)
+                        .map(|(_, n)| n.as_str())
+                        .collect();
+                    tracing::warn!(
+                        part = PARTS[i],
+                        error = %e,
+                        features = %held_features.join(","),
+                        "anomaly: cannot read a part of the host: its features are held at their last value and the score goes on from the others (logged once until it reads again)"
+                    );
+                }
+                (None, true) => {
+                    tracing::info!(part = PARTS[i], "anomaly: part of the host readable again");
+                }
+                _ => {}
+            }
+            if error.is_some() {
+                errors.inc("anomaly");
+            }
+            failing[i] = error.is_some();
+        }
         if let Some(before) = previous.replace(reading.clone()) {
-            let x = vector(&before, &reading);
+            let (x, available) = vector(&before, &reading, &held);
+            for (name, ok) in names.iter().zip(available) {
+                gauges
+                    .available
+                    .get_or_create(&FeatureLabel {
+                        feature: name.clone(),
+                    })
+                    .set(i64::from(ok));
+            }
+            held.clone_from(&x);
             match detector.score_and_learn(&x) {
                 Ok(score) => {
                     gauges.score.set(score.value);
@@ -268,31 +402,37 @@ mod tests {
         let t0 = Instant::now();
         let a = Reading {
             at: t0,
-            cpu_busy: 10.0,
-            cpu_total: 100.0,
-            procs_running: 1.0,
-            memory_used: 0.3,
-            rx: 1000.0,
-            tx: 500.0,
-            read: 0.0,
-            written: 4096.0,
-            processes: 100.0,
+            cpu: Some((10.0, 100.0, 1.0)),
+            memory_used: Some(0.3),
+            net: Some((1000.0, 500.0)),
+            disk: Some((0.0, 4096.0)),
+            processes: Some(100.0),
         };
         let b = Reading {
             at: t0 + Duration::from_secs(2),
-            cpu_busy: 13.0,
-            cpu_total: 104.0,
-            rx: 3000.0,
-            tx: 400.0,
-            procs_running: 3.0,
+            cpu: Some((13.0, 104.0, 3.0)),
+            net: Some((3000.0, 400.0)),
             ..a.clone()
         };
-        let v = vector(&a, &b);
+        let (v, available) = vector(&a, &b, &[]);
         assert_eq!(v.len(), features().len());
+        assert_eq!(FEATURE_PART.len(), features().len());
+        assert!(available.iter().all(|a| *a));
         assert_eq!(v[0], 0.75);
         assert_eq!(v[1], 3.0);
         assert_eq!(v[3], 1000.0);
         assert_eq!(v[4], 0.0, "a counter that went back is no negative rate");
         assert_eq!(v[7], 100.0);
+        // net/dev gone: its two features keep the last vector's values, the rest move on.
+        let c = Reading {
+            at: t0 + Duration::from_secs(4),
+            net: None,
+            cpu: Some((15.0, 108.0, 2.0)),
+            ..b.clone()
+        };
+        let (w, available) = vector(&b, &c, &v);
+        assert_eq!((w[3], w[4]), (1000.0, 0.0));
+        assert_eq!(w[0], 0.5);
+        assert!(!available[3] && !available[4] && available[0] && available[7]);
     }
 }

@@ -25,6 +25,14 @@ const MIN_REFRESH: Duration = Duration::from_secs(10);
 /// Names are listed again at least this often, so a renamed container is seen renamed.
 const MAX_AGE: Duration = Duration::from_secs(300);
 
+/// Where the engine keeps containers' files and how: `DockerRootDir` and `Driver` of
+/// `GET /info`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Engine {
+    pub root_dir: String,
+    pub driver: String,
+}
+
 struct Cache {
     /// container id → (name, image).
     known: HashMap<String, (String, String)>,
@@ -113,6 +121,43 @@ impl ContainerNames {
         ids.iter()
             .filter_map(|id| cache.known.get(*id).map(|v| (id.to_string(), v.clone())))
             .collect()
+    }
+
+    /// The engine's data root and storage driver.
+    pub fn engine(&self) -> anyhow::Result<Engine> {
+        let docker = self.docker.clone();
+        let call = async move { tokio::time::timeout(LOOKUP_TIMEOUT, docker.info()).await };
+        let info = self
+            .runtime
+            .block_on(call)
+            .map_err(|_| anyhow::anyhow!("timed out after {LOOKUP_TIMEOUT:?}"))??;
+        Ok(Engine {
+            root_dir: info.docker_root_dir.unwrap_or_default(),
+            driver: info.driver.unwrap_or_default(),
+        })
+    }
+
+    /// Running containers' writable-layer sizes (`SizeRw` of `GET /containers/json?size=1`:
+    /// the engine walks each layer itself, so this is asked for at most once a round).
+    pub fn layer_sizes(&self) -> anyhow::Result<HashMap<String, f64>> {
+        let docker = self.docker.clone();
+        let call = async move {
+            let options = ListContainersOptions {
+                all: false,
+                size: true,
+                ..Default::default()
+            };
+            // Sizing every layer takes the engine longer than a listing.
+            tokio::time::timeout(LOOKUP_TIMEOUT * 15, docker.list_containers(Some(options))).await
+        };
+        let summaries = self
+            .runtime
+            .block_on(call)
+            .map_err(|_| anyhow::anyhow!("timed out after {:?}", LOOKUP_TIMEOUT * 15))??;
+        Ok(summaries
+            .into_iter()
+            .filter_map(|s| Some((s.id?, s.size_rw? as f64)))
+            .collect())
     }
 
     fn list(&self) -> anyhow::Result<Vec<(String, (String, String))>> {

@@ -12,9 +12,10 @@ use std::time::Instant;
 use prometheus_client::encoding::DescriptorEncoder;
 use vigia_kit::{Source, SourceError};
 
+use crate::collectors::Setup;
 use crate::config::PowerModel;
-use crate::cpu;
 use crate::metrics::{counter, gauge, Sample};
+use crate::node::stat as cpu;
 
 /// A RAPL zone directory and its label (`package-0`, `package-0/core`).
 #[derive(Debug, Clone, PartialEq)]
@@ -293,6 +294,16 @@ impl EnergySources {
     }
 }
 
+/// The collector table's constructor.
+pub fn register(s: &mut Setup<'_>) {
+    s.metrics
+        .register_source(EnergyCollector::new(EnergySources::detect(
+            &s.config.sysfs_root,
+            &s.config.procfs_root,
+            s.config.energy.model.as_ref(),
+        )));
+}
+
 pub struct EnergyCollector {
     sources: EnergySources,
     rapl_access: RaplAccess,
@@ -363,7 +374,7 @@ impl Source for EnergyCollector {
             gauge(
                 enc,
                 "vigia_host_energy_source_info",
-                "Where the energy series come from: rapl or hwmon (measured), model (the configured estimate), none (no series); rapl says whether RAPL counters are readable, unreadable (root only) or absent",
+                "Where the energy series come from: rapl or hwmon (measured), model (the configured estimate), none (no series); rapl says whether RAPL counters are readable, unreadable (root only) or absent.",
                 &samples,
             )
         };
@@ -396,8 +407,8 @@ impl Source for EnergyCollector {
                     .collect();
                 counter(
                     enc,
-                    "vigia_host_energy_joules",
-                    "Energy used, from RAPL counters (source=rapl) or integrated from the configured power model (source=model)",
+                    "vigia_host_energy_joules_total",
+                    "Energy used, from RAPL counters (source=rapl) or integrated from the configured power model (source=model).",
                     &energy,
                 )?;
                 let power: Vec<Sample<'_>> = power
@@ -407,7 +418,7 @@ impl Source for EnergyCollector {
                 gauge(
                     enc,
                     "vigia_host_power_watts",
-                    "Power draw, from hwmon sensors (source=hwmon) or the configured power model (source=model)",
+                    "Power draw, from hwmon sensors (source=hwmon) or the configured power model (source=model).",
                     &power,
                 )?;
             }
@@ -416,14 +427,14 @@ impl Source for EnergyCollector {
                 info(enc)?;
                 counter(
                     enc,
-                    "vigia_host_energy_joules",
-                    "Energy used, from RAPL counters (source=rapl) or integrated from the configured power model (source=model)",
+                    "vigia_host_energy_joules_total",
+                    "Energy used, from RAPL counters (source=rapl) or integrated from the configured power model (source=model).",
                     &[Sample::new(vec![("zone", "model"), ("source", "model")], joules)],
                 )?;
                 gauge(
                     enc,
                     "vigia_host_power_watts",
-                    "Power draw, from hwmon sensors (source=hwmon) or the configured power model (source=model)",
+                    "Power draw, from hwmon sensors (source=hwmon) or the configured power model (source=model).",
                     &[Sample::new(vec![("sensor", "model"), ("source", "model")], watts)],
                 )?;
             }

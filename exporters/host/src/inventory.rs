@@ -13,8 +13,9 @@ use prometheus_client::encoding::DescriptorEncoder;
 use vigia_kit::influx::Point;
 use vigia_kit::{Source, SourceError};
 
+use crate::collectors::Setup;
 use crate::metrics::{gauge, Sample};
-use crate::os;
+use crate::node::os;
 
 /// Size of one `struct utmp` record on Linux (x86_64 and every other glibc target with a
 /// 32-bit `ut_tv`).
@@ -159,7 +160,7 @@ impl Sampler {
             procfs_root,
             rootfs,
             top_n,
-            hz: crate::cpu::user_hz(),
+            hz: crate::node::stat::user_hz(),
             page_size: if page > 0 { page as f64 } else { 4096.0 },
             previous: None,
         }
@@ -229,6 +230,18 @@ impl Sampler {
     }
 }
 
+/// The collector table's constructor.
+pub fn register(s: &mut Setup<'_>) {
+    s.metrics.register_source(InventoryCollector {
+        sampler: Mutex::new(Sampler::new(
+            s.config.procfs_root.clone(),
+            s.config.rootfs.clone(),
+            s.config.inventory.top_processes,
+        )),
+        max_users: s.config.inventory.max_users,
+    });
+}
+
 /// Prometheus side: a fresh snapshot per scrape (CPU use since the previous scrape).
 pub struct InventoryCollector {
     pub sampler: Mutex<Sampler>,
@@ -249,7 +262,7 @@ impl Source for InventoryCollector {
         gauge(
             enc,
             "vigia_host_users_logged_in",
-            "Login sessions in the host's utmp",
+            "Login sessions in the host's utmp.",
             &[Sample::bare(snap.sessions.len() as f64)],
         )?;
         let by_user = snap.sessions_by_user(self.max_users);
@@ -260,7 +273,7 @@ impl Source for InventoryCollector {
         gauge(
             enc,
             "vigia_host_user_sessions",
-            "Login sessions per user (the users with most sessions, bounded by inventory.max_users)",
+            "Login sessions per user (the users with most sessions, bounded by inventory.max_users).",
             &users,
         )?;
         let states: Vec<Sample<'_>> = snap
@@ -268,7 +281,7 @@ impl Source for InventoryCollector {
             .iter()
             .map(|(s, n)| Sample::new(vec![("state", *s)], *n as f64))
             .collect();
-        gauge(enc, "vigia_host_processes", "Processes by state", &states)?;
+        gauge(enc, "vigia_host_processes", "Processes by state.", &states)?;
         let top: Vec<Sample<'_>> = snap
             .top
             .iter()
@@ -277,7 +290,7 @@ impl Source for InventoryCollector {
         gauge(
             enc,
             "vigia_host_top_process_cpu_ratio",
-            "CPU seconds per second since the previous scrape of the processes using most CPU, summed by command name (top inventory.top_processes names)",
+            "CPU seconds per second since the previous scrape of the processes using most CPU, summed by command name (top inventory.top_processes names).",
             &top,
         )?;
         Ok(())
@@ -300,7 +313,7 @@ pub fn points(
     for (state, n) in &snap.states {
         inv = inv.field(format!("processes_{state}"), *n as i64);
     }
-    if let Ok(u) = os::uname() {
+    if let Ok(u) = crate::node::uname::uname() {
         inv = inv
             .field("kernel_release", u.release)
             .field("kernel_version", u.version)

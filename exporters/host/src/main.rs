@@ -1,34 +1,32 @@
 //! vigia-host: host metrics under node_exporter's names, containers under cAdvisor's,
-//! an inventory snapshot, energy and an anomaly score. This file only wires things up.
+//! an inventory snapshot, energy and an anomaly score. This file only wires things up:
+//! flags and configuration (`config.rs`), the collector table (`collectors.rs`), serving.
 
 mod anomaly;
 mod cgroups;
+mod collectors;
 mod config;
-mod cpu;
-mod diskstats;
+mod container_fs;
 mod docker;
 mod energy;
-mod filesystem;
 mod inventory;
-mod loadavg;
-mod meminfo;
 mod metrics;
-mod netdev;
-mod os;
+mod node;
 
 use std::net::SocketAddr;
-use std::path::Path;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
-use clap::Parser;
+use clap::{Arg, ArgAction, ArgMatches, CommandFactory, FromArgMatches, Parser};
+use serde_json::Value;
 use vigia_kit::influx::InfluxWriter;
 use vigia_kit::server::{Landing, Readiness};
 use vigia_kit::web_config::WebConfig;
-use vigia_kit::{CommonArgs, ConfigError, Metrics};
+use vigia_kit::{CommonArgs, Metrics, SourceStatsNames};
 
-use crate::config::{compile, HostConfig};
+use crate::collectors::{Setup, COLLECTORS};
+use crate::config::{FlagKind, HostConfig, NODE_FLAGS};
 
 const PROGRAM: &str = "vigia-host";
 const DEFAULT_LISTEN: &str = "0.0.0.0:9472";
@@ -40,14 +38,146 @@ struct Cli {
     common: CommonArgs,
 }
 
-fn main() -> ExitCode {
-    let cli = Cli::parse();
-    vigia_kit::logging::init(cli.common.log_format);
-    let config: HostConfig =
-        match vigia_kit::config::load(cli.common.config_file.as_deref(), "VIGIA_HOST") {
-            Ok(c) => c,
-            Err(e) => return vigia_kit::exit_config_error(PROGRAM, e),
+fn leak(s: String) -> &'static str {
+    Box::leak(s.into_boxed_str())
+}
+
+/// The shared flags plus node_exporter's: `--collector.<name>` / `--no-collector.<name>`
+/// for every collector in the table and the settings in `config::NODE_FLAGS`.
+fn command() -> clap::Command {
+    let mut cmd = Cli::command();
+    for c in COLLECTORS {
+        let on = leak(format!("collector.{}", c.name));
+        let off = leak(format!("no-collector.{}", c.name));
+        cmd = cmd
+            .arg(
+                Arg::new(on)
+                    .long(on)
+                    .action(ArgAction::SetTrue)
+                    .help(leak(format!(
+                        "Enable the {} collector (default: {})",
+                        c.name,
+                        if c.default { "enabled" } else { "disabled" }
+                    ))),
+            )
+            .arg(
+                Arg::new(off)
+                    .long(off)
+                    .action(ArgAction::SetTrue)
+                    .hide(true),
+            );
+    }
+    for (flag, path, kind) in NODE_FLAGS {
+        let help = if path.is_empty() {
+            "Accepted for node_exporter compatibility; no effect".to_string()
+        } else {
+            format!("node_exporter's flag: sets `{path}` in the configuration")
         };
+        cmd = match kind {
+            FlagKind::Text => cmd.arg(
+                Arg::new(*flag)
+                    .long(*flag)
+                    .value_name("VALUE")
+                    .action(ArgAction::Set)
+                    .help(leak(help)),
+            ),
+            FlagKind::List => cmd.arg(
+                Arg::new(*flag)
+                    .long(*flag)
+                    .value_name("VALUE")
+                    .action(ArgAction::Append)
+                    .help(leak(help)),
+            ),
+            FlagKind::Switch => {
+                let off = leak(format!("no-{flag}"));
+                cmd.arg(
+                    Arg::new(*flag)
+                        .long(*flag)
+                        .action(ArgAction::SetTrue)
+                        .help(leak(help)),
+                )
+                .arg(
+                    Arg::new(off)
+                        .long(off)
+                        .action(ArgAction::SetTrue)
+                        .hide(true),
+                )
+            }
+        };
+    }
+    cmd
+}
+
+/// Whether `--id` or `--no-id` came last, if either was given.
+fn switch(m: &ArgMatches, id: &str) -> Option<bool> {
+    let no = format!("no-{id}");
+    let last = |i: &str| {
+        m.get_flag(i)
+            .then(|| m.indices_of(i).and_then(|x| x.max()))
+            .flatten()
+    };
+    match (last(id), last(&no)) {
+        (Some(a), Some(b)) => Some(a > b),
+        (Some(_), None) => Some(true),
+        (None, Some(_)) => Some(false),
+        (None, None) => None,
+    }
+}
+
+/// The configuration paths and values the node_exporter flags set.
+fn flag_overrides(m: &ArgMatches) -> Vec<(String, Value)> {
+    let mut out = Vec::new();
+    for (flag, path, kind) in NODE_FLAGS {
+        if path.is_empty() {
+            continue;
+        }
+        let value = match kind {
+            FlagKind::Text => m.get_one::<String>(flag).map(|v| Value::String(v.clone())),
+            FlagKind::List => m
+                .get_many::<String>(flag)
+                .map(|vs| Value::Array(vs.map(|v| Value::String(v.clone())).collect())),
+            FlagKind::Switch => switch(m, flag).map(Value::Bool),
+        };
+        if let Some(v) = value {
+            out.push((path.to_string(), v));
+        }
+    }
+    for c in COLLECTORS {
+        if let Some(on) = switch(m, &format!("collector.{}", c.name)) {
+            out.push((format!("collectors.{}", c.name), Value::Bool(on)));
+        }
+    }
+    out
+}
+
+fn main() -> ExitCode {
+    // glibc gives every thread that allocates its own arena; the scrape's reader threads
+    // would each keep one, for megabytes of resident memory. One arena: the allocations
+    // are small and short, contention is not the cost here.
+    #[cfg(target_env = "gnu")]
+    // SAFETY: mallopt only changes allocator tuning; called before any other thread.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, 1);
+    }
+    let matches = command().get_matches();
+    let cli = match Cli::from_arg_matches(&matches) {
+        Ok(c) => c,
+        Err(e) => e.exit(),
+    };
+    vigia_kit::logging::init(cli.common.log_format);
+    // Not std::env::vars: it panics on a variable that is not UTF-8 (see kit's environment).
+    let env = match vigia_kit::config::environment("VIGIA_HOST") {
+        Ok(env) => env,
+        Err(e) => return vigia_kit::exit_config_error(PROGRAM, e),
+    };
+    let config = match config::load(
+        cli.common.config_file.as_deref(),
+        env,
+        &flag_overrides(&matches),
+    ) {
+        Ok(c) => c,
+        Err(e) => return vigia_kit::exit_config_error(PROGRAM, e),
+    };
     let web = match cli.common.web_config() {
         Ok(w) => w,
         Err(e) => return vigia_kit::exit_config_error(PROGRAM, e),
@@ -69,147 +199,6 @@ fn main() -> ExitCode {
     runtime.block_on(run(config, listen, web))
 }
 
-/// Whether a root directory is usable; when not, the collectors under it are disabled
-/// and the reason logged once, instead of failing every scrape. `readers` are the enabled collectors that need this root, named in the log line.
-fn root_usable(path: &Path, field: &str, readers: &[(&str, bool)]) -> bool {
-    if path.is_dir() {
-        return true;
-    }
-    let collectors: Vec<&str> = readers
-        .iter()
-        .filter(|(_, on)| *on)
-        .map(|(name, _)| *name)
-        .collect();
-    tracing::warn!(
-        root = %path.display(),
-        field,
-        collectors = %collectors.join(","),
-        "root directory not found: collectors reading it are disabled"
-    );
-    false
-}
-
-fn register_collectors(config: &HostConfig, metrics: &mut Metrics) {
-    let on = &config.collectors;
-    let proc_ok = root_usable(
-        &config.procfs_root,
-        "procfs_root",
-        &[
-            ("cpu", on.cpu),
-            ("diskstats", on.diskstats),
-            ("filesystem", on.filesystem),
-            ("loadavg", on.loadavg),
-            ("meminfo", on.meminfo),
-            ("netdev", on.netdev),
-            ("stat", on.stat),
-            ("inventory", on.inventory),
-            ("anomaly", on.anomaly),
-        ],
-    );
-    let rootfs_ok = root_usable(
-        &config.rootfs,
-        "rootfs",
-        &[("filesystem", on.filesystem), ("os", on.os)],
-    );
-    let procfs_root = config.procfs_root.clone();
-    // Regexes were compiled once in validation; recompiling cannot fail here.
-    let re = |p: &str| compile(p, "").ok().flatten();
-    if proc_ok {
-        if on.cpu {
-            metrics.register_source(cpu::CpuCollector {
-                procfs_root: procfs_root.clone(),
-            });
-        }
-        if on.diskstats {
-            metrics.register_source(diskstats::DiskstatsCollector {
-                procfs_root: procfs_root.clone(),
-                device_exclude: re(&config.diskstats.device_exclude),
-            });
-        }
-        if on.filesystem && rootfs_ok {
-            metrics.register_source(filesystem::FilesystemCollector {
-                procfs_root: procfs_root.clone(),
-                rootfs: config.rootfs.clone(),
-                mount_points_exclude: re(&config.filesystem.mount_points_exclude),
-                fs_types_exclude: re(&config.filesystem.fs_types_exclude),
-                mount_timeout: config.filesystem.mount_timeout,
-                stuck: Default::default(),
-            });
-        }
-        if on.loadavg {
-            metrics.register_source(loadavg::LoadavgCollector {
-                procfs_root: procfs_root.clone(),
-            });
-        }
-        if on.meminfo {
-            metrics.register_source(meminfo::MeminfoCollector {
-                procfs_root: procfs_root.clone(),
-            });
-        }
-        if on.netdev {
-            metrics.register_source(netdev::NetdevCollector {
-                procfs_root: procfs_root.clone(),
-                device_exclude: re(&config.netdev.device_exclude),
-            });
-        }
-        if on.stat {
-            metrics.register_source(cpu::StatCollector {
-                procfs_root: procfs_root.clone(),
-            });
-        }
-    }
-    if on.os && rootfs_ok {
-        metrics.register_source(os::OsCollector {
-            rootfs: config.rootfs.clone(),
-        });
-    }
-    if on.cgroups {
-        match cgroups::Layout::detect(&config.sysfs_root) {
-            Some(layout) => {
-                tracing::info!(?layout, "containers: cgroup tree found");
-                let names = docker::ContainerNames::connect(
-                    &config.containers.docker_socket,
-                    config.containers.name_cache_size,
-                    tokio::runtime::Handle::current(),
-                    metrics.errors(),
-                );
-                metrics.register_source(cgroups::CgroupsCollector {
-                    layout,
-                    procfs_root: procfs_root.clone(),
-                    names,
-                });
-            }
-            None => tracing::warn!(
-                sysfs_root = %config.sysfs_root.display(),
-                "no cgroup tree under sysfs_root/fs/cgroup: containers collector disabled"
-            ),
-        }
-    }
-    if on.inventory && proc_ok {
-        metrics.register_source(inventory::InventoryCollector {
-            sampler: std::sync::Mutex::new(inventory::Sampler::new(
-                procfs_root.clone(),
-                config.rootfs.clone(),
-                config.inventory.top_processes,
-            )),
-            max_users: config.inventory.max_users,
-        });
-    }
-    if on.energy {
-        metrics.register_source(energy::EnergyCollector::new(energy::EnergySources::detect(
-            &config.sysfs_root,
-            &config.procfs_root,
-            config.energy.model.as_ref(),
-        )));
-    }
-    if on.time {
-        metrics.register_source(os::TimeCollector);
-    }
-    if on.uname {
-        metrics.register_source(os::UnameCollector);
-    }
-}
-
 /// Pushes an inventory snapshot to InfluxDB every `inventory.interval` until shutdown.
 async fn push_inventory(
     config: HostConfig,
@@ -219,7 +208,7 @@ async fn push_inventory(
 ) {
     let inv = config.inventory.clone();
     let host = if inv.host.is_empty() {
-        os::uname().map(|u| u.nodename).unwrap_or_default()
+        node::uname::uname().map(|u| u.nodename).unwrap_or_default()
     } else {
         inv.host.clone()
     };
@@ -237,6 +226,7 @@ async fn push_inventory(
     let first = tokio::time::Instant::now() + Duration::from_secs(1);
     let mut ticker = tokio::time::interval_at(first, inv.interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut failing = false;
     loop {
         tokio::select! {
             _ = ticker.tick() => {}
@@ -249,6 +239,9 @@ async fn push_inventory(
         .await;
         match taken {
             Ok(Ok(snap)) => {
+                if std::mem::take(&mut failing) {
+                    tracing::info!("inventory snapshots work again");
+                }
                 let at = std::time::SystemTime::now();
                 for point in inventory::points(&host, at, &snap, &config.rootfs, inv.max_users) {
                     writer.write(point);
@@ -256,7 +249,9 @@ async fn push_inventory(
             }
             Ok(Err(e)) => {
                 errors.inc("inventory");
-                tracing::warn!(error = %format!("{e:#}"), "inventory snapshot failed");
+                if !std::mem::replace(&mut failing, true) {
+                    tracing::warn!(error = %format!("{e:#}"), "inventory snapshot failed (logged once until it works again)");
+                }
             }
             Err(e) => tracing::error!(error = %e, "inventory task failed"),
         }
@@ -265,54 +260,37 @@ async fn push_inventory(
 }
 
 async fn run(config: HostConfig, listen: SocketAddr, web: WebConfig) -> ExitCode {
-    let mut metrics = Metrics::new(PROGRAM);
-    register_collectors(&config, &mut metrics);
-    let writer = match (&config.influxdb, config.collectors.inventory) {
+    let mut metrics = Metrics::with_source_stats(PROGRAM, SourceStatsNames::NODE_EXPORTER);
+    // Fifty collectors that mostly wait on the kernel's files: read as many at once as
+    // there are CPUs (up to 4), as node_exporter runs its collectors concurrently.
+    metrics.set_source_threads(
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+            .min(4),
+    );
+    metrics
+        .registry_mut()
+        .register_collector(Box::new(vigia_kit::process::ProcessCollector::new()));
+    let (_trigger, shutdown) = vigia_kit::shutdown::Shutdown::on_signals();
+    let mut background = Vec::new();
+    collectors::register_all(&mut Setup {
+        config: &config,
+        metrics: &mut metrics,
+        shutdown: shutdown.clone(),
+        tasks: &mut background,
+    });
+    let writer = match (&config.influxdb, config.enabled("inventory")) {
         (Some(influx), true) => match InfluxWriter::start(influx, &mut metrics) {
             Ok(w) => Some(w),
             Err(e) => return vigia_kit::exit_config_error(PROGRAM, e),
         },
         _ => None,
     };
-    let anomaly_parts = if config.collectors.anomaly && config.procfs_root.is_dir() {
-        let detector = match vigia_anomaly::HalfSpaceTrees::new(
-            &config.anomaly.detector(),
-            anomaly::features(),
-        ) {
-            Ok(d) => d,
-            Err(p) => {
-                return vigia_kit::exit_config_error(PROGRAM, ConfigError::new(p.path, p.message))
-            }
-        };
-        let gauges = anomaly::AnomalyGauges::register(
-            &mut metrics,
-            config.anomaly.threshold,
-            config.anomaly.window_size,
-        );
-        Some((detector, gauges))
-    } else {
-        None
-    };
     let listener = match vigia_kit::server::bind(listen).await {
         Ok(l) => l,
         Err(e) => return vigia_kit::exit_config_error(PROGRAM, e),
     };
-    let (_trigger, shutdown) = vigia_kit::shutdown::Shutdown::on_signals();
-    let mut background = Vec::new();
-    if let Some((detector, gauges)) = anomaly_parts {
-        let reader = anomaly::HostReader {
-            procfs_root: config.procfs_root.clone(),
-            disk_exclude: compile(&config.diskstats.device_exclude, "").ok().flatten(),
-        };
-        background.push(tokio::spawn(anomaly::run(
-            reader,
-            detector,
-            config.anomaly.interval,
-            gauges,
-            metrics.errors(),
-            shutdown.clone(),
-        )));
-    }
     if let Some(writer) = writer {
         background.push(tokio::spawn(push_inventory(
             config.clone(),
@@ -335,4 +313,51 @@ async fn run(config: HostConfig, listen: SocketAddr, web: WebConfig) -> ExitCode
         let _ = task.await;
     }
     ExitCode::SUCCESS
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn node_exporter_flags_set_the_configuration() {
+        let m = command()
+            .try_get_matches_from([
+                PROGRAM,
+                "--path.procfs=/host/proc",
+                "--collector.disable-defaults",
+                "--collector.cpu",
+                "--no-collector.meminfo",
+                "--collector.meminfo",
+                "--no-collector.netdev.netlink",
+                "--collector.textfile.directory=/a",
+                "--collector.textfile.directory=/b",
+                "--collector.filesystem.mount-points-exclude=^/x",
+            ])
+            .unwrap();
+        let flags = flag_overrides(&m);
+        let get = |p: &str| flags.iter().find(|(k, _)| k == p).map(|(_, v)| v.clone());
+        assert_eq!(get("procfs_root"), Some(Value::String("/host/proc".into())));
+        assert_eq!(get("disable_default_collectors"), Some(Value::Bool(true)));
+        assert_eq!(get("collectors.cpu"), Some(Value::Bool(true)));
+        assert_eq!(
+            get("collectors.meminfo"),
+            Some(Value::Bool(true)),
+            "the last of --no-x and --x wins"
+        );
+        assert_eq!(get("netdev.netlink"), Some(Value::Bool(false)));
+        assert_eq!(
+            get("textfile.directories"),
+            Some(Value::Array(vec![
+                Value::String("/a".into()),
+                Value::String("/b".into())
+            ]))
+        );
+        assert_eq!(get("collectors.uname"), None);
+        let c = config::load(None, Vec::new(), &flags).unwrap();
+        assert!(c.enabled("cpu") && c.enabled("meminfo") && !c.enabled("uname"));
+        assert!(command()
+            .try_get_matches_from([PROGRAM, "--collector.gpu"])
+            .is_err());
+    }
 }

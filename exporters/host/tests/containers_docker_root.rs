@@ -1,6 +1,9 @@
 //! A real container under a real Docker engine (Debian `docker.io`, run as root): its CPU
 //! burn shows up in `/metrics` under its Docker name and image, named through the Engine
-//! API socket. The engine is private to the test (own socket, data and cgroup parent, no
+//! API socket; its limits (`--cpus`, `--memory`), the throttling the CPU limit causes, its
+//! user/system split and its disk use (checked against `du` of the same directories, and,
+//! for a vigia-host that cannot read the engine's data root, against the engine's own
+//! `SizeRw`) are cAdvisor's families. The engine is private to the test (own socket, data and cgroup parent, no
 //! bridge: the container has no network). The base image is made with `debootstrap`
 //! (Debian package `debootstrap`) and cached under the repository's `.cache/`.
 
@@ -10,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{require_tool, start_vigia_host, Scrape};
+use common::{require_tool, start_vigia_host, Launch, Scrape};
 
 const IMAGE: &str = "vigia-host-test-base:bookworm";
 const CONTAINER: &str = "vigia-host-burn";
@@ -198,12 +201,17 @@ fn container_cpu_burn_shows_under_its_name_docker_root() {
             CONTAINER,
             "--network",
             "none",
+            "--cpus",
+            "0.5",
+            "--memory",
+            "64m",
             IMAGE,
             "timeout",
             "60",
             "sh",
             "-c",
-            "while :; do :; done",
+            // 8 MiB in the writable layer, then a busy loop the quota throttles.
+            "dd if=/dev/zero of=/blob bs=1M count=8 2>/dev/null; while :; do :; done",
         ],
     );
     assert!(
@@ -217,6 +225,7 @@ fn container_cpu_burn_shows_under_its_name_docker_root() {
     let socket = d.socket.display().to_string();
     let vigia = start_vigia_host(&[
         ("VIGIA_HOST__CONTAINERS__DOCKER_SOCKET", socket.as_str()),
+        ("VIGIA_HOST__CONTAINERS__FS_USAGE_INTERVAL", "1s"),
         ("VIGIA_HOST__COLLECTORS__ANOMALY", "false"),
     ]);
     let labels = [("name", CONTAINER), ("image", IMAGE), ("cpu", "total")];
@@ -244,11 +253,43 @@ fn container_cpu_burn_shows_under_its_name_docker_root() {
     std::thread::sleep(Duration::from_secs(3));
     let second = Scrape::fetch(vigia.addr);
     let (_, cpu2) = find(&second).expect("series still there");
-    // The loop gets a good share of a core even on a busy 2-core machine.
+    // The loop gets its half core even on a busy 2-core machine, and no more.
     assert!(
-        cpu2 - cpu1 > 0.5,
-        "container used only {}s of CPU in 3s",
+        cpu2 - cpu1 > 0.5 && cpu2 - cpu1 < 3.0 * 0.5 + 0.3,
+        "container used {}s of CPU in 3s with --cpus 0.5",
         cpu2 - cpu1
+    );
+    let of = |s: &Scrape, family: &str| {
+        s.family(family)
+            .into_iter()
+            .find(|(l, _)| l.get("name").map(String::as_str) == Some(CONTAINER))
+            .map(|(_, v)| v)
+    };
+    // --cpus 0.5 is a CFS quota of 50 ms per 100 ms period; the loop hits it.
+    assert_eq!(of(&second, "container_spec_cpu_quota"), Some(50_000.0));
+    assert_eq!(of(&second, "container_spec_cpu_period"), Some(100_000.0));
+    let periods = |s: &Scrape| of(s, "container_cpu_cfs_periods_total").unwrap_or(0.0);
+    let throttled = |s: &Scrape| of(s, "container_cpu_cfs_throttled_periods_total").unwrap_or(0.0);
+    assert!(
+        periods(&second) - periods(&first) >= 20.0,
+        "CFS periods {} then {}",
+        periods(&first),
+        periods(&second)
+    );
+    assert!(
+        throttled(&second) > throttled(&first),
+        "a busy loop over its quota is throttled: {} then {}",
+        throttled(&first),
+        throttled(&second)
+    );
+    assert!(of(&second, "container_cpu_cfs_throttled_seconds_total").unwrap_or(0.0) > 0.0);
+    // A shell loop is user time; user + system is the usage, to the kernel's tick.
+    let user = of(&second, "container_cpu_user_seconds_total").expect("user seconds");
+    let system = of(&second, "container_cpu_system_seconds_total").expect("system seconds");
+    assert!(user > system, "user {user} system {system}");
+    assert!(
+        (user + system - cpu2).abs() < 0.1 * cpu2 + 0.05,
+        "user {user} + system {system} vs usage {cpu2}"
     );
     // Memory: reported when the kernel's memory controller tracks the container (cgroup
     // v2, or a v1 memory hierarchy holding it), absent otherwise, never a made-up 0.
@@ -262,13 +303,135 @@ fn container_cpu_burn_shows_under_its_name_docker_root() {
         .map(|(_, v)| v);
     if tracked {
         assert!(mem.is_some_and(|m| m > 0.0), "working set {mem:?}");
+        assert_eq!(
+            of(&second, "container_spec_memory_limit_bytes"),
+            Some(64.0 * 1048576.0)
+        );
+        assert!(of(&second, "container_memory_cache").is_some());
     } else {
         assert_eq!(mem, None, "no memory cgroup for the container, yet a value");
     }
+    check_disk_use(&d, &vigia, &id);
+    check_disk_use_without_root(&d, &id);
     assert!(
         second
             .value("vigia_errors_total", &[("source", "docker")])
             .unwrap_or(0.0)
             == 0.0
     );
+}
+
+/// du of a directory as cAdvisor counts it (512-byte blocks, hard links once), by GNU du.
+fn du(path: &Path) -> f64 {
+    let out = Command::new("du")
+        .args(["-s", "-B1", "-x"])
+        .arg(path)
+        .output()
+        .expect("run du");
+    assert!(out.status.success(), "du {}: {out:?}", path.display());
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .next()
+        .and_then(|v| v.parse().ok())
+        .expect("du's number")
+}
+
+/// Scrapes until the container's `container_fs_usage_bytes` appears (measured in the
+/// background, every second here).
+fn disk_series(addr: std::net::SocketAddr) -> (common::LabelSet, Scrape) {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let s = Scrape::fetch(addr);
+        if let Some((l, _)) = s
+            .family("container_fs_usage_bytes")
+            .into_iter()
+            .find(|(l, _)| l.get("name").map(String::as_str) == Some(CONTAINER))
+        {
+            return (l, s);
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no container_fs_usage_bytes for {CONTAINER} in 15 s"
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+/// As root: du of the writable layer (vfs here: the container's whole copy) plus its
+/// directory under containers/, the layer's inodes, the filesystem's size as the limit.
+fn check_disk_use(d: &Dockerd, vigia: &common::Running, id: &str) {
+    let data = cache_dir().join("data");
+    let mount_id = std::fs::read_to_string(
+        data.join("image/vfs/layerdb/mounts")
+            .join(id)
+            .join("mount-id"),
+    )
+    .expect("the container's mount-id");
+    let layer = data.join("vfs/dir").join(mount_id.trim());
+    let expected = du(&layer) + du(&data.join("containers").join(id));
+    let (labels, s) = disk_series(vigia.addr);
+    let usage = s.family("container_fs_usage_bytes")[&labels];
+    // The container writes nothing more after its 8 MiB: only the log may move.
+    assert!(
+        (usage - expected).abs() <= 64.0 * 1024.0,
+        "container_fs_usage_bytes {usage} vs du {expected}"
+    );
+    assert!(usage > 8.0 * 1048576.0, "the 8 MiB blob is in {usage}");
+    let inodes = s.family("container_fs_inodes_total")[&labels];
+    let files = Command::new("sh")
+        .arg("-c")
+        .arg(format!("find '{}' -xdev | wc -l", layer.display()))
+        .output()
+        .unwrap();
+    let files: f64 = String::from_utf8_lossy(&files.stdout)
+        .trim()
+        .parse()
+        .unwrap();
+    // find lists hard links once per name; vigia-host counts each inode once.
+    assert!(
+        inodes > 100.0 && inodes <= files,
+        "inodes {inodes} vs {files} names"
+    );
+    assert_eq!(s.family("container_fs_inodes_free")[&labels], 0.0);
+    assert!(s.family("container_fs_limit_bytes")[&labels] > usage);
+    assert!(!labels["device"].is_empty(), "device label {labels:?}");
+    let _ = d;
+}
+
+/// As nobody (the stack runs vigia-host as non-root): the data root is unreadable, so
+/// usage is the engine's SizeRw for the container, and no inodes are claimed.
+fn check_disk_use_without_root(d: &Dockerd, id: &str) {
+    let nobody = common::AsNobody::new();
+    use std::os::unix::fs::PermissionsExt;
+    // The private engine's socket, opened to the unprivileged user for this test only.
+    std::fs::set_permissions(&d.socket, std::fs::Permissions::from_mode(0o666)).unwrap();
+    std::fs::set_permissions(
+        d.socket.parent().unwrap(),
+        std::fs::Permissions::from_mode(0o755),
+    )
+    .unwrap();
+    let socket = d.socket.display().to_string();
+    let wrapper = nobody.wrapper();
+    let run = Launch {
+        wrapper: &wrapper,
+        binary: Some(&nobody.binary),
+        env: &[
+            ("VIGIA_HOST__CONTAINERS__DOCKER_SOCKET", socket.as_str()),
+            ("VIGIA_HOST__CONTAINERS__FS_USAGE_INTERVAL", "1s"),
+            ("VIGIA_HOST__COLLECTORS__ANOMALY", "false"),
+            ("VIGIA_HOST__COLLECTORS__INVENTORY", "false"),
+        ],
+        ..Launch::default()
+    }
+    .start();
+    let (labels, s) = disk_series(run.addr);
+    let out = docker(&d.socket, &["inspect", "--size", "-f", "{{.SizeRw}}", id]);
+    let size_rw: f64 = String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse()
+        .expect("SizeRw");
+    assert_eq!(s.family("container_fs_usage_bytes")[&labels], size_rw);
+    assert!(size_rw >= 8.0 * 1048576.0, "SizeRw {size_rw}");
+    assert!(s.family("container_fs_inodes_total").is_empty());
+    assert!(!labels["device"].is_empty(), "device label {labels:?}");
 }

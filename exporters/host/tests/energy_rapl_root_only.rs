@@ -10,7 +10,7 @@ mod common;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
-use common::{logged, require_tool, Launch, Scrape};
+use common::{logged, Launch, Scrape};
 
 const UNREADABLE: &str = "energy: RAPL energy counters exist but are unreadable (permission denied): energy_uj is readable by root only since CVE-2020-8694 (PLATYPUS); give vigia-host read access to them (run it as root, or make energy_uj readable to its user) to measure energy";
 
@@ -32,7 +32,6 @@ fn open_dirs(dir: &Path, up_to: &Path) {
 
 #[test]
 fn root_only_rapl_falls_back_to_the_model_and_says_why_root() {
-    let setpriv = require_tool("setpriv", "util-linux");
     let dir = tempfile::tempdir().unwrap();
     let sys = dir.path().join("sys");
     let zone = sys.join("class/powercap/intel-rapl:0");
@@ -40,19 +39,11 @@ fn root_only_rapl_falls_back_to_the_model_and_says_why_root() {
     write(&zone.join("energy_uj"), "123456789\n", 0o400);
     write(&zone.join("max_energy_range_uj"), "262143328850\n", 0o444);
     open_dirs(&zone, dir.path());
-    // The test binary's directory may be closed to other users: run a copy.
-    let binary = dir.path().join("vigia-host");
-    std::fs::copy(env!("CARGO_BIN_EXE_vigia-host"), &binary).unwrap();
-    std::fs::set_permissions(&binary, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let nobody = common::AsNobody::new();
+    let binary = nobody.binary.clone();
     let logs = dir.path().join("logs");
     std::fs::create_dir(&logs).unwrap();
-    let wrapper = [
-        setpriv.as_str(),
-        "--reuid=65534",
-        "--regid=65534",
-        "--clear-groups",
-        "--",
-    ];
+    let wrapper = nobody.wrapper();
     let sysfs = sys.to_str().unwrap();
     let common_env = [
         ("VIGIA_HOST__SYSFS_ROOT", sysfs),

@@ -11,6 +11,7 @@ pub mod exposition;
 pub mod influx;
 pub mod logging;
 pub mod metrics;
+pub mod process;
 pub mod server;
 pub mod shutdown;
 #[cfg(feature = "testing")]
@@ -19,7 +20,7 @@ pub mod web_config;
 
 pub use cli::CommonArgs;
 pub use config::{ConfigError, Validate};
-pub use metrics::{Metrics, Source, SourceError};
+pub use metrics::{Metrics, Source, SourceError, SourceStatsNames};
 
 use std::process::ExitCode;
 

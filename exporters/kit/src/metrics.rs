@@ -7,6 +7,7 @@
 //! reported instead of failing the whole scrape, as node_exporter does per collector.
 
 use std::fmt;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -32,10 +33,22 @@ pub trait Source: Send + Sync + 'static {
 /// Why a source produced no data this scrape.
 #[derive(Debug, thiserror::Error)]
 pub enum SourceError {
+    /// Something it needs could not be read: counted in `vigia_errors_total`, logged.
     #[error("{0}")]
     Read(#[from] anyhow::Error),
+    /// Nothing to report on this machine (no such hardware, feature off in the kernel):
+    /// success 0, as node_exporter's `ErrNoData`, but no error: it is counted nowhere and
+    /// logged at debug level only, so `rate(vigia_errors_total[5m]) > 0` stays quiet.
+    #[error("no data: {0}")]
+    NoData(String),
     #[error("encoding failed")]
     Encode(#[from] fmt::Error),
+}
+
+impl SourceError {
+    pub fn no_data(why: impl Into<String>) -> Self {
+        SourceError::NoData(why.into())
+    }
 }
 
 impl From<std::io::Error> for SourceError {
@@ -75,8 +88,35 @@ impl ErrorCounter {
 
 #[derive(Debug, Default)]
 struct LastScrape {
-    /// (source name, duration, success) of the latest scrape, in registration order.
-    entries: Vec<(&'static str, Duration, bool)>,
+    /// (registration index, source name, duration, success) of the latest scrape.
+    entries: Vec<(usize, &'static str, Duration, bool)>,
+}
+
+/// Names and HELP texts of the two per-source self-metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SourceStatsNames {
+    pub duration: &'static str,
+    pub duration_help: &'static str,
+    pub success: &'static str,
+    pub success_help: &'static str,
+}
+
+impl SourceStatsNames {
+    /// Every vigia exporter's: `vigia_scrape_collector_{duration_seconds,success}`.
+    pub const VIGIA: SourceStatsNames = SourceStatsNames {
+        duration: "vigia_scrape_collector_duration_seconds",
+        duration_help: "Time each scrape-time source took in this scrape",
+        success: "vigia_scrape_collector_success",
+        success_help: "Whether each scrape-time source succeeded in this scrape (1) or failed (0)",
+    };
+    /// node_exporter's own names and HELP texts, for an exporter that stands in for it
+    /// (vigia-host), so its dashboards and alerts on failed collectors keep working.
+    pub const NODE_EXPORTER: SourceStatsNames = SourceStatsNames {
+        duration: "node_scrape_collector_duration_seconds",
+        duration_help: "node_exporter: Duration of a collector scrape.",
+        success: "node_scrape_collector_success",
+        success_help: "node_exporter: Whether a collector succeeded.",
+    };
 }
 
 /// The registry plus self-metrics; shared with the HTTP server behind an `Arc`.
@@ -87,8 +127,13 @@ pub struct Metrics {
     scrape_registry: Registry,
     last_scrape: Arc<Mutex<LastScrape>>,
     errors: ErrorCounter,
-    /// Scrapes are serialized: sources are cheap to read once but not to read in parallel,
-    /// and per-scrape durations must come from one scrape.
+    /// One registry per scrape-time source, encoded after `registry` in registration
+    /// order; each on its own so that several can be read at once.
+    sources: Vec<Registry>,
+    /// How many sources a scrape reads at once (1: one after the other).
+    source_threads: usize,
+    /// Scrapes are serialized: per-scrape durations must come from one scrape, and a
+    /// source is read by one scrape at a time.
     scrape_lock: Mutex<()>,
     connections: Arc<crate::connections::ConnectionStats>,
 }
@@ -104,6 +149,11 @@ impl fmt::Debug for Metrics {
 impl Metrics {
     /// A registry with `vigia_build_info` and `vigia_errors_total` already in it.
     pub fn new(exporter: &'static str) -> Self {
+        Self::with_source_stats(exporter, SourceStatsNames::VIGIA)
+    }
+
+    /// As [`Metrics::new`], with the per-source self-metrics named `names`.
+    pub fn with_source_stats(exporter: &'static str, names: SourceStatsNames) -> Self {
         let mut registry = Registry::default();
         registry.register(
             "vigia_build",
@@ -126,6 +176,7 @@ impl Metrics {
         );
         scrape_registry.register_collector(Box::new(ScrapeStats {
             last: last_scrape.clone(),
+            names,
         }));
         let connections = Arc::new(crate::connections::ConnectionStats::default());
         scrape_registry.register_collector(Box::new(crate::connections::ConnectionCollector(
@@ -137,6 +188,8 @@ impl Metrics {
             scrape_registry,
             last_scrape,
             errors,
+            sources: Vec::new(),
+            source_threads: 1,
             scrape_lock: Mutex::new(()),
             connections,
         }
@@ -145,6 +198,14 @@ impl Metrics {
     /// What the HTTP server counts about its connections, exposed with this registry.
     pub fn connection_stats(&self) -> Arc<crate::connections::ConnectionStats> {
         self.connections.clone()
+    }
+
+    /// Lets a scrape read up to `threads` sources at the same time (each source still
+    /// alone), for an exporter with many sources that wait on the kernel: the scrape
+    /// takes about as long as its slowest share instead of the sum. 1 (the default)
+    /// reads them one after the other.
+    pub fn set_source_threads(&mut self, threads: usize) {
+        self.source_threads = threads.max(1);
     }
 
     pub fn exporter(&self) -> &'static str {
@@ -161,14 +222,55 @@ impl Metrics {
         self.errors.clone()
     }
 
-    /// Adds a scrape-time source; sources are read in registration order.
+    /// Adds a scrape-time source; their families are written in registration order.
     pub fn register_source<S: Source>(&mut self, source: S) {
         self.errors.touch(source.name());
-        self.registry.register_collector(Box::new(TimedSource {
+        let mut registry = Registry::default();
+        registry.register_collector(Box::new(TimedSource {
+            index: self.sources.len(),
             source: Box::new(source),
             last: self.last_scrape.clone(),
             errors: self.errors.clone(),
+            failing: AtomicBool::new(false),
         }));
+        self.sources.push(registry);
+    }
+
+    /// Each source's families, in registration order, read `source_threads` at a time.
+    fn encode_sources(&self) -> Vec<Result<String, fmt::Error>> {
+        let encode = |r: &Registry| {
+            let mut body = String::new();
+            prometheus_client::encoding::text::encode_registry(&mut body, r).map(|_| body)
+        };
+        let threads = self.source_threads.min(self.sources.len());
+        if threads <= 1 {
+            return self.sources.iter().map(encode).collect();
+        }
+        let next = AtomicUsize::new(0);
+        let slots: Vec<Mutex<Option<Result<String, fmt::Error>>>> =
+            self.sources.iter().map(|_| Mutex::new(None)).collect();
+        let work = || loop {
+            let i = next.fetch_add(1, Ordering::Relaxed);
+            let Some(registry) = self.sources.get(i) else {
+                break;
+            };
+            let body = encode(registry);
+            *slots[i].lock().unwrap_or_else(|p| p.into_inner()) = Some(body);
+        };
+        std::thread::scope(|scope| {
+            for _ in 1..threads {
+                scope.spawn(work);
+            }
+            work();
+        });
+        slots
+            .into_iter()
+            .map(|slot| {
+                slot.into_inner()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .unwrap_or(Err(fmt::Error))
+            })
+            .collect()
     }
 
     /// Runs one scrape and returns the body in the requested format. Blocking: sources
@@ -180,6 +282,12 @@ impl Metrics {
         }
         let mut om = String::with_capacity(16 * 1024);
         let result = prometheus_client::encoding::text::encode_registry(&mut om, &self.registry)
+            .and_then(|_| {
+                for body in self.encode_sources() {
+                    om.push_str(&body?);
+                }
+                Ok(())
+            })
             .and_then(|_| {
                 prometheus_client::encoding::text::encode_registry(&mut om, &self.scrape_registry)
             })
@@ -196,9 +304,14 @@ impl Metrics {
 }
 
 struct TimedSource {
+    /// Its place among the sources, so the self-metrics list them in that order.
+    index: usize,
     source: Box<dyn Source>,
     last: Arc<Mutex<LastScrape>>,
     errors: ErrorCounter,
+    /// Whether the previous scrape failed: a failure is logged when it starts and when it
+    /// ends, not on every scrape (a missing file would otherwise log every interval).
+    failing: AtomicBool,
 }
 
 impl fmt::Debug for TimedSource {
@@ -216,16 +329,29 @@ impl prometheus_client::collector::Collector for TimedSource {
         let result = self.source.collect(&mut encoder);
         let elapsed = start.elapsed();
         let success = match result {
-            Ok(()) => true,
+            Ok(()) => {
+                if self.failing.swap(false, Ordering::Relaxed) {
+                    tracing::info!(source = name, "source recovered");
+                }
+                true
+            }
             Err(SourceError::Encode(e)) => return Err(e),
             Err(SourceError::Read(e)) => {
-                tracing::warn!(source = name, error = %format!("{e:#}"), "source failed this scrape");
+                if self.failing.swap(true, Ordering::Relaxed) {
+                    tracing::debug!(source = name, error = %format!("{e:#}"), "source still failing");
+                } else {
+                    tracing::warn!(source = name, error = %format!("{e:#}"), "source failed: its metrics are missing until it recovers (logged once)");
+                }
                 self.errors.inc(name);
+                false
+            }
+            Err(SourceError::NoData(why)) => {
+                tracing::debug!(source = name, reason = %why, "source has no data");
                 false
             }
         };
         if let Ok(mut last) = self.last.lock() {
-            last.entries.push((name, elapsed, success));
+            last.entries.push((self.index, name, elapsed, success));
         }
         Ok(())
     }
@@ -234,6 +360,7 @@ impl prometheus_client::collector::Collector for TimedSource {
 #[derive(Debug)]
 struct ScrapeStats {
     last: Arc<Mutex<LastScrape>>,
+    names: SourceStatsNames,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -243,30 +370,31 @@ struct CollectorLabel {
 
 impl prometheus_client::collector::Collector for ScrapeStats {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), fmt::Error> {
-        let entries = match self.last.lock() {
+        let mut entries = match self.last.lock() {
             Ok(last) => last.entries.clone(),
             Err(_) => return Ok(()),
         };
+        entries.sort_by_key(|e| e.0);
         if entries.is_empty() {
             return Ok(());
         }
         let mut family = encoder.encode_descriptor(
-            "vigia_scrape_collector_duration_seconds",
-            "Time each scrape-time source took in this scrape",
+            self.names.duration,
+            self.names.duration_help,
             None,
             prometheus_client::metrics::MetricType::Gauge,
         )?;
-        for (name, elapsed, _) in &entries {
+        for (_, name, elapsed, _) in &entries {
             let labels = CollectorLabel { collector: name };
             ConstGauge::new(elapsed.as_secs_f64()).encode(family.encode_family(&labels)?)?;
         }
         let mut family = encoder.encode_descriptor(
-            "vigia_scrape_collector_success",
-            "Whether each scrape-time source succeeded in this scrape (1) or failed (0)",
+            self.names.success,
+            self.names.success_help,
             None,
             prometheus_client::metrics::MetricType::Gauge,
         )?;
-        for (name, _, success) in &entries {
+        for (_, name, _, success) in &entries {
             let labels = CollectorLabel { collector: name };
             ConstGauge::new(i64::from(*success)).encode(family.encode_family(&labels)?)?;
         }
@@ -297,6 +425,40 @@ mod tests {
             ConstGauge::new(7i64).encode(m)?;
             Ok(())
         }
+    }
+
+    struct Absent;
+
+    impl Source for Absent {
+        fn name(&self) -> &'static str {
+            "absent"
+        }
+        fn collect(&self, _: &mut DescriptorEncoder<'_>) -> Result<(), SourceError> {
+            Err(SourceError::no_data("no such hardware"))
+        }
+    }
+
+    #[test]
+    fn no_data_is_a_failed_scrape_but_no_error() {
+        let mut m = Metrics::with_source_stats("vigia-test", SourceStatsNames::NODE_EXPORTER);
+        m.register_source(Absent);
+        m.register_source(Fixed(false));
+        let text = m.encode(Format::Classic);
+        assert!(text.contains("node_scrape_collector_success{collector=\"absent\"} 0\n"));
+        assert!(text.contains("node_scrape_collector_success{collector=\"bad\"} 0\n"));
+        assert!(text.contains(
+            "# HELP node_scrape_collector_success node_exporter: Whether a collector succeeded.\n"
+        ));
+        assert!(text.contains("node_scrape_collector_duration_seconds{collector=\"absent\"} "));
+        assert!(
+            text.contains("vigia_errors_total{source=\"absent\"} 0\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("vigia_errors_total{source=\"bad\"} 1\n"),
+            "{text}"
+        );
+        assert!(!text.contains("vigia_scrape_collector"), "{text}");
     }
 
     #[test]

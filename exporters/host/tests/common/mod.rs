@@ -422,3 +422,89 @@ impl Influxd {
         out
     }
 }
+
+/// Unpacks a fixture tree written as one text file (`tests/fixtures/node-tree.txt`) into
+/// `dst`: `%% file PATH` and the file's lines up to the next `%% ` line (trailing blank
+/// lines dropped, every line ending with a newline), `%% link PATH -> TARGET`,
+/// `%% dir PATH`, `%% # comment`.
+pub fn unpack_tree(spec: &Path, dst: &Path) {
+    fn write(dst: &Path, path: &str, lines: &mut Vec<&str>) {
+        while lines.last() == Some(&"") {
+            lines.pop();
+        }
+        let p = dst.join(path);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        let text: String = lines.iter().map(|l| format!("{l}\n")).collect();
+        std::fs::write(&p, text).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+        lines.clear();
+    }
+    let text = std::fs::read_to_string(spec).unwrap_or_else(|e| panic!("{}: {e}", spec.display()));
+    let mut current: Option<&str> = None;
+    let mut lines: Vec<&str> = Vec::new();
+    for line in text.split('\n') {
+        let Some(directive) = line.strip_prefix("%% ").or((line == "%%").then_some("")) else {
+            if current.is_some() {
+                lines.push(line);
+            }
+            continue;
+        };
+        if let Some(path) = current.take() {
+            write(dst, path, &mut lines);
+        }
+        if let Some(path) = directive.strip_prefix("file ") {
+            current = Some(path);
+        } else if let Some(link) = directive.strip_prefix("link ") {
+            let (path, target) = link.split_once(" -> ").expect("link PATH -> TARGET");
+            let p = dst.join(path);
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            std::os::unix::fs::symlink(target, &p)
+                .unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+        } else if let Some(path) = directive.strip_prefix("dir ") {
+            std::fs::create_dir_all(dst.join(path)).unwrap();
+        } else {
+            assert!(
+                directive.is_empty() || directive.starts_with('#'),
+                "unknown fixture directive {line:?}"
+            );
+        }
+    }
+    if let Some(path) = current {
+        write(dst, path, &mut lines);
+    }
+}
+
+/// How to run vigia-host as `nobody` (`setpriv`, util-linux): a copy of the binary that
+/// others may run (the build directory may be closed to them) and the wrapper for
+/// `Launch`. Needs root.
+pub struct AsNobody {
+    _dir: tempfile::TempDir,
+    pub binary: std::path::PathBuf,
+    setpriv: String,
+}
+
+impl AsNobody {
+    pub fn new() -> AsNobody {
+        use std::os::unix::fs::PermissionsExt;
+        let setpriv = require_tool("setpriv", "util-linux");
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        let binary = dir.path().join("vigia-host");
+        std::fs::copy(env!("CARGO_BIN_EXE_vigia-host"), &binary).unwrap();
+        std::fs::set_permissions(&binary, std::fs::Permissions::from_mode(0o755)).unwrap();
+        AsNobody {
+            _dir: dir,
+            binary,
+            setpriv,
+        }
+    }
+
+    pub fn wrapper(&self) -> [&str; 5] {
+        [
+            self.setpriv.as_str(),
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "--",
+        ]
+    }
+}

@@ -5,8 +5,10 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use prometheus_client::encoding::DescriptorEncoder;
-use regex::Regex;
 use vigia_kit::{Source, SourceError};
+
+use super::util::{attr_f64, NameFilter};
+use crate::config::HostConfig;
 
 use crate::metrics::{counter, Sample};
 
@@ -65,28 +67,54 @@ pub fn read_net_dev(path: &Path) -> anyhow::Result<Vec<Interface>> {
     Ok(parse_net_dev(&text))
 }
 
-pub struct NetdevCollector {
-    pub procfs_root: PathBuf,
-    pub device_exclude: Option<Regex>,
+pub struct Netdev {
+    procfs_root: PathBuf,
+    sysfs_root: PathBuf,
+    filter: NameFilter,
+    netlink: bool,
 }
 
-impl NetdevCollector {
+impl Netdev {
+    pub fn new(config: &HostConfig) -> Self {
+        Self {
+            procfs_root: config.procfs_root.clone(),
+            sysfs_root: config.sysfs_root.clone(),
+            filter: config.netdev.filter(),
+            netlink: config.netdev.netlink,
+        }
+    }
+
     pub fn interfaces(&self) -> anyhow::Result<Vec<Interface>> {
         let mut all = read_net_dev(&self.procfs_root.join("net/dev"))?;
-        if let Some(re) = &self.device_exclude {
-            all.retain(|i| !re.is_match(&i.device));
-        }
+        all.retain(|i| !self.filter.ignored(&i.device));
         Ok(all)
     }
 }
 
-impl Source for NetdevCollector {
+impl Source for Netdev {
     fn name(&self) -> &'static str {
         "netdev"
     }
 
     fn collect(&self, enc: &mut DescriptorEncoder<'_>) -> Result<(), SourceError> {
         let ifaces = self.interfaces()?;
+        // The kernel's link statistics (what node_exporter reads over netlink) hold one
+        // counter /proc/net/dev lacks: packets no protocol handler took.
+        let nohandler: Vec<(&str, f64)> = if self.netlink {
+            ifaces
+                .iter()
+                .filter_map(|i| {
+                    let dir = self
+                        .sysfs_root
+                        .join("class/net")
+                        .join(&i.device)
+                        .join("statistics");
+                    Some((i.device.as_str(), attr_f64(&dir, "rx_nohandler")?))
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
         for (col, column) in COLUMNS.iter().enumerate() {
             let samples: Vec<Sample<'_>> = ifaces
                 .iter()
@@ -94,11 +122,20 @@ impl Source for NetdevCollector {
                 .collect();
             counter(
                 enc,
-                &format!("node_network_{column}"),
-                &format!("Network device statistic {column}"),
+                &format!("node_network_{column}_total"),
+                &format!("Network device statistic {column}."),
                 &samples,
             )?;
         }
+        counter(
+            enc,
+            "node_network_receive_nohandler_total",
+            "Network device statistic receive_nohandler.",
+            &nohandler
+                .iter()
+                .map(|(d, v)| Sample::new(vec![("device", *d)], *v))
+                .collect::<Vec<_>>(),
+        )?;
         Ok(())
     }
 }

@@ -2,6 +2,8 @@
 
 use std::path::{Path, PathBuf};
 
+use crate::config::HostConfig;
+
 use anyhow::Context;
 use prometheus_client::encoding::DescriptorEncoder;
 use vigia_kit::{Source, SourceError};
@@ -25,20 +27,33 @@ pub fn read_loadavg(procfs_root: &Path) -> anyhow::Result<[f64; 3]> {
     parse_loadavg(&text)
 }
 
-pub struct LoadavgCollector {
-    pub procfs_root: PathBuf,
+pub struct Loadavg {
+    procfs_root: PathBuf,
 }
 
-impl Source for LoadavgCollector {
+impl Loadavg {
+    pub fn new(config: &HostConfig) -> Self {
+        Self {
+            procfs_root: config.procfs_root.clone(),
+        }
+    }
+}
+
+impl Source for Loadavg {
     fn name(&self) -> &'static str {
         "loadavg"
     }
 
     fn collect(&self, enc: &mut DescriptorEncoder<'_>) -> Result<(), SourceError> {
         let [l1, l5, l15] = read_loadavg(&self.procfs_root)?;
-        gauge(enc, "node_load1", "1m load average", &[Sample::bare(l1)])?;
-        gauge(enc, "node_load5", "5m load average", &[Sample::bare(l5)])?;
-        gauge(enc, "node_load15", "15m load average", &[Sample::bare(l15)])?;
+        gauge(enc, "node_load1", "1m load average.", &[Sample::bare(l1)])?;
+        gauge(enc, "node_load5", "5m load average.", &[Sample::bare(l5)])?;
+        gauge(
+            enc,
+            "node_load15",
+            "15m load average.",
+            &[Sample::bare(l15)],
+        )?;
         Ok(())
     }
 }

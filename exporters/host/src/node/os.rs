@@ -1,79 +1,14 @@
-//! Who the host is: node_exporter's `uname`, `os` and `time` collectors.
+//! node_exporter's `os` collector: os-release(5) of the host (under `rootfs`) as labels.
 
 use std::collections::BTreeMap;
-use std::ffi::CStr;
 use std::path::{Path, PathBuf};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
 use prometheus_client::encoding::DescriptorEncoder;
 use vigia_kit::{Source, SourceError};
 
+use crate::config::HostConfig;
 use crate::metrics::{gauge, Sample};
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Uname {
-    pub sysname: String,
-    pub release: String,
-    pub version: String,
-    pub machine: String,
-    pub nodename: String,
-    pub domainname: String,
-}
-
-fn field(chars: &[libc::c_char]) -> String {
-    // SAFETY: uname fills each field with a NUL-terminated string within its array; the
-    // slice bounds the read should one ever lack the NUL (checked below).
-    if !chars.contains(&0) {
-        return String::new();
-    }
-    unsafe { CStr::from_ptr(chars.as_ptr()) }
-        .to_string_lossy()
-        .into_owned()
-}
-
-pub fn uname() -> anyhow::Result<Uname> {
-    // SAFETY: `buf` is a plain C struct that uname fills in; read only on success.
-    let mut buf: libc::utsname = unsafe { std::mem::zeroed() };
-    if unsafe { libc::uname(&mut buf) } != 0 {
-        return Err(std::io::Error::last_os_error()).context("uname");
-    }
-    Ok(Uname {
-        sysname: field(&buf.sysname),
-        release: field(&buf.release),
-        version: field(&buf.version),
-        machine: field(&buf.machine),
-        nodename: field(&buf.nodename),
-        domainname: field(&buf.domainname),
-    })
-}
-
-pub struct UnameCollector;
-
-impl Source for UnameCollector {
-    fn name(&self) -> &'static str {
-        "uname"
-    }
-
-    fn collect(&self, enc: &mut DescriptorEncoder<'_>) -> Result<(), SourceError> {
-        let u = uname()?;
-        let labels = vec![
-            ("sysname", u.sysname.as_str()),
-            ("release", u.release.as_str()),
-            ("version", u.version.as_str()),
-            ("machine", u.machine.as_str()),
-            ("nodename", u.nodename.as_str()),
-            ("domainname", u.domainname.as_str()),
-        ];
-        gauge(
-            enc,
-            "node_uname_info",
-            "Labeled system information as provided by the uname system call",
-            &[Sample::new(labels, 1.0)],
-        )?;
-        Ok(())
-    }
-}
 
 /// os-release keys node_exporter turns into `node_os_info` labels, with their label names.
 pub const OS_INFO_KEYS: [(&str, &str); 12] = [
@@ -125,27 +60,62 @@ pub fn parse_os_release(text: &str) -> BTreeMap<String, String> {
     out
 }
 
-/// Reads `<rootfs>/etc/os-release`, else `<rootfs>/usr/lib/os-release`.
+/// Reads `<rootfs>/etc/os-release`, else (when it does not exist)
+/// `<rootfs>/usr/lib/os-release`.
 pub fn read_os_release(rootfs: &Path) -> anyhow::Result<BTreeMap<String, String>> {
     let etc = rootfs.join("etc/os-release");
     let lib = rootfs.join("usr/lib/os-release");
-    let text = std::fs::read_to_string(&etc)
-        .or_else(|_| std::fs::read_to_string(&lib))
-        .with_context(|| format!("reading {} and {}", etc.display(), lib.display()))?;
+    let text = match std::fs::read_to_string(&etc) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            std::fs::read_to_string(&lib).with_context(|| format!("reading {}", lib.display()))?
+        }
+        r => r.with_context(|| format!("reading {}", etc.display()))?,
+    };
     Ok(parse_os_release(&text))
 }
 
-pub struct OsCollector {
-    pub rootfs: PathBuf,
+/// `^[0-9]+\.?[0-9]*` of a version, as a number (`22.04.3` → 22.04).
+pub fn major_minor(version: &str) -> Option<f64> {
+    let digits = version.bytes().take_while(u8::is_ascii_digit).count();
+    if digits == 0 {
+        return None;
+    }
+    let mut end = digits;
+    if version.as_bytes().get(end) == Some(&b'.') {
+        end += 1;
+        end += version.as_bytes()[end..]
+            .iter()
+            .take_while(|b| b.is_ascii_digit())
+            .count();
+    }
+    version[..end].trim_end_matches('.').parse().ok()
 }
 
-impl Source for OsCollector {
+/// node_exporter's `os` collector.
+pub struct Os {
+    rootfs: PathBuf,
+}
+
+impl Os {
+    pub fn new(config: &HostConfig) -> Self {
+        Self {
+            rootfs: config.rootfs.clone(),
+        }
+    }
+}
+
+impl Source for Os {
     fn name(&self) -> &'static str {
         "os"
     }
 
     fn collect(&self, enc: &mut DescriptorEncoder<'_>) -> Result<(), SourceError> {
-        let os = read_os_release(&self.rootfs)?;
+        let os = match read_os_release(&self.rootfs) {
+            Err(e) if super::util::is_not_found(&e) => {
+                return Err(SourceError::no_data("no os-release file"))
+            }
+            r => r?,
+        };
         let labels: Vec<(&'static str, &str)> = OS_INFO_KEYS
             .iter()
             .map(|(key, label)| (*label, os.get(*key).map(String::as_str).unwrap_or("")))
@@ -153,11 +123,15 @@ impl Source for OsCollector {
         gauge(
             enc,
             "node_os_info",
-            "A metric with a constant '1' value labeled by build_id, id, id_like, image_id, image_version, name, pretty_name, variant, variant_id, version, version_codename, version_id",
+            "A metric with a constant '1' value labeled by build_id, id, id_like, image_id, image_version, name, pretty_name, variant, variant_id, version, version_codename, version_id.",
             &[Sample::new(labels, 1.0)],
         )?;
-        // As node_exporter: the numeric VERSION_ID, when it is one.
-        if let Some(v) = os.get("VERSION_ID").and_then(|v| v.parse::<f64>().ok()) {
+        // As node_exporter: the leading `major.minor` of VERSION_ID, when there is one.
+        if let Some(v) = os
+            .get("VERSION_ID")
+            .and_then(|v| major_minor(v))
+            .filter(|v| *v > 0.0)
+        {
             let labels = vec![
                 ("id", os.get("ID").map(String::as_str).unwrap_or("")),
                 (
@@ -169,31 +143,10 @@ impl Source for OsCollector {
             gauge(
                 enc,
                 "node_os_version",
-                "Metric containing the major.minor part of the OS version",
+                "Metric containing the major.minor part of the OS version.",
                 &[Sample::new(labels, v)],
             )?;
         }
-        Ok(())
-    }
-}
-
-pub struct TimeCollector;
-
-impl Source for TimeCollector {
-    fn name(&self) -> &'static str {
-        "time"
-    }
-
-    fn collect(&self, enc: &mut DescriptorEncoder<'_>) -> Result<(), SourceError> {
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_err(|e| anyhow::anyhow!("clock before 1970: {e}"))?;
-        gauge(
-            enc,
-            "node_time_seconds",
-            "System time in seconds since epoch (1970)",
-            &[Sample::bare(now.as_secs_f64())],
-        )?;
         Ok(())
     }
 }
@@ -220,9 +173,9 @@ mod tests {
     }
 
     #[test]
-    fn uname_reads_this_kernel() {
-        let u = uname().unwrap();
-        assert_eq!(u.sysname, "Linux");
-        assert!(!u.release.is_empty());
+    fn versions_as_node_exporter() {
+        assert_eq!(major_minor("12"), Some(12.0));
+        assert_eq!(major_minor("22.04.3"), Some(22.04));
+        assert_eq!(major_minor("rolling"), None);
     }
 }

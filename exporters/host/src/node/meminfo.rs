@@ -1,7 +1,12 @@
 //! `<procfs>/meminfo` as node_exporter's `meminfo` collector: every field, named as it
 //! names them (`Active(anon)` → `node_memory_Active_anon_bytes`; kB fields in bytes).
+//! node_exporter 1.5 wrote every field; 1.9 writes a fixed list of 48 of them (those its
+//! procfs library knows). vigia-host writes every field, as 1.5 did, so the families of
+//! both versions are there (`node_memory_KReclaimable_bytes`, `..._Zswap_bytes`, ...).
 
 use std::path::{Path, PathBuf};
+
+use crate::config::HostConfig;
 
 use anyhow::Context;
 use prometheus_client::encoding::DescriptorEncoder;
@@ -52,11 +57,19 @@ pub fn read_meminfo(procfs_root: &Path) -> anyhow::Result<Vec<(String, f64)>> {
     parse_meminfo(&text).with_context(|| format!("parsing {}", path.display()))
 }
 
-pub struct MeminfoCollector {
-    pub procfs_root: PathBuf,
+pub struct Meminfo {
+    procfs_root: PathBuf,
 }
 
-impl Source for MeminfoCollector {
+impl Meminfo {
+    pub fn new(config: &HostConfig) -> Self {
+        Self {
+            procfs_root: config.procfs_root.clone(),
+        }
+    }
+}
+
+impl Source for Meminfo {
     fn name(&self) -> &'static str {
         "meminfo"
     }
@@ -67,7 +80,7 @@ impl Source for MeminfoCollector {
             gauge(
                 enc,
                 &format!("node_memory_{name}"),
-                &format!("Memory information field {name}"),
+                &format!("Memory information field {name}."),
                 &[Sample::bare(*value)],
             )?;
         }

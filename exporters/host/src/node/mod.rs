@@ -1,0 +1,51 @@
+//! node_exporter's collectors, one module per collector as in its `collector/` directory:
+//! the same files read, the same families written (names, labels, units, HELP and TYPE as
+//! node_exporter 1.9 writes them), the same include/exclude settings.
+
+pub mod arp;
+pub mod bcache;
+pub mod bonding;
+pub mod btrfs;
+pub mod conntrack;
+pub mod cpu;
+pub mod cpufreq;
+pub mod diskstats;
+pub mod dmi;
+pub mod edac;
+pub mod entropy;
+pub mod fibrechannel;
+pub mod filefd;
+pub mod filesystem;
+pub mod hwmon;
+pub mod infiniband;
+pub mod ipvs;
+pub mod loadavg;
+pub mod mdadm;
+pub mod meminfo;
+pub mod netclass;
+pub mod netdev;
+pub mod netstat;
+pub mod nfs;
+pub mod nfsd;
+pub mod nvme;
+pub mod os;
+pub mod powersupplyclass;
+pub mod pressure;
+pub mod rapl;
+pub mod schedstat;
+pub mod selinux;
+pub mod sockstat;
+pub mod softnet;
+pub mod stat;
+pub mod tapestats;
+pub mod textfile;
+pub mod thermal_zone;
+pub mod time;
+pub mod timex;
+pub mod udp_queues;
+pub mod uname;
+pub mod util;
+pub mod vmstat;
+pub mod watchdog;
+pub mod xfs;
+pub mod zfs;
