@@ -32,6 +32,12 @@ pub struct TargetView {
     pub site: Option<String>,
     /// One of [`STATUSES`]: "ok", "warning", "down" or "unknown" (no round finished yet).
     pub status: &'static str,
+    /// The kind of probe: "icmp", "tcp", "http" or "dns".
+    pub probe: &'static str,
+    /// tcp, http and dns: the last probe in a few words (`HTTP 200`, `NOERROR
+    /// 198.18.0.5`, or why it failed: `connect to 198.18.0.9:443: connection refused`);
+    /// `null` for icmp and before the first probe.
+    pub detail: Option<String>,
     /// RTT of the last reply received, if any reply has ever been received.
     pub last_rtt_seconds: Option<f64>,
     /// Share of the last round's requests that got no reply (0.0 ..= 1.0), `None` before
@@ -167,6 +173,8 @@ mod tests {
             labels: BTreeMap::from([("kind".to_string(), "dslam".to_string())]),
             site: Some("north".to_string()),
             status,
+            probe: "icmp",
+            detail: None,
             last_rtt_seconds: Some(0.0123),
             loss_ratio: Some(0.2),
             status_since_seconds: 1_700_000_000.5,
@@ -225,6 +233,8 @@ mod tests {
                     "labels": {"kind": "dslam"},
                     "site": "north",
                     "status": "warning",
+                    "probe": "icmp",
+                    "detail": null,
                     "last_rtt_seconds": 0.0123,
                     "loss_ratio": 0.2,
                     "status_since_seconds": 1_700_000_000.5,
@@ -236,6 +246,8 @@ mod tests {
                     "labels": {},
                     "site": null,
                     "status": "unknown",
+                    "probe": "icmp",
+                    "detail": null,
                     "last_rtt_seconds": null,
                     "loss_ratio": null,
                     "status_since_seconds": 1_700_000_000.5,

@@ -139,6 +139,7 @@ impl Prober {
             rtts: Vec::with_capacity(spec.count as usize),
             send_errors: 0,
             resolve_error: false,
+            outcome: None,
         };
         for i in 0..spec.count {
             tokio::time::sleep_until(start + spacing * i).await;

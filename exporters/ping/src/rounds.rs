@@ -26,11 +26,13 @@ impl RoundWriter {
     }
 }
 
-/// Tags: `target`, `address` and the target's own labels (site, kind, ...); the writer
+/// Tags: `target`, `address`, `probe` and the target's own labels (site, kind, ...); the writer
 /// adds `host`, the agent that probed (`influxdb.tags`), which is why no target may
 /// have a label of that name. Fields:
 /// `sent`, `received`, `loss_ratio`, `status`, and `min/avg/max_rtt_seconds` when any
-/// reply came back, `ip` when the address resolved.
+/// reply came back, `ip` when the address resolved. tcp, http and dns rounds add
+/// `duration_seconds`, `failure` (the reason) and `error` when they failed,
+/// `http_status_code`, `tls_earliest_cert_expiry` (Unix seconds) and `dns_rcode`.
 pub fn round_point(entry: &TargetEntry, round: &RoundResult, status: Status) -> Point {
     let mut p = Point::new(MEASUREMENT);
     for (k, v) in &entry.labels {
@@ -49,6 +51,25 @@ pub fn round_point(entry: &TargetEntry, round: &RoundResult, status: Status) -> 
     }
     if let Some(ip) = round.ip {
         p = p.field("ip", ip.to_string());
+    }
+    if let Some(o) = &round.outcome {
+        p = p.field("duration_seconds", o.duration.as_secs_f64());
+        if let Some(f) = &o.failure {
+            p = p
+                .field("failure", f.reason.as_str())
+                .field("error", f.message.as_str());
+        }
+        if let Some(h) = &o.http {
+            p = p.field("http_status_code", i64::from(h.status));
+        }
+        if let Some(t) = &o.tls {
+            if let Some(e) = t.earliest_expiry {
+                p = p.field("tls_earliest_cert_expiry", e);
+            }
+        }
+        if let Some(d) = &o.dns {
+            p = p.field("dns_rcode", i64::from(d.rcode));
+        }
     }
     p.timestamp(round.started)
 }
@@ -72,6 +93,7 @@ mod tests {
                 warning_rtt: None,
                 warning_loss: None,
                 down_after: None,
+                ..Default::default()
             }],
             ..Default::default()
         };
@@ -84,6 +106,7 @@ mod tests {
             rtts: vec![Duration::from_millis(1), Duration::from_millis(3)],
             send_errors: 0,
             resolve_error: false,
+            outcome: None,
         };
         let line = round_point(&entry, &round, Status::Warning)
             .to_line(SystemTime::now(), false)

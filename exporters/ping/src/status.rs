@@ -10,6 +10,7 @@ use prometheus_client::metrics::histogram::Histogram;
 
 use crate::board::{StatusSnapshot, TargetView};
 use crate::config::TargetSpec;
+use crate::services::{ProbeOutcome, Reason, TlsFacts};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Status {
@@ -47,6 +48,9 @@ pub struct RoundResult {
     pub send_errors: u32,
     /// The host name did not resolve, so nothing was sent.
     pub resolve_error: bool,
+    /// What a tcp, http or dns probe found (phases, status code, certificate, rcode,
+    /// why it failed); `None` for ICMP rounds.
+    pub outcome: Option<Arc<ProbeOutcome>>,
 }
 
 impl RoundResult {
@@ -169,13 +173,20 @@ pub struct TargetState {
     pub last_round: Option<SystemTime>,
     pub ip: Option<IpAddr>,
     pub rtt: Histogram,
+    /// The last service probe's outcome (tcp, http, dns).
+    pub last_outcome: Option<Arc<ProbeOutcome>>,
+    /// The certificates of the last handshake that saw any: kept while the server is
+    /// unreachable, so an expiry alert does not resolve because the server went down.
+    pub last_tls: Option<TlsFacts>,
+    /// Failed service probes by reason.
+    pub failures: Vec<(Reason, u64)>,
 }
 
 /// One target in the table.
 #[derive(Debug)]
 pub struct TargetEntry {
     pub spec: TargetSpec,
-    /// `target`, `address`, then the target's own labels in name order.
+    /// `target`, `address`, `probe`, then the target's own labels in name order.
     pub labels: Vec<(String, String)>,
     state: Mutex<TargetState>,
 }
@@ -192,6 +203,7 @@ impl TargetEntry {
         let mut labels = vec![
             ("target".to_string(), spec.name.clone()),
             ("address".to_string(), spec.address.clone()),
+            ("probe".to_string(), spec.probe.kind().as_str().to_string()),
         ];
         labels.extend(spec.labels.iter().map(|(k, v)| (k.clone(), v.clone())));
         Self {
@@ -209,6 +221,9 @@ impl TargetEntry {
                 last_round: None,
                 ip: None,
                 rtt: Histogram::new(rtt_buckets.iter().copied()),
+                last_outcome: None,
+                last_tls: None,
+                failures: Vec::new(),
             }),
         }
     }
@@ -235,6 +250,21 @@ impl TargetEntry {
         s.last_loss = Some(round.loss_ratio());
         s.last_round = Some(now);
         s.ip = round.ip;
+        if let Some(outcome) = &round.outcome {
+            if let Some(tls) = outcome.tls.as_ref().filter(|t| t.leaf_expiry.is_some()) {
+                s.last_tls = Some(tls.clone());
+            }
+            if let Some(f) = &outcome.failure {
+                match s.failures.iter_mut().find(|(r, _)| *r == f.reason) {
+                    Some((_, n)) => *n += 1,
+                    None => {
+                        s.failures.push((f.reason, 1));
+                        s.failures.sort();
+                    }
+                }
+            }
+            s.last_outcome = Some(outcome.clone());
+        }
         s.machine.apply(&self.spec, round, now)
     }
 
@@ -246,6 +276,8 @@ impl TargetEntry {
             labels: self.spec.labels.clone(),
             site: self.spec.labels.get("site").cloned(),
             status: s.machine.status().as_str(),
+            probe: self.spec.probe.kind().as_str(),
+            detail: s.last_outcome.as_ref().map(|o| o.summary()),
             last_rtt_seconds: s.last_rtt.map(|d| d.as_secs_f64()),
             loss_ratio: s.last_loss,
             status_since_seconds: unix_seconds(s.machine.since()),
@@ -311,6 +343,7 @@ mod tests {
                 warning_rtt: None,
                 warning_loss: None,
                 down_after: Some(down_after),
+                ..Default::default()
             }],
             ..Default::default()
         };
@@ -325,6 +358,7 @@ mod tests {
             rtts: rtts_ms.iter().map(|m| Duration::from_millis(*m)).collect(),
             send_errors: 0,
             resolve_error: false,
+            outcome: None,
         }
     }
 

@@ -53,6 +53,8 @@ fn target(
         labels,
         site: site.map(str::to_string),
         status,
+        probe: "icmp",
+        detail: None,
         last_rtt_seconds: rtt_ms.map(|ms| ms / 1000.0),
         loss_ratio: match status {
             "down" => Some(1.0),
