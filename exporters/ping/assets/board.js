@@ -97,8 +97,11 @@
     card.setAttribute("data-target", String(t.name));
     card.setAttribute("data-status", status);
 
+    var probe = typeof t.probe === "string" && t.probe !== "" ? t.probe : "icmp";
+    card.setAttribute("data-probe", probe);
     var head = el("div", "tile-head");
     head.appendChild(el("span", "name", shown(t.name)));
+    head.appendChild(el("span", "probe", probe));
     head.appendChild(el("span", "word", WORDS[status]));
     card.appendChild(head);
     card.appendChild(el("div", "address", shown(t.address)));
@@ -111,9 +114,17 @@
     if (labels.length) card.appendChild(el("div", "labels", labels.join(" ")));
 
     var stats = el("dl", "stats");
-    stats.appendChild(stat("RTT", status === "down" ? "\u2014" : rtt(t.last_rtt_seconds), "rtt"));
-    stats.appendChild(stat("loss", loss(t.loss_ratio), "loss"));
+    if (probe === "icmp") {
+      stats.appendChild(stat("RTT", status === "down" ? "\u2014" : rtt(t.last_rtt_seconds), "rtt"));
+      stats.appendChild(stat("loss", loss(t.loss_ratio), "loss"));
+    } else {
+      // One request per round: its duration, and what it got (or why it failed).
+      stats.appendChild(stat("time", status === "down" ? "\u2014" : rtt(t.last_rtt_seconds), "rtt"));
+    }
     card.appendChild(stats);
+    if (probe !== "icmp" && typeof t.detail === "string" && t.detail !== "") {
+      card.appendChild(el("div", "detail", shown(t.detail)));
+    }
 
     if (status === "down" && typeof t.status_since_seconds === "number") {
       var sw = el("div", "stopwatch");

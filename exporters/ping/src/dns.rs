@@ -99,7 +99,12 @@ async fn udp_exchange(
         SocketAddr::V6(_) => (Ipv6Addr::UNSPECIFIED, 0).into(),
     };
     let io = |what: &str, e: std::io::Error| Failure {
-        reason: Reason::Io,
+        // ICMP port unreachable: nothing listens there, as a refused TCP connection.
+        reason: if e.kind() == std::io::ErrorKind::ConnectionRefused {
+            Reason::Connect
+        } else {
+            Reason::Io
+        },
         message: format!("{what} {server}: {}", io_words(&e)),
     };
     let socket = UdpSocket::bind(local)

@@ -45,6 +45,7 @@ struct Row {
     outcome: Option<Arc<ProbeOutcome>>,
     tls: Option<TlsFacts>,
     failures: Vec<(Reason, u64)>,
+    rounds: u64,
     probed: bool,
 }
 
@@ -78,6 +79,7 @@ impl Source for TargetMetrics {
                     outcome: s.last_outcome.clone(),
                     tls: s.last_tls.clone(),
                     failures: s.failures.clone(),
+                    rounds: s.rounds,
                     probed: s.rounds > 0,
                     entry: entry.clone(),
                 };
@@ -280,6 +282,15 @@ fn encode_service_series(
                 ))?)?;
             }
         }
+    }
+    let mut f = enc.encode_descriptor(
+        "vigia_probe_attempts",
+        "Probes run (one per round); with vigia_probe_failures_total, the success ratio",
+        None,
+        MetricType::Counter,
+    )?;
+    for r in rows {
+        ConstCounter::new(r.rounds).encode(f.encode_family(&r.entry.labels)?)?;
     }
     let mut f = enc.encode_descriptor(
         "vigia_probe_failures",
