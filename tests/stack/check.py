@@ -150,7 +150,7 @@ def alert_rules():
                 "PortConnectionLimit", "HostHighCpu", "HostLoadJump", "HostMemoryLow",
                 "HostDiskWillFill", "ContainerHighCpu", "ContainerHighMemory", "HostAnomaly",
                 "TrafficAnomaly", "ExporterDown", "InfluxWriteFailing", "CaptureDropping",
-                "AlertmanagerNotificationsFailing"}
+                "AlertmanagerNotificationsFailing", "ProbeCertificateExpiry"}
     names = {a["alert"] for a in alerts}
     problems.need(required <= names, f"alerts missing: {sorted(required - names)}")
     for a in alerts:

@@ -17,10 +17,14 @@
 //!   vigia-ping binary on a free loopback port; [`Exporter::get`] fetches a path (from
 //!   inside the namespace when there is one); killed on drop.
 //! - [`metric`]`(body, name, labels)`: a sample's value from a /metrics body.
+//! - [`servers`]: certificates (openssl), HTTP(S) and TCP servers (Python), dnsmasq and
+//!   a real Prometheus for the tcp, http and dns probe tests.
 //! - [`Influxd::start`]`()`: a private InfluxDB 1.x (`influxd` from the Debian package
 //!   `influxdb`) on free loopback ports with its data in a temporary directory;
 //!   [`Influxd::query`] runs InfluxQL and returns the JSON answer.
 #![allow(dead_code)]
+
+pub mod servers;
 
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
@@ -40,6 +44,7 @@ pub fn require_tool(tool: &str) {
         "python3" => "python3",
         "setpriv" => "util-linux",
         "influxd" => "influxdb",
+        "dnsmasq" => "dnsmasq-base",
         other => other,
     };
     let found = std::env::var_os("PATH")
