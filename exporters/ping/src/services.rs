@@ -205,6 +205,9 @@ pub struct Trace {
     pub phases: Vec<(Phase, Duration)>,
     /// The phase under way, named by a timeout.
     pub current: Option<Phase>,
+    /// What a timeout now would mean, when it means more than "no answer" (tcp: the
+    /// server answered, but not what `expect` wants).
+    pub on_timeout: Option<Failure>,
     pub tls: Option<TlsFacts>,
     pub http: Option<HttpFacts>,
     pub dns: Option<DnsFacts>,
@@ -299,6 +302,7 @@ impl ServiceProber {
         let failure = match tokio::time::timeout(spec.timeout, probe).await {
             Ok(Ok(())) => None,
             Ok(Err(f)) => Some(f),
+            Err(_) if trace.on_timeout.is_some() => trace.on_timeout.take(),
             Err(_) => Some(Failure {
                 reason: Reason::Timeout,
                 message: match trace.current {

@@ -71,8 +71,17 @@ async fn converse<S: AsyncRead + AsyncWrite + Unpin>(
             }
             got.extend_from_slice(&chunk[..n]);
             if pattern.is_match(&got) {
+                trace.on_timeout = None;
                 break;
             }
+            trace.on_timeout = Some(Failure {
+                reason: Reason::Expect,
+                message: format!(
+                    "no match for /{}/ before the timeout{}",
+                    pattern.as_str(),
+                    shown(&got)
+                ),
+            });
             if got.len() >= EXPECT_READ_LIMIT {
                 return Err(Failure {
                     reason: Reason::Expect,

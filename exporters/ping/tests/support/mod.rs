@@ -345,6 +345,12 @@ impl Exporter {
         Self::launch(None, yaml, env)
     }
 
+    /// As [`Exporter::start`], with files written into its directory first (a targets
+    /// file named in the YAML as `{dir}/targets.txt`).
+    pub fn start_with_files(yaml: &str, files: &[(&str, &str)]) -> Self {
+        Self::launch_full(None, yaml, &[], None, files)
+    }
+
     /// As [`Exporter::start`], inside `ns`.
     pub fn start_in(ns: &Netns, yaml: &str) -> Self {
         Self::launch(Some(ns), yaml, &[])
@@ -365,7 +371,20 @@ impl Exporter {
         env: &[(&str, &str)],
         open_files: Option<u64>,
     ) -> Self {
+        Self::launch_full(ns, yaml, env, open_files, &[])
+    }
+
+    fn launch_full(
+        ns: Option<&Netns>,
+        yaml: &str,
+        env: &[(&str, &str)],
+        open_files: Option<u64>,
+        files: &[(&str, &str)],
+    ) -> Self {
         let dir = tempfile::tempdir().unwrap();
+        for (name, content) in files {
+            std::fs::write(dir.path().join(name), content).unwrap();
+        }
         let config = dir.path().join("vigia-ping.yaml");
         std::fs::write(&config, yaml.replace("{dir}", dir.path().to_str().unwrap())).unwrap();
         let port = match ns {
