@@ -15,11 +15,14 @@ use vigia_kit::{Metrics, Source, SourceError};
 
 use crate::config::Host;
 use crate::probe_config::ProbeKind;
-use crate::services::{ProbeOutcome, Reason, TlsFacts};
+use crate::services::{DnsFacts, ProbeOutcome, Reason, TlsFacts};
 use crate::status::{unix_seconds, Status, StatusTable, TargetEntry};
 
 /// A per-target counter: name (without `_total`), help, and where its value is.
 type CounterColumn = (&'static str, &'static str, fn(&Row) -> u64);
+
+/// A dns target's gauge: name, help, and where its value is in the last answer.
+type DnsColumn = (&'static str, &'static str, fn(&DnsFacts) -> i64);
 
 /// Per-target metrics, read from the status table on every scrape.
 pub struct TargetMetrics {
@@ -387,7 +390,7 @@ fn encode_service_series(
         .filter(|r| r.kind == ProbeKind::Dns)
         .collect();
     let answer = |r: &Row| r.outcome.as_ref().and_then(|o| o.dns.clone());
-    let dns_columns: [(&str, &str, fn(&crate::services::DnsFacts) -> i64); 4] = [
+    let dns_columns: [DnsColumn; 4] = [
         (
             "vigia_probe_dns_rcode",
             "Response code of the last answer (0 NOERROR, 2 SERVFAIL, 3 NXDOMAIN, 5 REFUSED, ...); absent when none came",

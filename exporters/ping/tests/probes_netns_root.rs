@@ -534,6 +534,9 @@ fn root_dns_answer_changes_and_rcodes_are_judged() {
     );
 }
 
+/// A firing alert: (alertname, target, severity).
+type Alert = (String, String, String);
+
 #[test]
 fn root_prometheus_fires_and_resolves_the_certificate_alerts() {
     require_root();
@@ -575,7 +578,7 @@ fn root_prometheus_fires_and_resolves_the_certificate_alerts() {
             s.to_string(),
         )
     };
-    let wait = |what: &str, cond: &dyn Fn(&[(String, String, String)]) -> bool| {
+    let wait = |what: &str, cond: &dyn Fn(&[Alert]) -> bool| {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             let firing = prometheus.firing();

@@ -241,7 +241,7 @@ impl Dnsmasq {
         // Ready once the port answers (dnsmasq binds at once; give it a moment).
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
-            let out = ns.exec(&["ss", "-Hlun", &format!("sport = :53")]);
+            let out = ns.exec(&["ss", "-Hlun", "sport = :53"]);
             if String::from_utf8_lossy(&out.stdout).contains(&addr.to_string()) {
                 break;
             }
