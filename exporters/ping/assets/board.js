@@ -101,8 +101,11 @@
     card.setAttribute("data-probe", probe);
     var head = el("div", "tile-head");
     head.appendChild(el("span", "name", shown(t.name)));
-    head.appendChild(el("span", "probe", probe));
-    head.appendChild(el("span", "word", WORDS[status]));
+    // The kind and the status word wrap together, never apart.
+    var tags = el("span", "tags");
+    tags.appendChild(el("span", "probe", probe));
+    tags.appendChild(el("span", "word", WORDS[status]));
+    head.appendChild(tags);
     card.appendChild(head);
     card.appendChild(el("div", "address", shown(t.address)));
 

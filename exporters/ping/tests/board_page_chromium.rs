@@ -67,6 +67,13 @@ fn target(
     }
 }
 
+/// `t` as a tcp, http or dns target whose last probe said `detail`.
+fn service(mut t: TargetView, probe: &'static str, detail: &str) -> TargetView {
+    t.probe = probe;
+    t.detail = Some(detail.to_string());
+    t
+}
+
 const HOSTILE_NAME: &str = "<img src=x onerror=\"document.title='pwned'\">";
 
 /// Makes the browser's clock two hours fast: the stopwatch must follow the server's clock.
@@ -153,6 +160,16 @@ fn board_page_in_chromium_shows_groups_stopwatch_refresh_and_staleness() {
         target("server-9", Some("south"), "ok", Some(11.0), 100.0),
         target(HOSTILE_NAME, None, "ok", Some(1.5), 100.0),
         target("new-olt", None, "unknown", None, 5.0),
+        service(
+            target("portal", Some("south"), "down", Some(40.0), 30.0),
+            "http",
+            "status 503 is not one of 2xx",
+        ),
+        service(
+            target("resolver", Some("south"), "ok", Some(1.2), 300.0),
+            "dns",
+            "NOERROR 198.18.0.5",
+        ),
     ];
     let (server, addr) = serve(source.clone());
     let url = format!("http://{addr}/");
@@ -161,9 +178,9 @@ fn board_page_in_chromium_shows_groups_stopwatch_refresh_and_staleness() {
     let page = browser.open(&url, 1920, 1080, Some(SKEWED_CLOCK));
     browser.wait_for(
         &page,
-        "document.querySelectorAll('.tile').length === 7",
+        "document.querySelectorAll('.tile').length === 9",
         Duration::from_secs(20),
-        "seven tiles",
+        "nine tiles",
     );
 
     // Sites in name order, targets without a site last; down first within a site.
@@ -174,7 +191,9 @@ fn board_page_in_chromium_shows_groups_stopwatch_refresh_and_staleness() {
             ["dslam-2", "warning"],
             ["dslam-1", "ok"]]},
         {"heading": "south", "tiles": [
+            ["portal", "down"],
             ["router-core", "down"],
+            ["resolver", "ok"],
             ["server-9", "ok"]]},
         {"heading": "No site", "tiles": [
             ["new-olt", "unknown"],
@@ -192,6 +211,8 @@ fn board_page_in_chromium_shows_groups_stopwatch_refresh_and_staleness() {
         ("server-9", GREEN, false),
         ("new-olt", GREY, false),
         (HOSTILE_NAME, GREEN, false),
+        ("portal", RED, true),
+        ("resolver", GREEN, false),
     ] {
         assert_tile_colour(&mut browser, &page, name, colour, framed);
     }
@@ -201,14 +222,40 @@ fn board_page_in_chromium_shows_groups_stopwatch_refresh_and_staleness() {
         &page,
         "['down','warning','unknown','ok'].map(s => document.getElementById('count-' + s).textContent)",
     );
-    assert_eq!(counts, serde_json::json!(["2", "1", "1", "3"]));
+    assert_eq!(counts, serde_json::json!(["3", "1", "1", "4"]));
 
     // The hostile name is text, not markup.
     let injected = browser.eval(
         &page,
         "document.querySelectorAll('main img').length + ':' + document.title",
     );
-    assert_eq!(injected, "0:(2 down) vigia-ping status");
+    assert_eq!(injected, "0:(3 down) vigia-ping status");
+
+    // Each tile names its probe; a service's tile shows its probe's time and result
+    // (or why it failed) instead of RTT and loss.
+    let kinds = browser.eval(
+        &page,
+        r#"["dslam-1", "portal", "resolver"].map(n => {
+             const t = document.querySelector(`.tile[data-target="${n}"]`);
+             const d = t.querySelector('.detail');
+             return [t.querySelector('.probe').textContent, d ? d.textContent : null,
+                     !!t.querySelector('.loss'), t.querySelector('.stats dt').textContent,
+                     t.querySelector('.rtt').textContent]; })"#,
+    );
+    assert_eq!(
+        kinds,
+        serde_json::json!([
+            ["icmp", null, true, "RTT", "0.420 ms"],
+            [
+                "http",
+                "status 503 is not one of 2xx",
+                false,
+                "time",
+                "\u{2014}"
+            ],
+            ["dns", "NOERROR 198.18.0.5", false, "time", "1.20 ms"]
+        ])
+    );
 
     // RTT and loss as the seed showed them: milliseconds and percent.
     let dslam2 = browser.eval(
@@ -279,7 +326,7 @@ fn board_page_in_chromium_shows_groups_stopwatch_refresh_and_staleness() {
     assert_eq!(browser.eval(&page, "window.__sameDocument"), 42);
     assert_eq!(
         browser.eval(&page, "document.getElementById('count-down').textContent"),
-        "3"
+        "4"
     );
     let fresh = browser.eval(&page, "document.getElementById('freshness').textContent");
     assert!(
