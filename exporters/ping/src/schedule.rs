@@ -178,7 +178,10 @@ async fn probe_loop(ctx: Arc<ProbeContext>, entry: Arc<TargetEntry>) {
                     resolve_failing = false;
                 }
                 match &service {
-                    Some(s) => s.round(&spec, ip, resolving.elapsed(), started).await,
+                    // Boxed: a service probe's state (TLS, HTTP) is kilobytes, and held
+                    // inline it would make every target's task that large between
+                    // rounds, ICMP ones included.
+                    Some(s) => Box::pin(s.round(&spec, ip, resolving.elapsed(), started)).await,
                     None => ctx.prober.round(&spec, ip, start, started, &payload).await,
                 }
             }
