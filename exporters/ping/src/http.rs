@@ -39,7 +39,7 @@ impl Drop for ConnectionTask {
 pub async fn probe(
     spec: &HttpSpec,
     first_ip: IpAddr,
-    tls: &TlsClient,
+    tls: Option<&TlsClient>,
     lookup: &LookupFn,
     trace: &mut Trace,
 ) -> Result<(), Failure> {
@@ -54,7 +54,16 @@ pub async fn probe(
         let host = url.host_str().unwrap_or_default().to_string();
         let request = build_request(spec, &url, &method, body.as_deref())?;
         let stream = services::connect(SocketAddr::new(ip, port), trace).await?;
+        let redirected_tls;
         let (response, _connection) = if https {
+            let tls = match tls {
+                Some(t) => t,
+                None => {
+                    // An http:// target redirected to https.
+                    redirected_tls = TlsClient::new(&spec.tls, services::HTTP_ALPN);
+                    &redirected_tls
+                }
+            };
             let stream = tls.handshake(stream, &host, trace).await?;
             exchange(stream, request, trace).await?
         } else {

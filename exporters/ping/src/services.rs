@@ -255,6 +255,9 @@ pub fn io_words(e: &std::io::Error) -> String {
     }
 }
 
+/// What http probes offer in ALPN: HTTP/2 is not probed.
+pub const HTTP_ALPN: &[&[u8]] = &[b"http/1.1"];
+
 /// What a service target needs between rounds: its TLS client (built once: the CA
 /// bundle is not parsed every probe) and the resolver for redirects to other hosts.
 pub struct ServiceProber {
@@ -268,7 +271,10 @@ impl ServiceProber {
         let tls = match &spec.probe {
             ProbeSpec::Icmp => return None,
             ProbeSpec::Tcp(t) => t.tls.as_ref().map(|s| TlsClient::new(s, &[])),
-            ProbeSpec::Http(h) => Some(TlsClient::new(&h.tls, &[b"http/1.1"])),
+            // An http:// target builds one only if a redirect leads to https: a TLS
+            // client is about 3 KB a target.
+            ProbeSpec::Http(h) if h.https => Some(TlsClient::new(&h.tls, HTTP_ALPN)),
+            ProbeSpec::Http(_) => None,
             ProbeSpec::Dns(_) => None,
         };
         Some(Self { tls, lookup })
@@ -293,8 +299,7 @@ impl ServiceProber {
                         .await
                 }
                 ProbeSpec::Http(h) => {
-                    let tls = self.tls.as_ref().expect("http targets have a TLS client");
-                    crate::http::probe(h, ip, tls, &self.lookup, &mut trace).await
+                    crate::http::probe(h, ip, self.tls.as_ref(), &self.lookup, &mut trace).await
                 }
                 ProbeSpec::Dns(d) => crate::dns::probe(d, ip, &mut trace).await,
             }

@@ -118,6 +118,7 @@ fn root_http_probes_judge_status_body_redirects_and_certificates() {
              \x20 - {{name: portal-missing, address: \"http://{a}/missing\", probe: http}}\n\
              \x20 - {{name: portal-redir, address: \"http://{a}/redir\", probe: http, expect_body: Welcome}}\n\
              \x20 - {{name: portal-noredir, address: \"http://{a}/redir\", probe: http, follow_redirects: false, expect_status: [302]}}\n\
+             \x20 - {{name: portal-post, address: \"http://{a}/\", probe: http, method: post, body: \"x=1\", headers: {{X-Probe: vigia}}, expect_status: [501]}}\n\
              targets_file: \"{{dir}}/targets.txt\"\n\
              transition_log: {{path: \"{{dir}}/transitions.jsonl\"}}\n"
         ),
@@ -129,7 +130,8 @@ fn root_http_probes_judge_status_body_redirects_and_certificates() {
                  secure           https://{a}/           probe=http tls_ca_file={ca} site=centro\n\
                  secure-chain     https://{a}:8443/      probe=http tls_ca_file={ca}\n\
                  secure-untrusted https://{a}/           probe=http\n\
-                 web-tls          {a}:443                probe=tcp tls=true tls_ca_file={ca}\n"
+                 web-tls          {a}:443                probe=tcp tls=true tls_ca_file={ca}\n\
+                 to-https         http://{a}/to-https    probe=http tls_ca_file={ca}\n"
             ),
         )],
     );
@@ -139,12 +141,14 @@ fn root_http_probes_judge_status_body_redirects_and_certificates() {
         "portal-missing",
         "portal-redir",
         "portal-noredir",
+        "portal-post",
         "portal-maint",
         "portal-404-ok",
         "secure",
         "secure-chain",
         "secure-untrusted",
         "web-tls",
+        "to-https",
     ];
     let body = e.wait_metrics(Duration::from_secs(20), "two probes of each", |b| {
         names.iter().all(|n| attempts(b, n) >= 2.0)
@@ -155,12 +159,15 @@ fn root_http_probes_judge_status_body_redirects_and_certificates() {
         ("portal-missing", "down"),
         ("portal-redir", "ok"),
         ("portal-noredir", "ok"),
+        // The server has no POST: 501 is what a POST gets (a GET would get 200).
+        ("portal-post", "ok"),
         ("portal-maint", "down"),
         ("portal-404-ok", "ok"),
         ("secure", "ok"),
         ("secure-chain", "ok"),
         ("secure-untrusted", "down"),
         ("web-tls", "ok"),
+        ("to-https", "ok"),
     ];
     for (name, status) in want {
         assert_eq!(status_of(&body, name), Some(status), "{name}\n{body}");
@@ -184,6 +191,12 @@ fn root_http_probes_judge_status_body_redirects_and_certificates() {
     let redirects = |t: &str| metric(&body, "vigia_probe_http_redirects", &[("target", t)]);
     assert_eq!(redirects("portal-redir"), Some(1.0));
     assert_eq!(redirects("portal-noredir"), Some(0.0));
+    // http:// redirected to https://: over TLS in the end, the certificate seen.
+    assert_eq!(redirects("to-https"), Some(1.0));
+    assert_eq!(
+        metric(&body, "vigia_probe_http_tls", &[("target", "to-https")]),
+        Some(1.0)
+    );
     // Failures by reason, and only the reason that happened.
     for (t, reason) in [
         ("portal-missing", "status_code"),
@@ -248,6 +261,7 @@ fn root_http_probes_judge_status_body_redirects_and_certificates() {
     assert_eq!(earliest("secure"), Some(two_days));
     assert_eq!(leaf("secure-untrusted"), Some(two_days));
     assert_eq!(leaf("web-tls"), Some(two_days));
+    assert_eq!(leaf("to-https"), Some(two_days));
     assert_eq!(
         leaf("secure-chain"),
         Some(Pki::expiry(&leaf_60d.cert) as f64)

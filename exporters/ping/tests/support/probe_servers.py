@@ -9,6 +9,7 @@
   /slow        200 after 0.3 s
   /missing     404
   /redir       302 to /
+  /to-https    302 to https://<the Host header's host>/
   /maintenance 200, "Service unavailable: maintenance"
 --banner accepts TCP connections, sends TEXT (with \\r\\n), and closes after 2 s.
 
@@ -33,9 +34,10 @@ PAGES = {
 
 class Pages(http.server.BaseHTTPRequestHandler):
     def do_GET(self):
-        if self.path == "/redir":
+        if self.path in ("/redir", "/to-https"):
             self.send_response(302)
-            self.send_header("Location", "/")
+            host = self.headers.get("Host", "").split(":")[0]
+            self.send_header("Location", "/" if self.path == "/redir" else f"https://{host}/")
             self.send_header("Content-Length", "0")
             self.end_headers()
             return
