@@ -1,10 +1,10 @@
 # vigia: make up (runs the stack), make test (runs every check and test).
 CARGO ?= cargo
 
-.PHONY: up down validate e2e test lint fmt-check clippy unit build release bench bench-ports bench-ping bench-probe bench-host bench-capture fuzz
+.PHONY: up down central site image agent-bundle bench-central validate snmp-netns alerts e2e test lint fmt-check clippy unit build release bench bench-ports bench-ping bench-probe bench-host bench-capture fuzz
 
-## test: formatting, clippy -D warnings, every unit and integration test, the stack's offline validation, then the stack end to end under Docker.
-test: lint unit validate e2e
+## test: formatting, clippy -D warnings, every unit and integration test, the stack's offline validation, SNMP against real agents, the alerting path on namespace hosts, then the stack end to end under Docker.
+test: lint unit validate snmp-netns alerts e2e
 
 lint: fmt-check clippy
 
@@ -24,7 +24,7 @@ release:
 	$(CARGO) build --workspace --release
 
 ## bench: every benchmark against its peer (long; not part of make test).
-bench: bench-ports bench-ping bench-probe bench-capture bench-host
+bench: bench-ports bench-ping bench-probe bench-capture bench-host bench-central
 
 ## bench-ports: vigia-ports vs node_exporter tcpstat, psutil and ss at 20k and 100k connections.
 bench-ports:
@@ -42,6 +42,22 @@ bench-probe:
 up:
 	scripts/up.sh
 
+## central: the stack as the NOC of many sites (compose.central.yaml: VictoriaMetrics, vmalert, the sites' TLS ingress).
+central:
+	scripts/central.sh
+
+## site: a remote site's credential at the NOC (SITE=<name>), and the ingress's TLS authority the first time.
+site:
+	scripts/site.sh "$(SITE)"
+
+## image: the exporters' image, saved to dist/vigia-<rev>.tar for docker load.
+image:
+	scripts/image.sh
+
+## agent-bundle: everything a site's host runs (SITE=<name>): dist/vigia-agent-<site>-<rev>.tar.gz, started there with ./run.sh.
+agent-bundle:
+	scripts/agent-bundle.sh "$(SITE)"
+
 ## down: stops the stack; data stays in the named volumes.
 down:
 	scripts/down.sh
@@ -50,6 +66,14 @@ down:
 validate:
 	tests/stack/validate.sh
 
+## snmp-netns: snmpd in network namespaces, the real snmp_exporter 0.28 and Prometheus 2.53 with vigia's SNMP config and rules: link down/up, reboot, v2c, v3, wrong credentials (root; about 30 s).
+snmp-netns:
+	tests/snmp/netns_test.py
+
+## alerts: vigia-ping, Prometheus with vigia's rules and Alertmanager with its rendered config on namespace hosts: a router with 30 devices behind it, leaves, a storm; messages counted at a real SMTP server and Telegram/Discord stand-ins (root; about 2 minutes).
+alerts:
+	CARGO=$(CARGO) tests/alerts/run.sh
+
 ## e2e: the whole stack under a real Docker engine, faults injected, alerts delivered (root; about 20 minutes).
 e2e:
 	tests/e2e/run.sh
@@ -57,6 +81,10 @@ e2e:
 ## bench-host: vigia-host vs node_exporter (default collectors): scrape latency, CPU per scrape, peak RSS.
 bench-host:
 	CARGO=$(CARGO) bench/host/run
+
+## bench-central: samples/s, CPU, RSS and bytes per sample on disk of VictoriaMetrics vs Prometheus' remote-write receiver, N simulated agents.
+bench-central:
+	bench/central/run
 
 ## bench-capture: vigia-capture's offline pipeline vs tcpdump -r, tshark conv,ip and the seed's Scapy loop, 5M packets.
 bench-capture:

@@ -50,11 +50,13 @@ class Layout:
         return i
 
 
-def prom(expr, legend="", instant=False):
+def prom(expr, legend="", instant=False, table=False):
     t = {"datasource": PROM, "expr": expr, "legendFormat": legend or "__auto"}
     if instant:
         t["instant"] = True
         t["range"] = False
+    if table:
+        t["format"] = "table"
     return t
 
 
@@ -79,7 +81,8 @@ def thresholds(*steps):
 
 
 def panel(layout, kind, title, targets, w=12, h=8, unit=None, description="",
-          steps=None, mappings=None, options=None, custom=None, minv=None, maxv=None):
+          steps=None, mappings=None, options=None, custom=None, minv=None, maxv=None,
+          no_value=None):
     ds = targets[0]["datasource"]
     for ref, t in zip("ABCDEFGHIJ", targets):
         t["refId"] = ref
@@ -97,6 +100,8 @@ def panel(layout, kind, title, targets, w=12, h=8, unit=None, description="",
         defaults["min"] = minv
     if maxv is not None:
         defaults["max"] = maxv
+    if no_value is not None:
+        defaults["noValue"] = no_value
     p = {
         "id": layout.take_id(),
         "type": kind,
@@ -230,17 +235,20 @@ def noc():
             "2": {"text": "DOWN", "color": RED, "index": 2},
             # Before its first round decided anything.
             "3": {"text": "UNKNOWN", "color": "text", "index": 3},
+            # Silent behind a down parent (its uplink).
+            "4": {"text": "UNREACHABLE", "color": "purple", "index": 4},
         }},
     ]
     panels = [
         panel(L, "stat", "Status", [prom(
             f'max by (target) (vigia_ping_status{{status="down", {sel}}}) * 2'
             f' + max by (target) (vigia_ping_status{{status="warning", {sel}}})'
-            f' + max by (target) (vigia_ping_status{{status="unknown", {sel}}}) * 3',
+            f' + max by (target) (vigia_ping_status{{status="unknown", {sel}}}) * 3'
+            f' + max by (target) (vigia_ping_status{{status="unreachable", {sel}}}) * 4',
             "{{target}}", instant=True)],
             w=24, h=8, steps=[(GREEN, None), (YELLOW, 1), (RED, 2)], mappings=status_map,
             options=stat_options(),
-            description="One tile per ping target: green answers, yellow answers slowly or loses packets, red does not answer, grey not probed yet (seed 001's board)."),
+            description="One tile per ping target: green answers, yellow answers slowly or loses packets, red does not answer, purple unreachable (silent while its parent, the uplink, is down), grey not probed yet (seed 001's board)."),
         panel(L, "stat", "RTT (last reply)", [prom(
             f'max by (target) (vigia_ping_last_rtt_seconds{{{sel}}})', "{{target}}", instant=True)],
             w=12, h=6, unit="s", steps=[(GREEN, None), (YELLOW, 0.2), (RED, 1)],
@@ -252,6 +260,18 @@ def noc():
             w=12, h=6, unit="dtdurations", steps=[(RED, None)],
             options=stat_options(),
             description="How long each down target has been down: the stopwatch of seed 001's page."),
+        panel(L, "stat", "Devices cut off behind each down uplink", [prom(
+            f'count by (behind) (vigia_ping_unreachable_behind{{{sel}}})', "{{behind}}", instant=True)],
+            w=24, h=5, steps=[("purple", None)],
+            options=stat_options(),
+            description="For each down target with others behind it (their parent chain leads to it): how many are unreachable. One PingUplinkDown alert stands for all of them."),
+        panel(L, "stat", "Interfaces down (SNMP)", [prom(
+            snmp_interfaces_down('site=~"$site", target=~"$target"'), "{{target}} {{ifName}}", instant=True)],
+            w=24, h=5, steps=[(RED, None)], mappings=IF_OPER_STATUS, options=stat_options(),
+            no_value="none down",
+            description="Interfaces of the SNMP devices (prometheus/targets/snmp.yml) that are administratively up "
+                        "but operationally down: SnmpInterfaceDown fires for each after 2 minutes. Details: "
+                        "\"Network devices (SNMP)\"."),
         panel(L, "timeseries", "Average RTT (5m)", [prom(
             f'target:vigia_ping_rtt_seconds:avg5m{{{sel}}}', "{{target}}")],
             unit="s", options=ts_options()),
@@ -275,6 +295,100 @@ def noc():
     return dashboard("vigia-noc", "NOC status board",
                      "Ping targets: status tiles, RTT, loss and how long a target has been down.",
                      panels, [site, host, target], refresh="10s", time_from="now-3h")
+
+
+# ifOperStatus as RFC 2863 numbers it; what SnmpInterfaceDown counts as down is red.
+IF_OPER_STATUS = [
+    {"type": "value", "options": {
+        "1": {"text": "up", "color": GREEN, "index": 0},
+        "2": {"text": "DOWN", "color": RED, "index": 1},
+        "3": {"text": "testing", "color": "blue", "index": 2},
+        "4": {"text": "unknown", "color": "text", "index": 3},
+        "5": {"text": "dormant", "color": YELLOW, "index": 4},
+        "6": {"text": "NOT PRESENT", "color": RED, "index": 5},
+        "7": {"text": "LOWER LAYER DOWN", "color": RED, "index": 6},
+    }},
+]
+
+
+def snmp_interfaces_down(sel):
+    """SnmpInterfaceDown's condition (prometheus/rules/snmp.yml) over the series `sel` picks."""
+    return (f"(ifOperStatus{{{sel}}} == 2 or ifOperStatus{{{sel}}} == 6 or ifOperStatus{{{sel}}} == 7)"
+            f" and on (instance, job, target, ifIndex) ifAdminStatus{{{sel}}} == 1")
+
+
+def snmp():
+    L = Layout()
+    dev = 'site=~"$site", host=~"$host", target=~"$target"'
+    sel = dev + ', ifName=~"$interface"'
+    panels = [
+        row(L, "Devices"),
+        panel(L, "stat", "Uptime", [prom(f'sysUpTime{{{dev}}} / 100', "{{target}}", instant=True)],
+              w=8, h=5, unit="dtdurations", steps=[(RED, None), (GREEN, 900)],
+              options=stat_options(color_mode="value"),
+              description="sysUpTime: time since the device's SNMP agent (usually the device) started. "
+                          "Red for the first 15 minutes after a reboot (SnmpDeviceRebooted)."),
+        panel(L, "stat", "Interfaces down (admin up)", [prom(
+            f"count by (target) ({snmp_interfaces_down(dev)})"
+            f" or 0 * count by (target) (ifAdminStatus{{{dev}}})", "{{target}}", instant=True)],
+            w=8, h=5, steps=[(GREEN, None), (RED, 1)], options=stat_options()),
+        panel(L, "stat", "SNMP polling", [prom(f'up{{job="snmp", {dev}}}', "{{target}} ({{instance}})", instant=True)],
+              w=8, h=5, steps=[(RED, None), (GREEN, 1)],
+              mappings=[{"type": "value", "options": {
+                  "0": {"text": "NO ANSWER", "color": RED, "index": 0},
+                  "1": {"text": "OK", "color": GREEN, "index": 1}}}],
+              options=stat_options(),
+              description="Whether snmp-exporter got an answer from the device (SnmpDeviceUnreachable after 2 minutes without)."),
+        panel(L, "table", "Devices", [prom(
+            f'sysName{{{dev}}} * on (instance, job, target) group_left (sysDescr) sysDescr{{{dev}}}', instant=True, table=True)],
+            w=16, h=6, options={"showHeader": True},
+            description="sysName and sysDescr as each device reports them."),
+        panel(L, "timeseries", "Poll duration", [prom(f'snmp_scrape_duration_seconds{{{dev}}}', "{{target}}")],
+              w=8, h=6, unit="s", options=ts_options(),
+              description="How long snmp-exporter took to walk the device (the job allows 25 s)."),
+        row(L, "Interfaces"),
+        panel(L, "state-timeline", "Interface status", [prom(f'ifOperStatus{{{sel}}}', "{{target}} {{ifName}}")],
+              w=24, h=8, mappings=IF_OPER_STATUS,
+              options={"mergeValues": True, "showValue": "auto", "alignValue": "left", "rowHeight": 0.9,
+                       "legend": {"displayMode": "list", "placement": "bottom", "showLegend": False},
+                       "tooltip": {"mode": "single", "sort": "none"}},
+              description="ifOperStatus over time. An administratively shut interface shows down too; "
+                          "only admin-up ones alert."),
+        panel(L, "timeseries", "Traffic", [
+            prom(f'rate(ifHCInOctets{{{sel}}}[$__rate_interval]) * 8', "{{target}} {{ifName}} in"),
+            prom(f'-rate(ifHCOutOctets{{{sel}}}[$__rate_interval]) * 8', "{{target}} {{ifName}} out")],
+            unit="bps", options=ts_options(), description="Bits per second from the 64-bit octet counters; out is drawn below zero."),
+        panel(L, "timeseries", "Utilisation (of ifHighSpeed)", [
+            prom(f'interface:ifHCInOctets:utilisation_rate5m{{{sel}}}', "{{target}} {{ifName}} in"),
+            prom(f'interface:ifHCOutOctets:utilisation_rate5m{{{sel}}}', "{{target}} {{ifName}} out")],
+            unit="percentunit", minv=0, options=ts_options(),
+            description="5-minute average against the interface's speed; SnmpInterfaceSaturated fires above 90% for 15 minutes."),
+        panel(L, "timeseries", "Errors (share of packets)", [
+            prom(f'interface:ifInErrors:ratio_rate5m{{{sel}}}', "{{target}} {{ifName}} in"),
+            prom(f'interface:ifOutErrors:ratio_rate5m{{{sel}}}', "{{target}} {{ifName}} out")],
+            unit="percentunit", minv=0, options=ts_options(),
+            description="ifInErrors / ifOutErrors against the packets; SnmpInterfaceErrors fires above 1% for 10 minutes."),
+        panel(L, "timeseries", "Discards", [
+            prom(f'rate(ifInDiscards{{{sel}}}[$__rate_interval])', "{{target}} {{ifName}} in"),
+            prom(f'-rate(ifOutDiscards{{{sel}}}[$__rate_interval])', "{{target}} {{ifName}} out")],
+            unit="pps", options=ts_options(),
+            description="Packets dropped without an error: full queues (congestion) or policy."),
+        panel(L, "timeseries", "Unicast packets", [
+            prom(f'rate(ifHCInUcastPkts{{{sel}}}[$__rate_interval])', "{{target}} {{ifName}} in"),
+            prom(f'-rate(ifHCOutUcastPkts{{{sel}}}[$__rate_interval])', "{{target}} {{ifName}} out")],
+            unit="pps", options=ts_options()),
+        panel(L, "table", "Interfaces", [prom(f'ifHighSpeed{{{sel}}}', instant=True, table=True)],
+              w=12, options={"showHeader": True},
+              description="Each interface's index, name, alias (the operator's description), vendor text and speed (Mbit/s)."),
+    ]
+    site = query_var("site", "Site", "label_values(sysUpTime, site)")
+    host = query_var("host", "Host", 'label_values(sysUpTime{site=~"$site"}, host)')
+    target = query_var("target", "Device", 'label_values(sysUpTime{site=~"$site", host=~"$host"}, target)')
+    interface = query_var("interface", "Interface", 'label_values(ifOperStatus{target=~"$target"}, ifName)')
+    return dashboard("vigia-snmp", "Network devices (SNMP)",
+                     "SNMP devices through snmp_exporter's if_mib module: uptime, interface status, traffic, "
+                     "utilisation, errors and discards, per device and interface. Host is the exporter that polls.",
+                     panels, [site, host, target, interface], refresh="30s", time_from="now-6h")
 
 
 def ports():
@@ -460,8 +574,11 @@ def stack():
         panel(L, "timeseries", "Scrape duration", [prom(
             f'scrape_duration_seconds{{{h}, instance=~"$target"}}', "{{job}} {{instance}}")],
             unit="s", options=ts_options()),
-        panel(L, "timeseries", "Prometheus series in memory", [prom(
-            'prometheus_tsdb_head_series', "{{instance}}")], options=ts_options()),
+        # Prometheus' head (compose.yaml) or VictoriaMetrics' series active this hour
+        # (compose.central.yaml): whichever store the datasource reads.
+        panel(L, "timeseries", "Series in the metrics store", [prom(
+            'prometheus_tsdb_head_series or vm_cache_entries{type="storage/hour_metric_ids"}',
+            "{{job}} {{instance}}")], options=ts_options()),
         panel(L, "timeseries", "Ping rounds stored (InfluxDB)", [influx(
             'SELECT count("sent") FROM "vigia_ping_round" WHERE "host" =~ /^$host$/ AND $timeFilter '
             'GROUP BY time($__interval) fill(none)',
@@ -480,6 +597,7 @@ DASHBOARDS = {
     "hosts.json": hosts,
     "traffic.json": traffic,
     "stack.json": stack,
+    "snmp.json": snmp,
 }
 
 

@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Fetches the tools `make validate` needs into .cache/stack/ without touching the system:
-# Prometheus 2.53.3 (promtool), Alertmanager 0.28.1 (amtool) and Docker Compose v2 from
-# Debian trixie (the same versions as the pinned images, and `docker compose config` works
-# with no engine), and typescript + @grafana/schema from npm for the dashboard type check.
+# Prometheus 2.53.3 (promtool), Alertmanager 0.28.1 (amtool), snmp_exporter 0.28.0,
+# VictoriaMetrics 1.112 (victoria-metrics, vmagent, vmalert, vmauth) and Docker Compose v2
+# from Debian trixie (the same versions as the pinned images, and `docker compose config`
+# works with no engine), and typescript + @grafana/schema from npm for the dashboard type
+# check.
 # Idempotent: a tool already in the cache is not fetched again.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -14,7 +16,8 @@ need() { command -v "$1" >/dev/null || { echo "fetch-tools: '$1' is required ($2
 
 fetch_debs() {
   local root=$CACHE/root
-  if [[ -x $root/usr/bin/promtool && -x $root/usr/bin/amtool && -n $(compose_bin) ]]; then
+  if [[ -x $root/usr/bin/promtool && -x $root/usr/bin/amtool && -n $(compose_bin) \
+    && -x $root/usr/bin/prometheus-snmp-exporter && -x $root/usr/bin/vmagent ]]; then
     return 0
   fi
   need apt-get "Debian's apt"
@@ -35,7 +38,8 @@ fetch_debs() {
   local opts=(-o "Dir::Etc::SourceList=$apt/sources.list" -o Dir::Etc::SourceParts=/dev/null
     -o "Dir::State::Lists=$apt/lists" -o "Dir::Cache::Archives=$apt/archives" -q)
   apt-get "${opts[@]}" update >/dev/null
-  (cd "$apt/debs" && apt-get "${opts[@]}" download prometheus promtool prometheus-alertmanager docker-compose >/dev/null)
+  (cd "$apt/debs" && apt-get "${opts[@]}" download prometheus promtool prometheus-alertmanager docker-compose \
+    prometheus-snmp-exporter victoria-metrics >/dev/null)
   for deb in "$apt"/debs/*.deb; do
     dpkg -x "$deb" "$root"
   done
@@ -62,4 +66,4 @@ fetch_npm() {
 
 fetch_debs
 fetch_npm
-echo "fetch-tools: promtool, amtool, docker-compose and the npm packages are in $CACHE"
+echo "fetch-tools: promtool, amtool, snmp_exporter, docker-compose and the npm packages are in $CACHE"

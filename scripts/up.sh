@@ -34,8 +34,10 @@ for name in grafana_admin_password influxdb_admin_password influxdb_token; do
     [[ $name == grafana_admin_password ]] && new_grafana_password=$value
   fi
 done
-# Empty means off: fill one in to turn that channel on (see docs/stack.md).
-for name in telegram_bot_token discord_webhook_url smtp_password; do
+# Empty means off: fill one in to turn that channel (or SNMP credential) on (see
+# docs/stack.md). SNMP has no default community: it must be the devices' own.
+for name in telegram_bot_token discord_webhook_url smtp_password \
+  snmp_community snmp_v3_auth_password snmp_v3_priv_password; do
   [[ -e secrets/$name ]] || : >"secrets/$name"
 done
 chmod 644 secrets/*
@@ -71,7 +73,7 @@ EXPORTER_LISTEN_ADDRESS=$bridge_ip
 GRAFANA_PORT=3000
 BOARD_PORT=9471
 PROMETHEUS_PORT=9090
-# InfluxDB listens on loopback only; 0.0.0.0 lets agents on other hosts write to it.
+# InfluxDB listens on loopback only; remote sites write through the ingress (make central).
 INFLUXDB_BIND=127.0.0.1
 INFLUXDB_PORT=8086
 INFLUXDB_RETENTION=30d
@@ -92,6 +94,12 @@ SMTP_AUTH_USERNAME=
 # Telegram: the bot token goes in secrets/telegram_bot_token; the chat here.
 TELEGRAM_CHAT_ID=
 # Discord: the webhook URL goes in secrets/discord_webhook_url.
+# SNMP devices (prometheus/targets/snmp.yml): the v2c community goes in
+# secrets/snmp_community; SNMPv3 (authPriv) takes this user and these protocols, with its
+# passphrases in secrets/snmp_v3_auth_password and secrets/snmp_v3_priv_password.
+SNMP_V3_USERNAME=
+SNMP_V3_AUTH_PROTOCOL=SHA
+SNMP_V3_PRIV_PROTOCOL=AES
 ENV
   echo "make up: wrote .env (edit it to change ports, email, Telegram chat)"
 fi

@@ -6,9 +6,9 @@ its measured time, then "N passed, M failed".
 
 The stack is compose.yaml plus tests/e2e/compose.e2e.yaml (stand-ins for what cannot run
 here: InfluxDB 2, Mailpit, Grafana, Telegram, Discord; the test's own ping targets and
-secrets). The test's ping device is a network namespace host in 198.18.0.0/15; the
-engine's networks are in 198.19.0.0/16 (tests/e2e/dockerd.sh): no traffic leaves the
-machine.
+secrets, SNMP devices). The test's ping device and its SNMP device (net-snmp's agent)
+are network namespace hosts in 198.18.0.0/15; the engine's networks are in 198.19.0.0/16
+(tests/e2e/dockerd.sh): no traffic leaves the machine.
 """
 
 import contextlib
@@ -21,6 +21,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import threading
 import time
 import traceback
 import urllib.error
@@ -41,6 +42,24 @@ NETNS = "vigia-e2e-olt"
 VETH_HOST, VETH_NS = "ve2e-olt-h", "ve2e-olt-n"
 HOST_SIDE, OLT_ADDR = "198.18.200.1", "198.18.200.2"
 OLT = "olt-e2e"
+
+# The SNMP device: a namespace host running net-snmp's agent, polled by the stack's
+# snmp-exporter as SW (v2c) and SW_V3 (SNMPv3 authPriv). Its second interface, a customer
+# port, is up on the device but its far end stays down: SnmpInterfaceDown fires for it.
+SW_NETNS = "vigia-e2e-sw"
+SW_VETH_HOST, SW_VETH_NS = "ve2e-sw-h", "ve2e-sw-n"
+SW_PORT_HOST, SW_PORT_NS = "ve2e-swp-h", "ve2e-swp-n"
+SW_HOST_SIDE, SW_ADDR = "198.18.200.5", "198.18.200.6"
+SW, SW_V3 = "sw-e2e", "sw-e2e-v3"
+SNMP_V3_USER = "vigia-e2e"
+
+# An uplink with devices behind it (seed 001's site outage, issue 11): a router namespace
+# host whose LAN (a bridge) holds a few device hosts, each with `parent=router-e2e`.
+NETNS_ROUTER = "vigia-e2e-rtr"
+VETH_RTR_HOST, VETH_RTR_NS = "ve2e-rtr-h", "ve2e-rtr-n"
+RTR_HOST_SIDE, RTR_ADDR, RTR_LAN, RTR_LAN_ADDR = "198.18.201.1", "198.18.201.2", "198.18.202.0/24", "198.18.202.1"
+ROUTER = "router-e2e"
+CPES = {f"cpe-e2e-{i}": f"198.18.202.{10 + i}" for i in (1, 2, 3)}
 
 # Ping schedule of ping/ping.yaml (10 s, 5 requests a round) and the rule's `for`.
 PING_COUNT = 5
@@ -126,6 +145,23 @@ def series_sum(metrics, name, **labels):
     return total if found else None
 
 
+def namespace_host(ns, veth_host, veth_ns, host_side, addr):
+    """The commands that make a host at `addr` in namespace `ns`, behind a veth pair whose
+    end on this machine is `host_side` (a /30)."""
+    return [
+        ["ip", "netns", "add", ns],
+        ["ip", "link", "add", veth_host, "type", "veth", "peer", "name", veth_ns],
+        ["ip", "link", "set", veth_ns, "netns", ns],
+        ["ip", "addr", "add", f"{host_side}/30", "dev", veth_host],
+        ["ip", "link", "set", veth_host, "up"],
+        ["ip", "netns", "exec", ns, "ip", "addr", "add", f"{addr}/30", "dev", veth_ns],
+        ["ip", "netns", "exec", ns, "ip", "link", "set", veth_ns, "up"],
+        ["ip", "netns", "exec", ns, "ip", "link", "set", "lo", "up"],
+        # Replies to the containers (198.19.0.0/16) go back through this machine.
+        ["ip", "netns", "exec", ns, "ip", "route", "add", "default", "via", host_side],
+    ]
+
+
 class Stack:
     def __init__(self):
         self.ports = {
@@ -136,6 +172,7 @@ class Stack:
             "E2E_RECEIVER_PORT": free_port(),
         }
         self.env_file = WORK / "env"
+        self.snmpd = None
         self.compose_cmd = [
             str(COMPOSE_BIN), "--project-name", PROJECT, "--project-directory", str(ROOT),
             "--env-file", str(self.env_file), "-f", str(ROOT / "compose.yaml"),
@@ -156,13 +193,24 @@ class Stack:
         (WORK / "secrets/telegram_bot_token").write_text("123456:e2e-bot-token")
         (WORK / "secrets/discord_webhook_url").write_text("http://receiver:8080/api/webhooks/42/e2e-webhook-token")
         (WORK / "secrets/smtp_password").write_text("")
+        for name in ("snmp_community", "snmp_v3_auth_password", "snmp_v3_priv_password"):
+            (WORK / "secrets" / name).write_text(secrets.token_urlsafe(12))
         for f in (WORK / "secrets").iterdir():
             f.chmod(0o644)
         shutil.copy(ROOT / "ping/ping.yaml", WORK / "ping/ping.yaml")
+        # The shipped prometheus/ plus the test's SNMP devices, as an operator adds them.
+        shutil.copytree(ROOT / "prometheus", WORK / "prometheus")
+        (WORK / "prometheus/targets/snmp-e2e.yml").write_text(
+            "# Written by tests/e2e/e2e.py: one agent, polled with each credential.\n"
+            f'- targets: ["{SW_ADDR}"]\n  labels: {{target: {SW}, site: e2e, auth: v2c}}\n'
+            f'- targets: ["{SW_ADDR}"]\n  labels: {{target: {SW_V3}, site: e2e, auth: v3}}\n'
+        )
         (WORK / "ping/targets.txt").write_text(
             "# Written by tests/e2e/e2e.py\n"
             "localhost  127.0.0.1    site=vigia kind=self\n"
             f"{OLT}    {OLT_ADDR}  site=e2e kind=olt\n"
+            f"{ROUTER} {RTR_ADDR}  site=e2e-uplink kind=router\n"
+            + "".join(f"{n} {a} site=e2e-uplink kind=cpe parent={ROUTER}\n" for n, a in CPES.items())
         )
         docker_gid = os.stat("/var/run/docker.sock").st_gid
         # As make up does: the host-network exporters listen on the Docker bridge only.
@@ -185,6 +233,7 @@ class Stack:
             "CAPTURE_INTERFACE": "any",
             "E2E_WORK": WORK,
             "E2E_TOOLS_IMAGE": TOOLS_IMAGE,
+            "SNMP_V3_USERNAME": SNMP_V3_USER,
             **self.ports,
         }
         self.env_file.write_text("".join(f"{k}={v}\n" for k, v in env.items()))
@@ -193,24 +242,90 @@ class Stack:
     def netns_up(self):
         self.netns_down()
         for cmd in (
-            ["ip", "netns", "add", NETNS],
-            ["ip", "link", "add", VETH_HOST, "type", "veth", "peer", "name", VETH_NS],
-            ["ip", "link", "set", VETH_NS, "netns", NETNS],
-            ["ip", "addr", "add", f"{HOST_SIDE}/30", "dev", VETH_HOST],
-            ["ip", "link", "set", VETH_HOST, "up"],
-            ["ip", "netns", "exec", NETNS, "ip", "addr", "add", f"{OLT_ADDR}/30", "dev", VETH_NS],
-            ["ip", "netns", "exec", NETNS, "ip", "link", "set", VETH_NS, "up"],
-            ["ip", "netns", "exec", NETNS, "ip", "link", "set", "lo", "up"],
-            # Replies to the containers (198.19.0.0/16) go back through this machine.
-            ["ip", "netns", "exec", NETNS, "ip", "route", "add", "default", "via", HOST_SIDE],
+            namespace_host(NETNS, VETH_HOST, VETH_NS, HOST_SIDE, OLT_ADDR)
+            # The SNMP device, and its customer port whose far end (this machine's side) is
+            # never brought up.
+            + namespace_host(SW_NETNS, SW_VETH_HOST, SW_VETH_NS, SW_HOST_SIDE, SW_ADDR)
+            + [["ip", "link", "add", SW_PORT_HOST, "type", "veth", "peer", "name", SW_PORT_NS],
+               ["ip", "link", "set", SW_PORT_NS, "netns", SW_NETNS],
+               ["ip", "netns", "exec", SW_NETNS, "ip", "link", "set", SW_PORT_NS, "up"]]
         ):
             run(*cmd)
-        # The containers reach the namespace host through this machine's routing.
+        # The router and the devices behind it, on its bridge.
+        ns_exec = lambda ns, *a: run("ip", "netns", "exec", ns, *a)
+        for cmd in (
+            ["ip", "netns", "add", NETNS_ROUTER],
+            ["ip", "link", "add", VETH_RTR_HOST, "type", "veth", "peer", "name", VETH_RTR_NS],
+            ["ip", "link", "set", VETH_RTR_NS, "netns", NETNS_ROUTER],
+            ["ip", "addr", "add", f"{RTR_HOST_SIDE}/30", "dev", VETH_RTR_HOST],
+            ["ip", "link", "set", VETH_RTR_HOST, "up"],
+        ):
+            run(*cmd)
+        ns_exec(NETNS_ROUTER, "ip", "addr", "add", f"{RTR_ADDR}/30", "dev", VETH_RTR_NS)
+        for dev in ("lo", VETH_RTR_NS):
+            ns_exec(NETNS_ROUTER, "ip", "link", "set", dev, "up")
+        ns_exec(NETNS_ROUTER, "ip", "route", "add", "default", "via", RTR_HOST_SIDE)
+        ns_exec(NETNS_ROUTER, "ip", "link", "add", "br0", "type", "bridge")
+        ns_exec(NETNS_ROUTER, "ip", "addr", "add", f"{RTR_LAN_ADDR}/24", "dev", "br0")
+        ns_exec(NETNS_ROUTER, "ip", "link", "set", "br0", "up")
+        ns_exec(NETNS_ROUTER, "sysctl", "-qw", "net.ipv4.ip_forward=1")
+        run("ip", "route", "add", RTR_LAN, "via", RTR_ADDR)
+        for i, (name, addr) in enumerate(CPES.items(), 1):
+            ns, inner, port = f"vigia-e2e-cpe{i}", f"ve2e-cpe{i}-n", f"ve2e-cpe{i}-r"
+            run("ip", "netns", "add", ns)
+            run("ip", "link", "add", inner, "type", "veth", "peer", "name", port)
+            run("ip", "link", "set", inner, "netns", ns)
+            run("ip", "link", "set", port, "netns", NETNS_ROUTER)
+            ns_exec(NETNS_ROUTER, "ip", "link", "set", port, "master", "br0")
+            ns_exec(NETNS_ROUTER, "ip", "link", "set", port, "up")
+            ns_exec(ns, "ip", "addr", "add", f"{addr}/24", "dev", inner)
+            for dev in ("lo", inner):
+                ns_exec(ns, "ip", "link", "set", dev, "up")
+            ns_exec(ns, "ip", "route", "add", "default", "via", RTR_LAN_ADDR)
+        # The containers reach the namespace hosts through this machine's routing.
         Path("/proc/sys/net/ipv4/ip_forward").write_text("1")
+        self.snmpd_start()
+
+    def snmpd_start(self):
+        """net-snmp's agent in the SNMP device's namespace, with the credentials of the
+        test's secrets (the stack's snmp-exporter gets the same ones from the files)."""
+        d = WORK / "snmpd"
+        (d / "persist").mkdir(parents=True, exist_ok=True)
+        sec = {n: (WORK / "secrets" / n).read_text().strip()
+               for n in ("snmp_community", "snmp_v3_auth_password", "snmp_v3_priv_password")}
+        (d / "snmpd.conf").write_text(
+            f"rocommunity {sec['snmp_community']} default\n"
+            f'createUser {SNMP_V3_USER} SHA "{sec["snmp_v3_auth_password"]}" AES "{sec["snmp_v3_priv_password"]}"\n'
+            f"rouser {SNMP_V3_USER} priv\nsysName {SW}\nsysLocation vigia e2e\n")
+        self.snmpd = subprocess.Popen(
+            ["ip", "netns", "exec", SW_NETNS, "snmpd", "-f", "-C", "-c", str(d / "snmpd.conf"), "-I", "-smux",
+             "-Lf", str(d / "snmpd.log"), f"udp:{SW_ADDR}:161"],
+            env=dict(os.environ, SNMP_PERSISTENT_DIR=str(d / "persist"), MIBS=""),
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
     def netns_down(self):
-        run("ip", "link", "del", VETH_HOST, check=False)
+        if self.snmpd and self.snmpd.poll() is None:
+            self.snmpd.terminate()
+            self.snmpd.wait(10)
+        # An agent a killed run left in the namespace (ours: it is the test's namespace).
+        for pid in run("ip", "netns", "pids", SW_NETNS, check=False).stdout.split():
+            with contextlib.suppress(ProcessLookupError, ValueError):
+                os.kill(int(pid), 9)
+        for link in (VETH_HOST, SW_VETH_HOST, SW_PORT_HOST):
+            run("ip", "link", "del", link, check=False)
         run("ip", "netns", "del", NETNS, check=False)
+        run("ip", "netns", "del", SW_NETNS, check=False)
+        run("ip", "link", "del", VETH_RTR_HOST, check=False)
+        for i in range(1, len(CPES) + 1):
+            run("ip", "netns", "del", f"vigia-e2e-cpe{i}", check=False)
+        run("ip", "netns", "del", NETNS_ROUTER, check=False)
+
+    def uplink_up(self, up):
+        """The router's side of its uplink up or down: it and every device behind it go silent."""
+        run("ip", "netns", "exec", NETNS_ROUTER, "ip", "link", "set", VETH_RTR_NS, "up" if up else "down")
+        if up:
+            # The kernel dropped the routes through the link when it went down.
+            run("ip", "netns", "exec", NETNS_ROUTER, "ip", "route", "replace", "default", "via", RTR_HOST_SIDE)
 
     def olt_answers(self, on):
         run("ip", "netns", "exec", NETNS, "sysctl", "-qw", f"net.ipv4.icmp_echo_ignore_all={0 if on else 1}")
@@ -306,6 +421,10 @@ KEY_FAMILIES = {
     "vigia-capture": ["vigia_capture_packets_total", "vigia_capture_bytes_total",
                       "vigia_capture_dropped_packets_total", "vigia_capture_flows_active",
                       "vigia_capture_anomaly_score", "vigia_capture_windows_total", "vigia_build_info"],
+    # snmp_exporter's if_mib names (snmp/snmp.yml) and its own, per device and of itself.
+    "snmp": ["sysUpTime", "sysName", "sysDescr", "ifOperStatus", "ifAdminStatus", "ifHCInOctets", "ifHCOutOctets",
+             "ifInErrors", "ifOutDiscards", "ifHighSpeed", "ifType_info", "snmp_scrape_duration_seconds"],
+    "snmp-exporter": ["snmp_exporter_build_info", "snmp_collection_duration_seconds_bucket"],
 }
 
 # What each writer puts in InfluxDB: (measurement, a field every row has).
@@ -353,7 +472,7 @@ class E2E:
             self.s.up()
             health = self.s.health()
             want = {"vigia-ports", "vigia-ping", "vigia-host", "vigia-capture", "prometheus", "alertmanager",
-                    "influxdb", "mailpit", "receiver"}
+                    "alertmanager-2", "influxdb", "mailpit", "receiver", "snmp-exporter"}
             require(want == set(health), f"services: {sorted(health)}, expected {sorted(want)}")
             bad = {k: v for k, v in health.items() if v != "healthy"}
             require(not bad, f"not healthy: {bad}")
@@ -364,7 +483,8 @@ class E2E:
                 body = http_json(f"http://127.0.0.1:{self.s.ports['PROMETHEUS_PORT']}/api/v1/targets?state=active")
                 targets = body["data"]["activeTargets"]
                 jobs = {t["labels"]["job"] for t in targets}
-                missing = {"vigia-ping", "vigia-ports", "vigia-host", "vigia-capture", "prometheus", "alertmanager"} - jobs
+                missing = {"vigia-ping", "vigia-ports", "vigia-host", "vigia-capture", "prometheus", "alertmanager",
+                           "snmp", "snmp-exporter"} - jobs
                 require(not missing, f"jobs without targets: {missing}")
                 down = {t["labels"]["job"] + " " + t["scrapeUrl"]: t.get("lastError") or t["health"]
                         for t in targets if t["labels"]["job"] not in NOT_RUN_HERE and t["health"] != "up"}
@@ -411,16 +531,41 @@ class E2E:
                 return r
             wait_until("replies from localhost counted", replies, timeout=60)
 
+    def snmp_polled(self):
+        with self.check(f"snmp-exporter runs as nobody with no capability on a read-only root, its credentials from the "
+                        f"secret files: {SW} answers by v2c and {SW_V3} by SNMPv3 in Prometheus"):
+            c = self.s.container("snmp-exporter")
+            require(c["Config"]["User"] == "65534:65534" and c["HostConfig"]["ReadonlyRootfs"]
+                    and c["HostConfig"]["CapDrop"] == ["ALL"] and not c["HostConfig"]["CapAdd"],
+                    f"user {c['Config']['User']!r}, read-only {c['HostConfig']['ReadonlyRootfs']}, "
+                    f"caps drop {c['HostConfig']['CapDrop']} add {c['HostConfig']['CapAdd']}")
+            status = self.s.compose("exec", "-T", "snmp-exporter", "cat", "/proc/1/status").stdout
+            fields = dict(l.split(":", 1) for l in status.splitlines() if ":" in l)
+            require(fields["Uid"].split()[:2] == ["65534", "65534"] and int(fields["CapEff"], 16) == 0,
+                    f"Uid {fields['Uid'].strip()}, CapEff {fields['CapEff'].strip()}")
+            mode = self.s.compose("exec", "-T", "snmp-exporter", "stat", "-c", "%a %u", "/run/vigia/auths.yml").stdout.split()
+            require(mode == ["600", "65534"], f"/run/vigia/auths.yml mode and owner {mode}")
+            for target in (SW, SW_V3):
+                wait_until(f"{target} polled", lambda: self.s.prom(
+                    f'up{{job="snmp", target="{target}"}} == 1 and on (target) sysName{{sysName="{SW}"}}'), timeout=90)
+            port = self.s.prom(f'ifOperStatus{{target="{SW}", ifName="{SW_PORT_NS}"}} != 1'
+                               f' and on (instance, job, ifIndex) ifAdminStatus == 1')
+            require(port, f"{SW}'s {SW_PORT_NS} is not admin up and oper down")
+
     def olt_ok_first(self):
         with self.check(f"{OLT} ({OLT_ADDR}, a namespace host) is ok on the board and in Prometheus", required=True):
             wait_until(f"{OLT} ok", lambda: self.s.prom(f'vigia_ping_status{{target="{OLT}", status="ok"}} == 1'), timeout=90)
             board = http_json(f"http://127.0.0.1:{self.s.ports['BOARD_PORT']}/api/status")
             require(OLT in json.dumps(board), f"{OLT} not on the status board: {str(board)[:500]}")
+            for name in [ROUTER, *CPES]:
+                wait_until(f"{name} ok", lambda: self.s.prom(f'vigia_ping_status{{target="{name}", status="ok"}} == 1'), timeout=60)
 
     def take_olt_down(self):
         self.s.olt_answers(False)
+        # The uplink fails at the same moment: its alert's 2 minutes run with the OLT's.
+        self.s.uplink_up(False)
         self.t["down"] = time.time()
-        log(f"{OLT} stops answering echo requests")
+        log(f"{OLT} stops answering echo requests; {ROUTER}'s uplink goes down")
 
     def influx_rows(self):
         with self.check("InfluxDB holds rows from every exporter that writes (ping rounds, port counts, host snapshots, flows)"):
@@ -524,38 +669,69 @@ class E2E:
                 return series and series[0]["values"][0][1] >= 900
             wait_until("a vigia_anomaly_window row with the scan's 1,000 destination ports", scan_row, timeout=60)
 
+    def snmp_interface_down_alerted(self):
+        with self.check(f"{SW}'s customer port down 2 minutes -> SnmpInterfaceDown fires for it (not its up "
+                        "interfaces), one email linking the SNMP dashboard on the device"):
+            def mail():
+                ms = [m for m in self.s.mails() if m["subject"] == f"[CRITICAL] SnmpInterfaceDown {SW}"]
+                return ms
+            ms = wait_until("the SnmpInterfaceDown email", mail, timeout=240, interval=3)
+            firing = self.s.prom('ALERTS{alertname="SnmpInterfaceDown", alertstate="firing"}')
+            got = sorted((a["metric"]["target"], a["metric"]["ifName"]) for a in firing)
+            require(got == [(SW, SW_PORT_NS), (SW_V3, SW_PORT_NS)], f"SnmpInterfaceDown firing for {got}")
+            time.sleep(5)
+            ms = mail()
+            require(len(ms) == 1, f"{len(ms)} SnmpInterfaceDown emails for {SW}")
+            line = ms[0]["text"].strip().splitlines()[0]
+            require(line.startswith(f"[CRITICAL] {SW}: interface {SW_PORT_NS} is down, since ")
+                    and line.endswith(f"http://grafana.e2e.test:3000/d/vigia-snmp?var-target={SW}"), f"mail line {line!r}")
+
     def dashboards(self):
         with self.check("every panel query of every dashboard returns data (PromQL from Prometheus, InfluxQL from InfluxDB)"):
             empty, queried = [], 0
-            for path in sorted(glob.glob(str(ROOT / "grafana/dashboards/*.json"))):
-                d = json.load(open(path))
-                all_values = {v["name"]: v.get("allValue", ".*") for v in d.get("templating", {}).get("list", [])}
-                for p in d["panels"]:
-                    for t in p.get("targets", []):
-                        uid = (t.get("datasource") or {}).get("uid", "")
-                        q = t.get("expr") or t.get("query")
-                        if not q:
-                            continue
-                        queried += 1
-                        where = f"{Path(path).name} / {p.get('title')}"
-                        q = substitute(q, all_values)
-                        if "prometheus" in uid:
-                            if not any(s.get("values") for s in self.s.prom_range(q)):
-                                empty.append(f"{where}: {q}")
-                        elif "influx" in uid:
-                            if not self.s.influx(q):
-                                empty.append(f"{where}: {q}")
-                        else:
-                            empty.append(f"{where}: unknown datasource {uid}")
+            for where, uid, q in panel_queries():
+                queried += 1
+                if "prometheus" in uid:
+                    if not any(s.get("values") for s in self.s.prom_range(q)):
+                        empty.append(f"{where}: {q}")
+                elif "influx" in uid:
+                    if not self.s.influx(q):
+                        empty.append(f"{where}: {q}")
+                else:
+                    empty.append(f"{where}: unknown datasource {uid}")
             log(f"{queried} panel queries run")
             require(not empty, "panels without data:\n" + "\n".join(empty))
 
-    def notifications_for(self, olt_only=True):
-        mails = [m for m in self.s.mails() if OLT in m["subject"] + m["text"]]
+    def notifications_for(self, name=OLT):
+        mails = [m for m in self.s.mails() if name in m["subject"] + m["text"]]
         reqs = self.s.received()
-        tg = [r for r in reqs if r["path"].endswith("/sendMessage") and OLT in json.dumps(r["body"])]
-        dc = [r for r in reqs if r["path"].startswith("/api/webhooks/") and OLT in json.dumps(r["body"])]
+        tg = [r for r in reqs if r["path"].endswith("/sendMessage") and name in json.dumps(r["body"])]
+        dc = [r for r in reqs if r["path"].startswith("/api/webhooks/") and name in json.dumps(r["body"])]
         return mails, tg, dc
+
+    def uplink_alert_delivered(self):
+        with self.check(f"{ROUTER}'s uplink down with {len(CPES)} devices behind it: one message per channel naming "
+                        "the router and the devices (PingUplinkDown), none for a device alone; the board says behind whom"):
+            def all_three():
+                m, t, d = self.notifications_for(ROUTER)
+                return (m and t and d) and (m, t, d)
+            # It fired with the OLT's alert (same 2 minutes): already here, or about to be.
+            wait_until("the uplink's three notifications", all_three, timeout=60, interval=2)
+            time.sleep(5)
+            m, t, d = self.notifications_for(ROUTER)
+            require(len(m) == 1 and len(t) == 1 and len(d) == 1, f"emails {len(m)}, telegram {len(t)}, discord {len(d)}")
+            require(m[0]["subject"] == f"[CRITICAL] PingUplinkDown {ROUTER} (site e2e-uplink)", f"subject {m[0]['subject']!r}")
+            for text in (m[0]["text"], t[0]["body"]["text"], json.dumps(d[0]["body"])):
+                require(f"{len(CPES)} devices behind it" in text and all(c in text for c in CPES),
+                        f"the message does not name the {len(CPES)} devices: {text}")
+            for cpe in CPES:
+                alone = [x for x in self.s.mails() if cpe in x["subject"]]
+                require(not alone, f"{cpe} paged on its own: {alone}")
+            board = {x["name"]: x for x in http_json(f"http://127.0.0.1:{self.s.ports['BOARD_PORT']}/api/status")["targets"]}
+            behind = {c: (board[c]["status"], board[c]["behind"]) for c in CPES}
+            require(all(v == ("unreachable", ROUTER) for v in behind.values()), f"the devices on the board: {behind}")
+            rows = self.s.influx(f'SELECT last("status") FROM "vigia_ping_round" WHERE "target" = \'{next(iter(CPES))}\'')
+            require(rows and rows[0]["values"][0][1] == "unreachable", f"last InfluxDB row of a device: {rows}")
 
     def down_alert_delivered(self):
         with self.check(f"seed 001: {OLT} down 2 minutes -> PingTargetDown fires, one email, one Telegram message, one Discord post"):
@@ -574,7 +750,7 @@ class E2E:
             m, t, d = self.notifications_for()
             require(len(m) == 1 and len(t) == 1 and len(d) == 1, f"emails {len(m)}, telegram {len(t)}, discord {len(d)}")
             mail = m[0]
-            require(mail["subject"] == f"[CRITICAL] PingTargetDown {OLT}", f"subject {mail['subject']!r}")
+            require(mail["subject"] == f"[CRITICAL] PingTargetDown {OLT} (site e2e)", f"subject {mail['subject']!r}")
             require(mail["rcpt_tos"] == ["noc@e2e.test"], f"to {mail['rcpt_tos']}")
             line = mail["text"].strip().splitlines()[0]
             require(line.startswith(f"[CRITICAL] {OLT} ({OLT_ADDR}) does not answer ping, since ")
@@ -584,16 +760,41 @@ class E2E:
             require(str(tg["body"].get("chat_id")) == "-1001234" and tg["body"].get("parse_mode") == "HTML", f"telegram body {tg['body']}")
             require(d[0]["path"] == "/api/webhooks/42/e2e-webhook-token", f"discord path {d[0]['path']}")
 
+    def kill_sending_alertmanager(self):
+        """Kills the cluster node that sent the firing messages: the other one, which holds
+        the same notification log by gossip, must neither repeat them nor miss the resolved
+        ones (checked by the next two checks)."""
+        with self.check("Alertmanager cluster: both nodes have the alert; the node that sent it is killed"):
+            sent = {}
+            for am in ("alertmanager", "alertmanager-2"):
+                text = self.s.compose("exec", "-T", am, "wget", "-q", "-O", "-", "http://127.0.0.1:9093/metrics").stdout
+                sent[am] = series_sum(parse_metrics(text), "alertmanager_notifications_total", integration="email") or 0
+                alerts = json.loads(self.s.compose("exec", "-T", am, "wget", "-q", "-O", "-",
+                                                   "http://127.0.0.1:9093/api/v2/alerts").stdout)
+                require(any(a["labels"].get("alertname") == "PingTargetDown" and a["labels"].get("target") == OLT
+                            for a in alerts), f"{am} does not have PingTargetDown {OLT}")
+            senders = [am for am, n in sent.items() if n > 0]
+            require(len(senders) == 1, f"emails sent per node: {sent} (one node sends, the other defers)")
+            self.killed_am = senders[0]
+            self.s.compose("kill", self.killed_am)
+            log(f"killed {self.killed_am}, which sent the firing messages (emails sent per node: {sent})")
+
+    def restart_killed_alertmanager(self):
+        if getattr(self, "killed_am", None):
+            self.s.compose("start", self.killed_am)
+            log(f"{self.killed_am} started again")
+
     def no_repeat_while_down(self):
-        with self.check(f"nothing repeats while {OLT} stays down (2.5 more minutes)"):
+        with self.check(f"nothing repeats while {OLT} stays down (2.5 more minutes, one Alertmanager killed)"):
             time.sleep(150)
             m, t, d = self.notifications_for()
             require(len(m) == 1 and len(t) == 1 and len(d) == 1, f"emails {len(m)}, telegram {len(t)}, discord {len(d)}")
             require(self.s.prom(f'vigia_ping_status{{target="{OLT}", status="down"}} == 1'), f"{OLT} is no longer down")
 
     def resolved_delivered(self):
-        with self.check(f"{OLT} answers again -> one resolved email, Telegram message and Discord post"):
+        with self.check(f"{OLT} answers again -> one resolved email, Telegram message and Discord post (from the surviving Alertmanager)"):
             self.s.olt_answers(True)
+            self.s.uplink_up(True)
             self.t["back"] = time.time()
             wait_until(f"{OLT} ok", lambda: self.s.prom(f'vigia_ping_status{{target="{OLT}", status="ok"}} == 1'), timeout=60)
 
@@ -609,7 +810,18 @@ class E2E:
             time.sleep(5)
             m, t, d = self.notifications_for()
             require(len(m) == 2 and len(t) == 2 and len(d) == 2, f"emails {len(m)}, telegram {len(t)}, discord {len(d)} (want 2 each: firing, resolved)")
-            require(m[1]["subject"] == f"[RESOLVED] PingTargetDown {OLT}", f"subject {m[1]['subject']!r}")
+            require(m[1]["subject"] == f"[RESOLVED] PingTargetDown {OLT} (site e2e)", f"subject {m[1]['subject']!r}")
+
+    def uplink_resolved(self):
+        with self.check(f"{ROUTER}'s uplink back (with the OLT) -> one resolved message per channel"):
+            def resolved():
+                m, t, d = self.notifications_for(ROUTER)
+                return all(any("RESOLVED" in json.dumps(x) for x in msgs) for msgs in (m, t, d)) and (m, t, d)
+            wait_until("the uplink's resolved messages", resolved, timeout=180, interval=3)
+            time.sleep(5)
+            m, t, d = self.notifications_for(ROUTER)
+            require(len(m) == 2 and len(t) == 2 and len(d) == 2, f"emails {len(m)}, telegram {len(t)}, discord {len(d)} (want 2 each)")
+            require(m[1]["subject"] == f"[RESOLVED] PingUplinkDown {ROUTER} (site e2e-uplink)", f"subject {m[1]['subject']!r}")
 
     def restart_all(self):
         with self.check("docker compose restart (as after a reboot): every service healthy again"):
@@ -643,12 +855,18 @@ class E2E:
     def main(self):
         started = time.monotonic()
         ok = False
+        sites_part = None
         try:
             self.s.prepare()
             self.stack_up()
+            # The many-sites part (tests/e2e/sites.py) runs beside the checks below: its
+            # 3-minute link cut overlaps their waits for the alert.
+            sites_part = threading.Thread(target=sites.Sites(self).run, name="sites")
+            sites_part.start()
             self.targets_up()
             self.key_families()
             self.ping_non_root()
+            self.snmp_polled()
             self.olt_ok_first()
             self.take_olt_down()
             # While the alert's 2 minutes run:
@@ -656,10 +874,17 @@ class E2E:
             self.influx_restart()
             self.port_scan_scored()
             self.down_alert_delivered()
+            self.snmp_interface_down_alerted()
+            self.uplink_alert_delivered()
+            self.kill_sending_alertmanager()
             # With the target down and its alert firing, every panel has something to show.
             self.dashboards()
             self.no_repeat_while_down()
             self.resolved_delivered()
+            self.uplink_resolved()
+            self.restart_killed_alertmanager()
+            sites_part.join()
+            sites_part = None
             self.restart_all()
             self.restart_keeps_data()
             ok = all(r[2] for r in self.results)
@@ -668,6 +893,8 @@ class E2E:
         except Exception:  # noqa: BLE001
             traceback.print_exc()
         finally:
+            if sites_part is not None:
+                sites_part.join(timeout=900)
             if not ok:
                 print("--- containers and their last log lines ---", flush=True)
                 with contextlib.suppress(Exception):
@@ -684,6 +911,20 @@ class E2E:
         return 0 if ok and failed == 0 else 1
 
 
+def panel_queries():
+    """(dashboard / panel title, datasource uid, query as Grafana sends it with every
+    variable at All) for every query of every provisioned dashboard."""
+    for path in sorted(glob.glob(str(ROOT / "grafana/dashboards/*.json"))):
+        d = json.load(open(path))
+        all_values = {v["name"]: v.get("allValue", ".*") for v in d.get("templating", {}).get("list", [])}
+        for p in d["panels"]:
+            for t in p.get("targets", []):
+                q = t.get("expr") or t.get("query")
+                if q:
+                    yield (f"{Path(path).name} / {p.get('title')}", (t.get("datasource") or {}).get("uid", ""),
+                           substitute(q, all_values))
+
+
 def substitute(q, all_values):
     """A panel query as Grafana sends it with every variable at All and a 15-minute range."""
     q = q.replace("$__rate_interval", "1m").replace("$__interval", "30s")
@@ -694,4 +935,7 @@ def substitute(q, all_values):
 
 
 if __name__ == "__main__":
+    # tests/e2e/sites.py imports this file as `e2e`: one module, one CheckFailed.
+    sys.modules.setdefault("e2e", sys.modules[__name__])
+    import sites  # noqa: E402
     sys.exit(E2E().main())

@@ -2,8 +2,9 @@
 # Makes every image the end-to-end test needs on an engine with no registry (TESTING.md):
 #   debian:bookworm-slim     debootstrap --variant=minbase bookworm, imported
 #   rust:<RUST_VERSION>-bookworm  that base + gcc + this machine's own Rust toolchain
-#   prom/prometheus, prom/alertmanager  stand-ins from Debian trixie's builds of the
-#                            pinned versions, laid out like the official images
+#   prom/prometheus, prom/alertmanager, prom/snmp-exporter, victoriametrics/{victoria-metrics,
+#                            vmagent,vmalert,vmauth}  stand-ins from Debian trixie's builds
+#                            of the pinned versions, laid out like the official images
 #   vigia-e2e/influxdb:1.6.7 Debian's InfluxDB 1.6.7 (test-only stand-in for InfluxDB 2)
 #   vigia-e2e/tools          aiosmtpd (SMTP) and the Telegram/Discord receiver
 # then builds vigia's own image with the project's Dockerfile. Downloads and the base root
@@ -109,18 +110,39 @@ standin() {
 }
 prom_image=$(grep -E '^\s+image: prom/prometheus:' compose.yaml | awk '{print $2}')
 am_image=$(grep -E '^\s+image: prom/alertmanager:' compose.yaml | awk '{print $2}')
-[[ -n $prom_image && -n $am_image ]] || { echo "images: compose.yaml names no prom/prometheus or prom/alertmanager image" >&2; exit 1; }
+snmp_image=$(grep -E '^\s+image: prom/snmp-exporter:' compose.yaml | awk '{print $2}')
+[[ -n $prom_image && -n $am_image && -n $snmp_image ]] \
+  || { echo "images: compose.yaml names no prom/prometheus, prom/alertmanager or prom/snmp-exporter image" >&2; exit 1; }
 prom_version=$("$STACK_ROOT/usr/bin/prometheus" --version 2>&1 | awk 'NR == 1 {print $3}')
 am_version=$("$STACK_ROOT/usr/bin/prometheus-alertmanager" --version 2>&1 | awk 'NR == 1 {print $3}')
 [[ v${prom_version%%+*} == "${prom_image#*:}" ]] || { echo "images: $prom_image pinned, trixie has Prometheus $prom_version" >&2; exit 1; }
 [[ v${am_version%%+*} == "${am_image#*:}" ]] || { echo "images: $am_image pinned, trixie has Alertmanager $am_version" >&2; exit 1; }
+snmp_version=$("$STACK_ROOT/usr/bin/prometheus-snmp-exporter" --version 2>&1 | awk 'NR == 1 {print $3}')
+[[ v$snmp_version == "${snmp_image#*:}" ]] || { echo "images: $snmp_image pinned, trixie has snmp_exporter $snmp_version" >&2; exit 1; }
 unpacked=$(mktemp -d "$CACHE/bin.XXXXXX")
 cp "$STACK_ROOT/usr/bin/prometheus" "$STACK_ROOT/usr/bin/promtool" "$STACK_ROOT/usr/bin/amtool" "$pkgroot/bin/busybox" "$unpacked/"
 cp "$STACK_ROOT/usr/bin/prometheus-alertmanager" "$unpacked/alertmanager"
+cp "$STACK_ROOT/usr/bin/prometheus-snmp-exporter" "$unpacked/snmp_exporter"
 standin "$prom_image" tests/e2e/images/prometheus.Dockerfile "$unpacked/prometheus" "$unpacked/promtool" "$unpacked/busybox"
 standin "$am_image" tests/e2e/images/alertmanager.Dockerfile "$unpacked/alertmanager" "$unpacked/amtool" "$unpacked/busybox" \
   "$STACK_ROOT/usr/share/prometheus/alertmanager/default.tmpl" "$STACK_ROOT/usr/share/prometheus/alertmanager/email.tmpl"
+standin "$snmp_image" tests/e2e/images/snmp-exporter.Dockerfile "$unpacked/snmp_exporter" "$unpacked/busybox"
 rm -rf "$unpacked"
+# VictoriaMetrics (compose.central.yaml, compose.agent.yaml): one stand-in per pinned
+# image, from trixie's victoria-metrics package of the same version.
+# (Debian's build prints no version: it is the package's.)
+vm_deb=$(compgen -G "$ROOT/.cache/stack/apt/debs/victoria-metrics_*.deb" | head -n 1)
+vm_version=v$(dpkg-deb -f "$vm_deb" Version | sed 's/[+~-].*//')
+for bin in victoria-metrics vmagent vmalert vmauth; do
+  image=$(grep -hE "^\s+image: victoriametrics/$bin:" compose.central.yaml compose.agent.yaml | awk '{print $2}' | sort -u)
+  [[ $(wc -w <<<"$image") == 1 ]] || { echo "images: expected one pinned victoriametrics/$bin image, found '$image'" >&2; exit 1; }
+  [[ ${image#*:} == "$vm_version" ]] || { echo "images: $image pinned, trixie has VictoriaMetrics $vm_version" >&2; exit 1; }
+  unpacked=$(mktemp -d "$CACHE/bin.XXXXXX")
+  cp "$STACK_ROOT/usr/bin/$bin" "$unpacked/$bin-prod"
+  cp "$pkgroot/bin/busybox" "$unpacked/"
+  standin "$image" "tests/e2e/images/$bin.Dockerfile" "$unpacked/$bin-prod" "$unpacked/busybox"
+  rm -rf "$unpacked"
+done
 standin vigia-e2e/influxdb:1.6.7 tests/e2e/images/influxdb.Dockerfile \
   "$pkgroot/usr/bin/influxd" "$pkgroot/usr/bin/influx" tests/e2e/standins/influxdb-entrypoint.sh
 standin vigia-e2e/tools:1 tests/e2e/images/tools.Dockerfile \

@@ -3,6 +3,10 @@
 
     check.py compose-rules COMPOSE_JSON            what compose.yaml promises (rendered)
     check.py agent-rules COMPOSE_JSON              what compose.agent.yaml promises
+    check.py central-rules COMPOSE_JSON            compose.yaml + compose.central.yaml
+    check.py cluster-rules COMPOSE_JSON            ... + compose.cluster.yaml
+    check.py scrape-jobs                           the centre's vmagent scrapes the
+                                                   exporters as Prometheus does
     check.py alert-rules                           annotations, runbooks, a firing test each
     check.py metric-names PANEL_RULES              every metric the rules and dashboards
                                                    query is one an exporter or the stack
@@ -80,19 +84,31 @@ def compose_common(cfg, problems, exporters):
                       f"vigia-ping: net.ipv4.ping_group_range is {rng!r}, not the image's group 10001")
 
 
+def published_only_by(problems, services, allowed):
+    """Only the services in `allowed` publish a port beyond the host's loopback."""
+    for name, svc in services.items():
+        for port in svc.get("ports") or []:
+            if name not in allowed:
+                problems.need(port.get("host_ip", "").startswith("127."),
+                              f"{name}: port {port.get('published')} is published beyond loopback")
+
+
 def compose_rules(path):
     problems = Problems()
     cfg = json.loads(Path(path).read_text())
     services = cfg["services"]
-    want = EXPORTERS | {"prometheus", "alertmanager", "grafana", "influxdb", "mailpit"}
+    want = EXPORTERS | {"prometheus", "alertmanager", "grafana", "influxdb", "mailpit", "snmp-exporter"}
     problems.need(want <= set(services), f"services missing: {sorted(want - set(services))}")
     compose_common(cfg, problems, EXPORTERS)
-    for name, svc in services.items():
-        for port in svc.get("ports") or []:
-            host_ip = port.get("host_ip", "")
-            if name not in PUBLISHED:
-                problems.need(host_ip.startswith("127."),
-                              f"{name}: port {port.get('published')} is published beyond loopback")
+    # The official snmp_exporter image runs as root: the service must say otherwise.
+    snmp = services.get("snmp-exporter", {})
+    problems.need(snmp.get("read_only") is True, "snmp-exporter: root filesystem is not read-only")
+    problems.need(snmp.get("cap_drop") == ["ALL"] and not snmp.get("cap_add"),
+                  f"snmp-exporter: capabilities drop {snmp.get('cap_drop')} add {snmp.get('cap_add')}, expected drop [ALL] only")
+    user = str(snmp.get("user") or "")
+    problems.need(user and user.split(":")[0] not in ("0", "root"),
+                  f"snmp-exporter: runs as {user or 'the image user (root)'}, not a non-root user")
+    published_only_by(problems, services, PUBLISHED)
     for name in ("vigia-ports", "vigia-host", "vigia-capture"):
         problems.need(services.get(name, {}).get("network_mode") == "host",
                       f"{name}: not on the host's network")
@@ -117,12 +133,141 @@ def compose_rules(path):
     return problems.finish()
 
 
+def flag(svc, name):
+    """The value of -name=VALUE in a service's command (VictoriaMetrics style), or None;
+    a list when given more than once."""
+    vals = [a.split("=", 1)[1] for a in svc.get("command") or [] if a.startswith(f"-{name}=")]
+    return None if not vals else vals[0] if len(vals) == 1 else vals
+
+
+def vm_hardened(problems, name, svc):
+    problems.need(svc.get("read_only") is True, f"{name}: root filesystem is not read-only")
+    problems.need(svc.get("cap_drop") == ["ALL"] and not svc.get("cap_add"), f"{name}: holds capabilities")
+
+
 def agent_rules(path):
     problems = Problems()
     cfg = json.loads(Path(path).read_text())
     services = cfg["services"]
-    problems.need(set(services) <= EXPORTERS, f"agent runs more than exporters: {sorted(set(services) - EXPORTERS)}")
+    problems.need(set(services) <= EXPORTERS | {"vmagent"},
+                  f"agent runs more than the exporters and vmagent: {sorted(set(services) - EXPORTERS - {'vmagent'})}")
     compose_common(cfg, problems, set(services) & EXPORTERS)
+    # A site behind NAT: nothing needs to reach it, so nothing listens beyond loopback.
+    published_only_by(problems, services, set())
+    for name, svc in services.items():
+        for arg in svc.get("command") or []:
+            m = re.search(r"--web\.listen-address=([^:]*):", arg)
+            if m:
+                problems.need(m.group(1).startswith("127."), f"{name}: listens on {m.group(1)}, not loopback")
+    agent = services.get("vmagent")
+    if agent is None:
+        problems.append("vmagent: missing")
+        return problems.finish()
+    vm_hardened(problems, "vmagent", agent)
+    url = flag(agent, "remoteWrite.url") or ""
+    problems.need(url.startswith("https://") and url.endswith("/api/v1/write"),
+                  f"vmagent: remote write URL {url!r} is not https://.../api/v1/write")
+    problems.need(flag(agent, "remoteWrite.bearerTokenFile") == "/run/secrets/site_token", "vmagent: not the site's token")
+    problems.need(flag(agent, "remoteWrite.tlsCAFile") == "/run/secrets/site_ca", "vmagent: not the NOC's CA")
+    problems.need(flag(agent, "remoteWrite.tmpDataPath") and flag(agent, "remoteWrite.maxDiskUsagePerURL"),
+                  "vmagent: no bounded disk buffer (tmpDataPath, maxDiskUsagePerURL)")
+    problems.need(any(m.get("type") == "volume" and m.get("target") == flag(agent, "remoteWrite.tmpDataPath")
+                      for m in agent.get("volumes") or []), "vmagent: its buffer is not on a named volume")
+    centre = url.removesuffix("/api/v1/write")
+    for name in set(services) & EXPORTERS:
+        env = services[name].get("environment") or {}
+        prefix = name.replace("-", "_").upper() + "__INFLUXDB__"
+        problems.need(env.get(prefix + "URL") == centre, f"{name}: InfluxDB rows not through the NOC's ingress ({env.get(prefix + 'URL')})")
+        problems.need(env.get(prefix + "TOKEN_FILE") == "/run/secrets/site_token", f"{name}: InfluxDB token is not the site's")
+        problems.need(env.get(prefix + "CA_FILE") == "/run/secrets/site_ca", f"{name}: InfluxDB TLS not checked against the NOC's CA")
+    scrape = yaml.safe_load((ROOT / "agent" / "vmagent.yml").read_text())
+    labels = scrape.get("global", {}).get("external_labels", {})
+    problems.need(set(labels) >= {"site", "host"}, f"agent/vmagent.yml: external_labels {labels}, expected site and host")
+    return problems.finish()
+
+
+def central_rules(path):
+    problems = Problems()
+    cfg = json.loads(Path(path).read_text())
+    services = cfg["services"]
+    compose_common(cfg, problems, EXPORTERS)
+    problems.need("prometheus" not in services, "prometheus still runs beside VictoriaMetrics")
+    for name in ("victoriametrics", "vmagent", "vmalert", "vmauth"):
+        svc = services.get(name)
+        if svc is None:
+            problems.append(f"{name}: missing")
+            continue
+        vm_hardened(problems, name, svc)
+    published_only_by(problems, services, PUBLISHED | {"vmauth"})
+    vmalert = services.get("vmalert", {})
+    problems.need(sorted(flag(vmalert, "notifier.url") or []) == ["http://alertmanager-2:9093", "http://alertmanager:9093"],
+                  f"vmalert: notifies {flag(vmalert, 'notifier.url')}, not both Alertmanagers")
+    problems.need(flag(vmalert, "rule") == "/etc/prometheus/rules/*.yml", "vmalert: not prometheus/rules/")
+    problems.need(flag(vmalert, "remoteWrite.url") and flag(vmalert, "remoteRead.url"),
+                  "vmalert: alert state is not written to and restored from the store")
+    vmauth = services.get("vmauth", {})
+    problems.need("influxdb_token" in [s.get("source") for s in vmauth.get("secrets") or []],
+                  "vmauth: does not hold the centre's InfluxDB token")
+    grafana = (services.get("grafana", {}).get("environment") or {}).get("VIGIA_METRICS_READ_URL")
+    problems.need(grafana == flag(vmalert, "datasource.url"),
+                  f"grafana reads {grafana}, vmalert {flag(vmalert, 'datasource.url')}: not the same store")
+    return problems.finish()
+
+
+def cluster_rules(path):
+    problems = Problems()
+    cfg = json.loads(Path(path).read_text())
+    services = cfg["services"]
+    compose_common(cfg, problems, EXPORTERS)
+    problems.need("victoriametrics" not in services, "the single-node store still runs beside the cluster")
+    storage = [n for n in services if n.startswith("vmstorage")]
+    problems.need(len(storage) >= 2, f"storage nodes: {storage}")
+    for name in storage + ["vminsert", "vmselect"]:
+        if name in services:
+            vm_hardened(problems, name, services[name])
+    write = flag(services.get("vmagent", {}), "remoteWrite.url") or ""
+    problems.need(write.startswith("http://vminsert:8480/insert/"), f"vmagent writes to {write}")
+    problems.need((services.get("vmauth", {}).get("environment") or {}).get("VIGIA_METRICS_WRITE_URL", "").startswith(
+        "http://vminsert:8480/"), "vmauth: the sites' writes do not go to vminsert")
+    vmalert = services.get("vmalert", {})
+    problems.need((flag(vmalert, "datasource.url") or "").startswith("http://vmselect:8481/select/"),
+                  f"vmalert reads {flag(vmalert, 'datasource.url')}")
+    grafana = (services.get("grafana", {}).get("environment") or {}).get("VIGIA_METRICS_READ_URL", "")
+    problems.need(grafana.startswith("http://vmselect:8481/select/"), f"grafana reads {grafana}")
+    for name in ("vminsert", "vmselect"):
+        nodes = (flag(services.get(name, {}), "storageNode") or "").split(",")
+        problems.need(len(nodes) == len(storage), f"{name}: storage nodes {nodes}, cluster has {storage}")
+    return problems.finish()
+
+
+def scrape_jobs():
+    problems = Problems()
+    prom = yaml.safe_load((ROOT / "prometheus" / "prometheus.yml").read_text())["scrape_configs"]
+    central = yaml.safe_load((ROOT / "victoriametrics" / "vmagent.yml").read_text())["scrape_configs"]
+    prom_jobs = {j["job_name"]: j for j in prom}
+    central_jobs = {j["job_name"]: j for j in central}
+    for job in sorted(EXPORTERS | {"snmp"}):
+        problems.need(prom_jobs.get(job) == central_jobs.get(job),
+                      f"job {job}: prometheus/prometheus.yml {prom_jobs.get(job)} != victoriametrics/vmagent.yml {central_jobs.get(job)}")
+    stack = set(prom_jobs) - EXPORTERS - {"prometheus"}
+    problems.need(stack <= set(central_jobs), f"jobs Prometheus scrapes that the centre's vmagent does not: {sorted(stack - set(central_jobs))}")
+    return problems.finish()
+
+
+def vmauth_config(path):
+    """The rendered vmauth config of two sites: each its own token, write paths only, and
+    the centre's InfluxDB token in place of the site's."""
+    problems = Problems()
+    users = {u["name"]: u for u in yaml.safe_load(Path(path).read_text())["users"]}
+    problems.need(set(users) == {"norte", "sur-2"}, f"users {sorted(users)}")
+    problems.need(users.get("norte", {}).get("bearer_token") == "aaaa1111bbbb2222"
+                  and users.get("sur-2", {}).get("bearer_token") == "cccc3333dddd4444", "tokens are not the sites' own")
+    for name, u in users.items():
+        paths = sorted(p for m in u["url_map"] for p in m["src_paths"])
+        problems.need(paths == ["/api/v1/write", "/api/v2/write", "/write"], f"{name}: paths {paths}")
+        influx = [m for m in u["url_map"] if "/write" in m["src_paths"]]
+        problems.need(influx and influx[0].get("headers") == ["Authorization: Token central-influx-token"],
+                      f"{name}: InfluxDB route {influx}")
     return problems.finish()
 
 
@@ -146,11 +291,14 @@ def alert_rules():
             for case in test.get("alert_rule_test", []):
                 if case.get("exp_alerts"):
                     firing.add(case["alertname"])
-    required = {"PingTargetDown", "PingHighLatency", "PingPacketLoss", "PortCloseWaitPileup",
+    required = {"PingTargetDown", "PingUplinkDown", "PingTargetFlapping", "PingManySitesDown",
+                "PingHighLatency", "PingPacketLoss", "PortCloseWaitPileup",
                 "PortConnectionLimit", "HostHighCpu", "HostLoadJump", "HostMemoryLow",
                 "HostDiskWillFill", "ContainerHighCpu", "ContainerHighMemory", "HostAnomaly",
                 "TrafficAnomaly", "ExporterDown", "InfluxWriteFailing", "CaptureDropping",
-                "AlertmanagerNotificationsFailing", "ProbeCertificateExpiry"}
+                "AlertmanagerNotificationsFailing", "ProbeCertificateExpiry", "SnmpInterfaceDown",
+                "SnmpInterfaceErrors", "SnmpInterfaceSaturated", "SnmpDeviceRebooted",
+                "SnmpDeviceUnreachable"}
     names = {a["alert"] for a in alerts}
     problems.need(required <= names, f"alerts missing: {sorted(required - names)}")
     for a in alerts:
@@ -271,8 +419,9 @@ PROMQL_KEYWORDS = {"by", "without", "on", "ignoring", "group_left", "group_right
                    # aggregation operators, which may stand before their `by (...)`
                    "sum", "avg", "min", "max", "count", "group", "stddev", "stdvar", "topk",
                    "bottomk", "quantile", "count_values"}
-# Series the stack itself provides: Prometheus (up, ALERTS, scrape_*, its own), Alertmanager.
-EXTERNAL = re.compile(r"^(up|ALERTS|ALERTS_FOR_STATE|scrape_\w+|prometheus_\w+|alertmanager_\w+)$")
+# Series the stack itself provides: Prometheus (up, ALERTS, scrape_*, its own), Alertmanager,
+# snmp_exporter's own (snmp_*), VictoriaMetrics' own (vm_*).
+EXTERNAL = re.compile(r"^(up|ALERTS|ALERTS_FOR_STATE|scrape_\w+|prometheus_\w+|alertmanager_\w+|snmp_\w+|vm_\w+)$")
 
 
 def metric_names_in(expr):
@@ -294,6 +443,11 @@ def exported_names():
     """Metric names written as string literals in the exporters' sources; `{}` in a name
     (node_memory_{}_bytes) stands for any field."""
     literal, patterns = set(), []
+    # snmp_exporter's series: the metrics of snmp/snmp.yml's modules (an EnumAsInfo metric
+    # is exposed as <name>_info).
+    for module in (yaml.safe_load((ROOT / "snmp" / "snmp.yml").read_text()) or {}).get("modules", {}).values():
+        for m in module.get("metrics", []):
+            literal.add(m["name"] + ("_info" if m.get("type") == "EnumAsInfo" else ""))
     for f in (ROOT / "exporters").glob("*/src/**/*.rs"):
         for name in re.findall(r'"((?:vigia|node|container)_[A-Za-z0-9_{}]+)"', f.read_text()):
             if "{" in name:
@@ -321,7 +475,8 @@ def metric_names(panel_rules):
 
 def main(argv):
     cmd, args = argv[1], argv[2:]
-    return {"compose-rules": compose_rules, "agent-rules": agent_rules,
+    return {"compose-rules": compose_rules, "agent-rules": agent_rules, "central-rules": central_rules,
+            "cluster-rules": cluster_rules, "scrape-jobs": scrape_jobs, "vmauth-config": vmauth_config,
             "alert-rules": alert_rules, "dashboards": dashboards,
             "metric-names": metric_names}[cmd](*args)
 

@@ -27,6 +27,7 @@ export type Target = Json<DataQuery> & {
   legendFormat?: string;
   instant?: boolean;
   range?: boolean;
+  format?: 'time_series' | 'table' | 'heatmap';
   query?: string;
   rawQuery?: boolean;
   resultFormat?: 'time_series' | 'table' | 'logs';

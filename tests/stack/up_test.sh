@@ -34,7 +34,7 @@ for name in grafana_admin_password influxdb_admin_password influxdb_token; do
   values+=("$v")
 done
 [[ $(printf '%s\n' "${values[@]}" | sort -u | wc -l) == 3 ]] || fail "the three secrets are not all different"
-for name in telegram_bot_token discord_webhook_url smtp_password; do
+for name in telegram_bot_token discord_webhook_url smtp_password snmp_community snmp_v3_auth_password snmp_v3_priv_password; do
   [[ -f secrets/$name && ! -s secrets/$name ]] || fail "secrets/$name should exist and be empty (channel off)"
 done
 grep -qx 'DOCKER_GID=4242' .env || fail ".env has no DOCKER_GID=4242: $(grep DOCKER_GID .env)"

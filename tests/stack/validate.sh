@@ -79,7 +79,14 @@ DOCKER_GID=999
 EOF
 cat >"$WORK/agent.env" <<'EOF'
 DOCKER_GID=999
-VIGIA_INFLUXDB_URL=http://127.0.0.1:8086
+VIGIA_CENTRE_URL=https://noc.example:8443
+VIGIA_SITE=norte
+HOST_NAME=agent-1
+EOF
+cat >"$WORK/cluster.env" <<'EOF'
+DOCKER_GID=999
+VIGIA_METRICS_WRITE_URL=http://vminsert:8480/insert/0/prometheus
+VIGIA_METRICS_READ_URL=http://vmselect:8481/select/0/prometheus
 EOF
 compose() { "$COMPOSE" --project-directory "$ROOT" --env-file "$1" -f "$2" "${@:3}"; }
 check "docker compose config -q (compose.yaml)" compose "$WORK/env" compose.yaml config -q
@@ -88,8 +95,20 @@ compose "$WORK/env" compose.yaml config --format json >"$WORK/compose.json" 2>/d
 compose "$WORK/agent.env" compose.agent.yaml --profile ping config --format json >"$WORK/agent.json" 2>/dev/null
 check "compose.yaml: pinned images, healthchecks, service_healthy, read-only non-root exporters, capabilities, published ports, named volumes, secrets" \
   python3 tests/stack/check.py compose-rules "$WORK/compose.json"
-check "compose.agent.yaml: exporters only, same hardening" \
+check "compose.agent.yaml: exporters and vmagent only, same hardening, nothing beyond loopback, pushes over TLS with the site's token and a bounded disk buffer" \
   python3 tests/stack/check.py agent-rules "$WORK/agent.json"
+central() { "$COMPOSE" --project-directory "$ROOT" --env-file "$1" -f compose.yaml -f compose.central.yaml "${@:2}"; }
+check "docker compose config -q (compose.yaml + compose.central.yaml)" central "$WORK/env" config -q
+central "$WORK/env" config --format json >"$WORK/central.json" 2>/dev/null
+check "compose.central.yaml: VictoriaMetrics instead of Prometheus' TSDB, vmalert to both Alertmanagers, vmauth the only new published port, hardened" \
+  python3 tests/stack/check.py central-rules "$WORK/central.json"
+check "docker compose config -q (+ compose.cluster.yaml)" \
+  central "$WORK/cluster.env" -f compose.cluster.yaml config -q
+central "$WORK/cluster.env" -f compose.cluster.yaml config --format json >"$WORK/cluster.json" 2>/dev/null
+check "compose.cluster.yaml: vminsert, vmselect, two vmstorage; the write and read URLs are all that change" \
+  python3 tests/stack/check.py cluster-rules "$WORK/cluster.json"
+check "the centre's vmagent scrapes the exporters exactly as prometheus.yml does" \
+  python3 tests/stack/check.py scrape-jobs
 expect_fail "compose.yaml refuses to start without DOCKER_GID (written by make up)" 15 \
   "$COMPOSE" --project-directory "$ROOT" --env-file /dev/null -f compose.yaml config -q
 
@@ -104,12 +123,44 @@ check "promtool test rules (a firing and a quiet case per alert)" "$PROMTOOL" te
 check "alert rules: severity, summary, description, runbook in docs/runbooks.md, dashboard, a firing test each" \
   python3 tests/stack/check.py alert-rules
 
+# --- VictoriaMetrics (trixie's 1.112, the pinned images' version) -------------------
+check "vmagent -dryRun: victoriametrics/vmagent.yml (the centre's scrapes)" \
+  "$BIN/vmagent" -dryRun -promscrape.config=victoriametrics/vmagent.yml
+check "vmagent -dryRun: agent/vmagent.yml (a site's scrapes)" \
+  env VIGIA_SITE=norte HOST_NAME=agent-1 EXPORTER_LISTEN_ADDRESS=127.0.0.1 BOARD_PORT=9471 COMPOSE_PROFILES=ping \
+  "$BIN/vmagent" -dryRun -promscrape.config=agent/vmagent.yml
+check "vmalert -dryRun: prometheus/rules/ (the same rules on VictoriaMetrics)" \
+  "$BIN/vmalert" -dryRun -rule="$ROOT/prometheus/rules/*.yml"
+render_vmauth() { # render_vmauth DIR: vmauth/render.sh with sites from DIR/sites
+  env -i PATH="$PATH" VIGIA_SITES_DIR="$1/sites" VIGIA_SECRETS_DIR="$1/secrets" VIGIA_VMAUTH_RUN_DIR="$1/run" \
+    VIGIA_VMAUTH_RENDER_ONLY=1 sh vmauth/render.sh
+}
+vma=$WORK/vmauth
+mkdir -p "$vma/sites" "$vma/secrets"
+printf 'central-influx-token' >"$vma/secrets/influxdb_token"
+check "vmauth config with no site: valid (vmauth -dryRun), lets nobody in" \
+  bash -c "$(declare -f render_vmauth); render_vmauth '$vma' && '$BIN/vmauth' -dryRun -auth.config='$vma/run/auth.yml' \
+    && ! grep -q 'src_paths' '$vma/run/auth.yml'"
+printf 'aaaa1111bbbb2222' >"$vma/sites/norte.token"
+printf 'cccc3333dddd4444\n' >"$vma/sites/sur-2.token"
+check "vmauth config with two sites (vmauth -dryRun): each its own token, write paths only, InfluxDB gets the centre's token" \
+  bash -c "$(declare -f render_vmauth); render_vmauth '$vma' && '$BIN/vmauth' -dryRun -auth.config='$vma/run/auth.yml' \
+    && python3 tests/stack/check.py vmauth-config '$vma/run/auth.yml'"
+cp "$vma/sites/norte.token" "$vma/sites/copy.token"
+expect_fail "vmauth refuses two sites with the same token (exit 2)" 2 bash -c "$(declare -f render_vmauth); render_vmauth '$vma'"
+rm "$vma/sites/copy.token"
+printf 'x' >"$vma/sites/Bad_Name.token"
+expect_fail "vmauth refuses a site name that is not lower-case letters, digits and '-' (exit 2)" 2 \
+  bash -c "$(declare -f render_vmauth); render_vmauth '$vma'"
+rm "$vma/sites/Bad_Name.token"
+
 # --- Alertmanager -------------------------------------------------------------------
 render_am() { # render_am DIR [ENV...]: alertmanager/render.sh with secrets from DIR/secrets
   local dir=$1
   shift
   env -i PATH="$PATH" VIGIA_SECRETS_DIR="$dir/secrets" VIGIA_AM_RUN_DIR="$dir/run" \
-    VIGIA_AM_TEMPLATES="$ROOT/alertmanager/templates" VIGIA_AM_RENDER_ONLY=1 "$@" \
+    VIGIA_AM_TEMPLATES="$ROOT/alertmanager/templates" VIGIA_AM_RENDER_ONLY=1 \
+    VIGIA_MAINTENANCE_FILE="${VIGIA_MAINTENANCE_FILE:-$ROOT/alertmanager/maintenance.txt}" "$@" \
     sh alertmanager/render.sh
 }
 am_none=$WORK/am-none
@@ -132,21 +183,52 @@ check "alertmanager config with Telegram, Discord and SMTP auth secrets set (amt
     && grep -q 'telegram_configs' '$am_all/run/alertmanager.yml' \
     && grep -q 'discord_configs' '$am_all/run/alertmanager.yml' \
     && grep -q 'smtp_auth_password_file' '$am_all/run/alertmanager.yml'"
-check "alertmanager route: grouped by alertname and target, repeat 1h, resolved messages, critical inhibits warning" \
+check "alertmanager routes: stack alerts by alertname and target, ping alerts by site (group_interval >= 1m), the storm alone, repeat 1h, every receiver on every channel with resolved messages, critical inhibits warning (same target and interface)" \
   python3 - "$am_all/run/alertmanager.yml" <<'EOF'
 import sys, yaml
 c = yaml.safe_load(open(sys.argv[1]))
 r = c["route"]
 assert r["group_by"] == ["alertname", "target"], r["group_by"]
 assert r["repeat_interval"] == "1h", r["repeat_interval"]
-recv = {x["name"]: x for x in c["receivers"]}[r["receiver"]]
-for kind in ("email_configs", "telegram_configs", "discord_configs"):
-    assert all(x.get("send_resolved") for x in recv[kind]), kind
-    assert kind == "email_configs" or any(k.endswith("_file") for k in recv[kind][0]), kind
+routes = {x["receiver"]: x for x in r["routes"]}
+sites, storm = routes["vigia-ping-sites"], routes["vigia-ping-storm"]
+assert sites["group_by"] == ["site"], sites
+# At most one message per site per group_interval: the bound on ping messages a minute.
+assert sites["group_interval"].endswith("m") and int(sites["group_interval"][:-1]) >= 1, sites
+assert storm["group_by"] == ["alertname"], storm
+assert [x["receiver"] for x in r["routes"]] == ["vigia-ping-storm", "vigia-ping-sites"], "the storm route must come first"
+recv = {x["name"]: x for x in c["receivers"]}
+assert set(recv) == {"vigia", "vigia-ping-sites", "vigia-ping-storm"}, set(recv)
+for name, rc in recv.items():
+    for kind in ("email_configs", "telegram_configs", "discord_configs"):
+        assert all(x.get("send_resolved") for x in rc[kind]), (name, kind)
+        assert kind == "email_configs" or any(k.endswith("_file") for k in rc[kind][0]), (name, kind)
 inh = c["inhibit_rules"][0]
-assert inh["source_matchers"] == ['severity="critical"'] and inh["target_matchers"] == ['severity="warning"'], inh
-assert inh["equal"] == ["target"], inh
+assert inh["source_matchers"] == ['severity="critical"', 'target!=""'] and inh["target_matchers"] == ['severity="warning"'], inh
+assert inh["equal"] == ["target", "ifIndex"], inh
 EOF
+# Where each kind of alert goes (amtool config routes test: the receiver it resolves to).
+routes_case() { # routes_case RECEIVER LABEL=VALUE...
+  "$AMTOOL" config routes test --config.file="$am_all/run/alertmanager.yml" --verify.receivers="$1" "${@:2}" >/dev/null 2>&1 \
+    || { echo "${*:2} does not route to $1"; return 1; }
+}
+check "amtool config routes test: Ping* alerts to the per-site route, PingManySitesDown to its own, the rest to the default" \
+  bash -c "$(declare -f routes_case); AMTOOL='$AMTOOL' am_all='$am_all'
+    routes_case vigia-ping-sites alertname=PingTargetDown severity=critical site=centro target=olt-1 &&
+    routes_case vigia-ping-sites alertname=PingUplinkDown severity=critical site=centro target=router-1 &&
+    routes_case vigia-ping-sites alertname=PingTargetFlapping severity=critical site=norte target=olt-2 &&
+    routes_case vigia-ping-sites alertname=PingHighLatency severity=warning site=norte target=olt-2 &&
+    routes_case vigia-ping-sites alertname=PingPacketLoss severity=warning target=olt-2 &&
+    routes_case vigia-ping-storm alertname=PingManySitesDown severity=critical &&
+    routes_case vigia alertname=HostHighCpu severity=warning site=vigia target=vigia-host:9472 &&
+    routes_case vigia alertname=ExporterDown severity=critical job=vigia-ping target=vigia-ping:9471"
+# The inhibitions and the maintenance silences, against a real Alertmanager.
+if [[ $(id -u) == 0 ]] && command -v unshare >/dev/null; then
+  check "alertmanager (real, 0.28.1) holds back: a flapping target's down alerts, a down target's warnings, a maintenance site's alerts (silences from maintenance.sh), every site's ping alerts under PingManySitesDown" \
+    python3 tests/stack/inhibitions.py "$am_all/run/alertmanager.yml" "$AMTOOL"
+else
+  echo "NOT RUN alertmanager inhibition and maintenance check (needs root: Alertmanager runs in a mount namespace)"
+fi
 expect_fail "alertmanager refuses a Telegram token without TELEGRAM_CHAT_ID (exit 2)" 2 \
   bash -c "$(declare -f render_am); ROOT='$ROOT'; render_am '$am_all'"
 expect_fail "alertmanager refuses a non-numeric TELEGRAM_CHAT_ID (exit 2)" 2 \
@@ -168,19 +250,92 @@ else
   echo "NOT RUN alertmanager unreadable-secret check (needs root and setpriv to act as nobody)"
 fi
 # The one-line notification, rendered by amtool from a down ping target and a resolved one.
-render_template() { # render_template NAME: vigia's template NAME over the test alerts
+render_template() { # render_template NAME [DATA=site|DATA=FILE]: vigia's template NAME over test alerts
+  local data=$ROOT/tests/stack/alert-data.json
+  case ${2:-} in DATA=site) data=$ROOT/tests/stack/alert-data-site.json ;; DATA=*) data=${2#DATA=} ;; esac
   "$AMTOOL" template render --template.glob="$am_all/run/*.tmpl" \
     --template.glob="$ROOT/alertmanager/templates/*.tmpl" \
-    --template.data="$ROOT/tests/stack/alert-data.json" --template.text="{{ template \"$1\" . }}"
+    --template.data="$data" --template.text="{{ template \"$1\" . }}"
 }
 check "notification text (amtool template render): what, since when, dashboard link" \
   bash -c "$(declare -f render_template); am_all='$am_all' AMTOOL='$AMTOOL' ROOT='$ROOT'; \
     diff -u '$ROOT/tests/stack/expected-notification.txt' <(render_template vigia.text)"
+check "a site's message (amtool template render): the uplink with the devices behind it, then a device down; subject with the site" \
+  bash -c "$(declare -f render_template); am_all='$am_all' AMTOOL='$AMTOOL' ROOT='$ROOT'; \
+    diff -u '$ROOT/tests/stack/expected-site-notification.txt' <(render_template vigia.text DATA=site) \
+    && [[ \$(render_template vigia.subject DATA=site) == '[CRITICAL] 2 alerts (site centro)' ]] \
+    || { render_template vigia.subject DATA=site; exit 1; }"
+python3 - "$WORK/many.json" <<'EOF'
+import json, sys
+alerts = [{"status": "firing", "labels": {"alertname": "PingTargetDown", "severity": "critical", "target": f"cpe-{i:02d}", "site": "sur"},
+           "annotations": {"summary": f"cpe-{i:02d} does not answer ping", "dashboard_uid": "vigia-noc"},
+           "startsAt": "2026-11-22T05:02:00Z", "endsAt": "0001-01-01T00:00:00Z", "fingerprint": str(i)} for i in range(1, 26)]
+json.dump({"receiver": "vigia-ping-sites", "status": "firing", "alerts": alerts, "groupLabels": {"site": "sur"},
+           "commonLabels": {"alertname": "PingTargetDown", "severity": "critical", "site": "sur"}, "commonAnnotations": {},
+           "externalURL": "http://localhost:9093"}, open(sys.argv[1], "w"))
+EOF
+check "25 alerts in one site's message: email lists all 25, Telegram and Discord the first 20 and the count" \
+  bash -c "$(declare -f render_template); am_all='$am_all' AMTOOL='$AMTOOL' ROOT='$ROOT'; \
+    [[ \$(render_template vigia.text DATA='$WORK/many.json' | grep -c 'does not answer ping') == 25 ]] \
+    && [[ \$(render_template vigia.chat DATA='$WORK/many.json' | grep -c 'does not answer ping') == 20 ]] \
+    && [[ \$(render_template vigia.telegram DATA='$WORK/many.json' | grep -c 'does not answer ping') == 20 ]] \
+    && render_template vigia.telegram DATA='$WORK/many.json' | grep -qF '(25 firing and 0 resolved in all; the email lists every one)' \
+    && [[ \$(render_template vigia.subject DATA='$WORK/many.json') == '[CRITICAL] PingTargetDown (site sur)' ]] \
+    || { render_template vigia.chat DATA='$WORK/many.json'; exit 1; }"
 check "notification subject and Telegram text (HTML-escaped)" \
   bash -c "$(declare -f render_template); am_all='$am_all' AMTOOL='$AMTOOL' ROOT='$ROOT'; \
     [[ \$(render_template vigia.subject) == '[CRITICAL] PingTargetDown' ]] \
     && render_template vigia.telegram | grep -qF 'lab-r&amp;d &lt;switch&gt; (198.18.0.31)' \
     || { render_template vigia.subject; render_template vigia.telegram; exit 1; }"
+
+check "alertmanager/maintenance.txt is valid (maintenance.sh check)" \
+  sh alertmanager/maintenance.sh check alertmanager/maintenance.txt
+printf '2026-12-05T02:00:00Z soon site=a works\n' >"$WORK/bad-maintenance.txt"
+expect_fail "render.sh refuses a bad maintenance file, naming its line and field (exit 2)" 2 \
+  bash -c "$(declare -f render_am); ROOT='$ROOT'; out=\$(VIGIA_MAINTENANCE_FILE='$WORK/bad-maintenance.txt' render_am '$am_none' 2>&1); rc=\$?; \
+    echo \"\$out\"; [[ \$out == *'bad-maintenance.txt line 1: end:'* ]] && exit \$rc"
+
+# --- SNMP ---------------------------------------------------------------------------
+# snmp/render.sh writes the credentials; snmp_exporter 0.28 itself (--dry-run) reads the
+# modules and what render.sh wrote, as the container does.
+SNMP_EXPORTER=$ROOT/.cache/stack/root/usr/bin/prometheus-snmp-exporter
+render_snmp() { # render_snmp DIR [ENV...]: snmp/render.sh with secrets from DIR/secrets
+  local dir=$1
+  shift
+  env -i PATH="$PATH" VIGIA_SECRETS_DIR="$dir/secrets" VIGIA_SNMP_RUN_DIR="$dir/run" \
+    VIGIA_SNMP_RENDER_ONLY=1 "$@" sh "$ROOT/snmp/render.sh"
+}
+snmp_dry_run() { # snmp_dry_run DIR: the modules and DIR's rendered credentials load
+  "$SNMP_EXPORTER" --dry-run --config.file="$ROOT/snmp/snmp.yml" --config.file="$1/run/auths.yml" 2>&1 \
+    | tee /dev/stderr | grep -q 'Configuration parsed successfully'
+}
+snmp_none=$WORK/snmp-none
+mkdir -p "$snmp_none/secrets"
+: >"$snmp_none/secrets/snmp_community"
+snmp_all=$WORK/snmp-all
+mkdir -p "$snmp_all/secrets"
+printf "it's #1: a community\n" >"$snmp_all/secrets/snmp_community"
+echo "auth-passphrase" >"$snmp_all/secrets/snmp_v3_auth_password"
+echo "priv-passphrase" >"$snmp_all/secrets/snmp_v3_priv_password"
+check "snmp_exporter 0.28 --dry-run: snmp/snmp.yml with no credential set (auths: {})" \
+  bash -c "$(declare -f render_snmp snmp_dry_run); ROOT='$ROOT' SNMP_EXPORTER='$SNMP_EXPORTER'; \
+    render_snmp '$snmp_none' && snmp_dry_run '$snmp_none' && grep -qx 'auths: {}' '$snmp_none/run/auths.yml'"
+check "snmp_exporter 0.28 --dry-run: snmp/snmp.yml with v2c and v3 (SHA256/AES256) credentials rendered from secrets" \
+  bash -c "$(declare -f render_snmp snmp_dry_run); ROOT='$ROOT' SNMP_EXPORTER='$SNMP_EXPORTER'; \
+    render_snmp '$snmp_all' SNMP_V3_USERNAME=vigia SNMP_V3_AUTH_PROTOCOL=SHA256 SNMP_V3_PRIV_PROTOCOL=AES256 \
+    && snmp_dry_run '$snmp_all' \
+    && grep -qxF \"    community: 'it''s #1: a community'\" '$snmp_all/run/auths.yml' \
+    && grep -qxF \"    priv_password: 'priv-passphrase'\" '$snmp_all/run/auths.yml'"
+expect_fail "snmp-exporter refuses v3 passphrases without SNMP_V3_USERNAME (exit 2)" 2 \
+  bash -c "$(declare -f render_snmp); ROOT='$ROOT'; render_snmp '$snmp_all'"
+expect_fail "snmp-exporter refuses an unknown SNMP_V3_AUTH_PROTOCOL (exit 2)" 2 \
+  bash -c "$(declare -f render_snmp); ROOT='$ROOT'; render_snmp '$snmp_all' SNMP_V3_USERNAME=vigia SNMP_V3_AUTH_PROTOCOL=sha1"
+snmp_short=$WORK/snmp-short
+mkdir -p "$snmp_short/secrets"
+echo "short" >"$snmp_short/secrets/snmp_v3_auth_password"
+echo "priv-passphrase" >"$snmp_short/secrets/snmp_v3_priv_password"
+expect_fail "snmp-exporter refuses an SNMPv3 passphrase under 8 characters (exit 2)" 2 \
+  bash -c "$(declare -f render_snmp); ROOT='$ROOT'; render_snmp '$snmp_short' SNMP_V3_USERNAME=vigia"
 
 # --- Grafana ------------------------------------------------------------------------
 check "dashboards are what scripts/dashboards.py writes" python3 scripts/dashboards.py --check
@@ -203,18 +358,34 @@ check "dashboards type-check against @grafana/schema (tsc)" \
 # --- InfluxDB, ping, scripts ------------------------------------------------------
 check "make up (scripts/up.sh, stand-in docker): random secrets, .env, password printed once, second run keeps them, root-group socket refused" \
   tests/stack/up_test.sh
-check "shell scripts parse" bash -c 'for f in scripts/up.sh scripts/down.sh scripts/fetch-tools.sh scripts/healthcheck influxdb/init/*.sh tests/e2e/*.sh tests/e2e/standins/*.sh; do bash -n "$f" || exit 1; done; sh -n alertmanager/render.sh'
+check "make agent-bundle (stand-in docker): what compose.agent.yaml mounts, the site's own token and the NOC's CA only, the images compose names, one token per site" \
+  tests/stack/agent_bundle_test.sh "$COMPOSE"
+check "shell scripts parse" bash -c 'for f in scripts/*.sh scripts/healthcheck influxdb/init/*.sh tests/e2e/*.sh tests/e2e/standins/*.sh tests/stack/*.sh tests/alerts/*.sh; do bash -n "$f" || exit 1; done; for f in alertmanager/render.sh alertmanager/maintenance.sh snmp/render.sh vmauth/render.sh agent/run.sh; do sh -n "$f" || exit 1; done'
 # vigia-ping reads ping/ping.yaml and ping/targets.txt in the container; its own
 # --check-config validates both (paths moved to the repository's copies).
 if cargo build -q -p vigia-ping >"$WORK/cargo.log" 2>&1; then
   echo "vigia-influx-token" >"$WORK/token"
   PING_BIN=$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')/debug/vigia-ping
-  check "vigia-ping --check-config accepts ping/ping.yaml and ping/targets.txt" \
+  check "vigia-ping --check-config accepts ping/ping.yaml, ping/targets.txt and alertmanager/maintenance.txt" \
     env VIGIA_PING__TARGETS_FILE="$ROOT/ping/targets.txt" \
+    VIGIA_PING__MAINTENANCE_FILE="$ROOT/alertmanager/maintenance.txt" \
     VIGIA_PING__TRANSITION_LOG__PATH="$WORK/transitions.jsonl" \
     VIGIA_PING__INFLUXDB__URL=http://influxdb:8086 VIGIA_PING__INFLUXDB__DATABASE=vigia \
     VIGIA_PING__INFLUXDB__TOKEN_FILE="$WORK/token" \
     "$PING_BIN" --config.file "$ROOT/ping/ping.yaml" --check-config
+  # The maintenance file has two readers, alertmanager/maintenance.sh (the silences) and
+  # vigia-ping (the board): both must take and refuse the same lines.
+  check "maintenance file: maintenance.sh and vigia-ping agree on every line of tests/stack/maintenance-cases.txt" \
+    bash -c "n=0; while IFS='|' read -r want line; do
+        [[ -z \$want || \$want == '#'* ]] && continue
+        printf '%s\n' \"\$line\" >'$WORK/case.txt'
+        sh alertmanager/maintenance.sh check '$WORK/case.txt' >/dev/null 2>&1 && sh_ok=ok || sh_ok=bad
+        env VIGIA_PING__TARGETS_FILE='$ROOT/ping/targets.txt' VIGIA_PING__MAINTENANCE_FILE='$WORK/case.txt' \
+          VIGIA_PING__TRANSITION_LOG__PATH='$WORK/transitions.jsonl' \
+          '$PING_BIN' --config.file '$ROOT/ping/ping.yaml' --check-config >/dev/null 2>&1 && rs_ok=ok || rs_ok=bad
+        if [[ \$sh_ok != \$want || \$rs_ok != \$want ]]; then echo \"want \$want, maintenance.sh \$sh_ok, vigia-ping \$rs_ok: \$line\"; exit 1; fi
+        n=\$((n + 1))
+      done <'$ROOT/tests/stack/maintenance-cases.txt'; [[ \$n -ge 10 ]]"
   # The containers' healthcheck (scripts/healthcheck, bash only) against the real exporter.
   port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
   env VIGIA_PING__TARGETS_FILE="$ROOT/ping/targets.txt" \

@@ -132,6 +132,11 @@ pub struct InfluxConfig {
     /// `VIGIA_INFLUXDB_TOKEN` environment variable is used, if set.
     #[serde(default)]
     pub token_file: Option<PathBuf>,
+    /// PEM file of the authority (or authorities) that signed an `https://` server's
+    /// certificate, trusted besides the system's roots: a site writing to its NOC's
+    /// private CA (`make site` writes one). Unset: the system's roots only.
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
     /// Points per request.
     #[serde(default = "default_batch_size")]
     pub batch_size: usize,
@@ -191,6 +196,7 @@ impl InfluxConfig {
             org: None,
             bucket: None,
             token_file: None,
+            ca_file: None,
             batch_size: default_batch_size(),
             flush_interval: default_flush_interval(),
             queue_capacity: default_queue_capacity(),
@@ -289,7 +295,26 @@ impl InfluxConfig {
             }
         }
         self.read_token(&field("token_file"))?;
+        self.read_ca(&field("ca_file"))?;
         Ok(())
+    }
+
+    /// The certificates of `ca_file` (none when unset), or why they cannot be used.
+    fn read_ca(&self, field: &str) -> Result<Vec<reqwest::Certificate>, ConfigError> {
+        let Some(path) = &self.ca_file else {
+            return Ok(Vec::new());
+        };
+        let pem = std::fs::read(path)
+            .map_err(|e| ConfigError::new(field, format!("cannot read {}: {e}", path.display())))?;
+        let certs = reqwest::Certificate::from_pem_bundle(&pem)
+            .map_err(|e| ConfigError::new(field, format!("{} is not PEM: {e}", path.display())))?;
+        if certs.is_empty() {
+            return Err(ConfigError::new(
+                field,
+                format!("{} holds no certificate (expected PEM)", path.display()),
+            ));
+        }
+        Ok(certs)
     }
 
     /// The write URL with its query, or the offending field's name and why.
@@ -861,6 +886,7 @@ impl InfluxWriter {
             .endpoint()
             .map_err(|(name, msg)| ConfigError::new(format!("influxdb.{name}"), msg))?;
         let token = config.read_token("influxdb.token_file")?;
+        let extra_roots = config.read_ca("influxdb.ca_file")?;
         let runtime = tokio::runtime::Handle::try_current().map_err(|_| {
             ConfigError::new(
                 "influxdb",
@@ -874,6 +900,7 @@ impl InfluxWriter {
         let client = reqwest::Client::builder()
             .timeout(config.timeout)
             .user_agent(concat!("vigia/", env!("CARGO_PKG_VERSION")))
+            .tls_certs_merge(extra_roots)
             .build()
             .map_err(|e| {
                 ConfigError::new("influxdb", format!("cannot build the HTTP client: {e}"))

@@ -8,8 +8,10 @@
   // that still looks green is worse than no board.
   var STALE_AFTER_MS = 3 * REFRESH_MS;
   var FETCH_TIMEOUT_MS = 4000;
-  var ORDER = { down: 0, warning: 1, unknown: 2, ok: 3 };
-  var WORDS = { down: "down", warning: "warning", unknown: "unknown", ok: "ok" };
+  var ORDER = { down: 0, warning: 1, unreachable: 2, unknown: 3, ok: 4 };
+  var WORDS = { down: "down", warning: "warning", unreachable: "unreachable", unknown: "unknown", ok: "ok" };
+  // A stopwatch runs on tiles of these statuses, from the moment they began.
+  var STOPWATCH = { down: "down for", unreachable: "unreachable for" };
 
   var groupsEl = document.getElementById("groups");
   var freshnessEl = document.getElementById("freshness");
@@ -116,22 +118,39 @@
     });
     if (labels.length) card.appendChild(el("div", "labels", labels.join(" ")));
 
+    // Cut off behind a failed uplink: name it, and the direct parent when the failure is
+    // further up the chain.
+    if (status === "unreachable" && typeof t.behind === "string") {
+      var via = typeof t.parent === "string" && t.parent !== t.behind ? " (via " + t.parent + ")" : "";
+      card.appendChild(el("div", "behind", "behind " + t.behind + via));
+    }
+
+    var m = t.maintenance;
+    if (m && typeof m.until_seconds === "number") {
+      card.classList.add("in-maintenance");
+      var badge = el("div", "maintenance");
+      badge.appendChild(el("span", "label", "maintenance until " + new Date(m.until_seconds * 1000).toLocaleString()));
+      if (m.reason) badge.appendChild(el("span", "reason", m.reason));
+      card.appendChild(badge);
+    }
+
     var stats = el("dl", "stats");
+    var silent = status === "down" || status === "unreachable";
     if (probe === "icmp") {
-      stats.appendChild(stat("RTT", status === "down" ? "\u2014" : rtt(t.last_rtt_seconds), "rtt"));
+      stats.appendChild(stat("RTT", silent ? "\u2014" : rtt(t.last_rtt_seconds), "rtt"));
       stats.appendChild(stat("loss", loss(t.loss_ratio), "loss"));
     } else {
       // One request per round: its duration, and what it got (or why it failed).
-      stats.appendChild(stat("time", status === "down" ? "\u2014" : rtt(t.last_rtt_seconds), "rtt"));
+      stats.appendChild(stat("time", silent ? "\u2014" : rtt(t.last_rtt_seconds), "rtt"));
     }
     card.appendChild(stats);
     if (probe !== "icmp" && typeof t.detail === "string" && t.detail !== "") {
       card.appendChild(el("div", "detail", shown(t.detail)));
     }
 
-    if (status === "down" && typeof t.status_since_seconds === "number") {
+    if (STOPWATCH[status] && typeof t.status_since_seconds === "number") {
       var sw = el("div", "stopwatch");
-      sw.appendChild(el("span", "label", "down for"));
+      sw.appendChild(el("span", "label", STOPWATCH[status]));
       var value = el("span", "elapsed");
       sw.appendChild(value);
       card.appendChild(sw);
@@ -145,7 +164,7 @@
 
   function countsText(counts) {
     var parts = [];
-    ["down", "warning", "unknown", "ok"].forEach(function (s) {
+    ["down", "warning", "unreachable", "unknown", "ok"].forEach(function (s) {
       if (counts[s]) parts.push(counts[s] + " " + s);
     });
     return parts.join(" \u00b7 ");
@@ -153,7 +172,7 @@
 
   function render(data) {
     var targets = Array.isArray(data.targets) ? data.targets : [];
-    var total = { down: 0, warning: 0, unknown: 0, ok: 0 };
+    var total = { down: 0, warning: 0, unreachable: 0, unknown: 0, ok: 0 };
     var groups = new Map();
     targets.forEach(function (t) {
       total[statusOf(t)] += 1;
@@ -167,7 +186,10 @@
       n.textContent = String(total[s]);
       n.parentNode.classList.toggle("zero", total[s] === 0);
     });
-    document.title = (total.down ? "(" + total.down + " down) " : "") + "vigia-ping status";
+    var alarm = [];
+    if (total.down) alarm.push(total.down + " down");
+    if (total.unreachable) alarm.push(total.unreachable + " unreachable");
+    document.title = (alarm.length ? "(" + alarm.join(", ") + ") " : "") + "vigia-ping status";
 
     // Named sites alphabetically, then the targets without a site.
     var sites = Array.from(groups.keys()).filter(function (s) { return s !== null; });
@@ -182,7 +204,7 @@
       section.setAttribute("data-site", site === null ? "" : site);
       // One unnamed group needs no heading.
       if (sites.length > 1 || site !== null) {
-        var counts = { down: 0, warning: 0, unknown: 0, ok: 0 };
+        var counts = { down: 0, warning: 0, unreachable: 0, unknown: 0, ok: 0 };
         members.forEach(function (t) { counts[statusOf(t)] += 1; });
         var h = el("h2", null, site === null ? "No site" : shown(site));
         h.appendChild(el("span", "group-counts", countsText(counts)));

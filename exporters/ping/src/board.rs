@@ -30,7 +30,8 @@ pub struct TargetView {
     /// The group the tile is shown under (usually the `site` label); `None` puts the tile
     /// under the heading of targets without a site.
     pub site: Option<String>,
-    /// One of [`STATUSES`]: "ok", "warning", "down" or "unknown" (no round finished yet).
+    /// One of [`STATUSES`]: "ok", "warning", "down", "unreachable" (silent while its parent
+    /// is down) or "unknown" (no round finished yet).
     pub status: &'static str,
     /// The kind of probe: "icmp", "tcp", "http" or "dns".
     pub probe: &'static str,
@@ -38,6 +39,13 @@ pub struct TargetView {
     /// 198.18.0.5`, or why it failed: `connect to 198.18.0.9:443: connection refused`);
     /// `null` for icmp and before the first probe.
     pub detail: Option<String>,
+    /// The target this one is reached through, as configured.
+    pub parent: Option<String>,
+    /// While unreachable: the down target it is behind (the parent, or the top of the
+    /// chain when the parent is itself unreachable).
+    pub behind: Option<String>,
+    /// The maintenance window the target is in now, if any.
+    pub maintenance: Option<MaintenanceView>,
     /// RTT of the last reply received, if any reply has ever been received.
     pub last_rtt_seconds: Option<f64>,
     /// Share of the last round's requests that got no reply (0.0 ..= 1.0), `None` before
@@ -51,8 +59,18 @@ pub struct TargetView {
     pub last_round_seconds: Option<f64>,
 }
 
+/// The maintenance window a target is in, as `/api/status` shows it.
+#[derive(Serialize, Clone, Debug, PartialEq)]
+pub struct MaintenanceView {
+    /// When the window ends (Unix seconds).
+    pub until_seconds: f64,
+    pub reason: String,
+    /// `site` or `target`: what the window was declared for.
+    pub scope: &'static str,
+}
+
 /// Every status a [`TargetView`] can have, in the order the board sorts tiles.
-pub const STATUSES: [&str; 4] = ["down", "warning", "unknown", "ok"];
+pub const STATUSES: [&str; 5] = ["down", "warning", "unreachable", "unknown", "ok"];
 
 /// The current state of every target, read on each `/api/status` request.
 pub trait StatusSnapshot: Send + Sync + 'static {
@@ -175,6 +193,9 @@ mod tests {
             status,
             probe: "icmp",
             detail: None,
+            parent: None,
+            behind: None,
+            maintenance: None,
             last_rtt_seconds: Some(0.0123),
             loss_ratio: Some(0.2),
             status_since_seconds: 1_700_000_000.5,
@@ -209,7 +230,23 @@ mod tests {
         never_probed.last_rtt_seconds = None;
         never_probed.loss_ratio = None;
         never_probed.last_round_seconds = None;
-        let source = Arc::new(Fixed(vec![view("dslam-1", "warning"), never_probed]));
+        let mut behind = view("dslam-7", "unreachable");
+        // A service behind its router: the kind and its last failure with the parent.
+        behind.probe = "http";
+        behind.detail = Some("no answer within 1s (during connect)".into());
+        behind.parent = Some("router-north".into());
+        behind.behind = Some("router-north".into());
+        behind.loss_ratio = Some(1.0);
+        behind.maintenance = Some(MaintenanceView {
+            until_seconds: 1_700_003_600.0,
+            reason: "fibre works".into(),
+            scope: "site",
+        });
+        let source = Arc::new(Fixed(vec![
+            view("dslam-1", "warning"),
+            never_probed,
+            behind,
+        ]));
 
         let before = SystemTime::now().duration_since(UNIX_EPOCH).unwrap();
         let (status, headers, body) = get(routes(source), "/api/status").await;
@@ -235,6 +272,9 @@ mod tests {
                     "status": "warning",
                     "probe": "icmp",
                     "detail": null,
+                    "parent": null,
+                    "behind": null,
+                    "maintenance": null,
                     "last_rtt_seconds": 0.0123,
                     "loss_ratio": 0.2,
                     "status_since_seconds": 1_700_000_000.5,
@@ -248,10 +288,29 @@ mod tests {
                     "status": "unknown",
                     "probe": "icmp",
                     "detail": null,
+                    "parent": null,
+                    "behind": null,
+                    "maintenance": null,
                     "last_rtt_seconds": null,
                     "loss_ratio": null,
                     "status_since_seconds": 1_700_000_000.5,
                     "last_round_seconds": null
+                },
+                {
+                    "name": "dslam-7",
+                    "address": "127.0.0.9",
+                    "labels": {"kind": "dslam"},
+                    "site": "north",
+                    "status": "unreachable",
+                    "probe": "http",
+                    "detail": "no answer within 1s (during connect)",
+                    "parent": "router-north",
+                    "behind": "router-north",
+                    "maintenance": {"until_seconds": 1_700_003_600.0, "reason": "fibre works", "scope": "site"},
+                    "last_rtt_seconds": 0.0123,
+                    "loss_ratio": 1.0,
+                    "status_since_seconds": 1_700_000_000.5,
+                    "last_round_seconds": 1_700_000_100.0
                 }
             ])
         );

@@ -4,7 +4,7 @@
 //! Everything is validated once, at load, into [`TargetSpec`]s that carry every setting
 //! already resolved against the defaults, so the probe loop never sees a bad value.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -20,9 +20,12 @@ pub const ENV_PREFIX: &str = "VIGIA_PING";
 /// Label names a target may not define: the exporter sets them itself, or Prometheus
 /// gives them a meaning (`le` on the RTT histogram, `status` on `vigia_ping_status`), or
 /// the InfluxDB writer does (`host`, the agent that probed, on every round row), or every
-/// series of a target carries it (`probe`, the kind). Each kind adds its own
+/// series of a target carries it (`probe`, the kind), or an unreachable target's series
+/// names its failed uplink with it (`behind`). Each kind adds its own
 /// ([`ProbeKind::reserved_labels`]).
-const RESERVED_LABELS: [&str; 6] = ["target", "address", "status", "le", "host", "probe"];
+const RESERVED_LABELS: [&str; 7] = [
+    "target", "address", "status", "le", "host", "probe", "behind",
+];
 
 /// Largest ICMP payload accepted; jumbo frames, not fragmented monsters.
 const MAX_PAYLOAD: usize = 9000;
@@ -56,7 +59,8 @@ pub struct Config {
     /// A plain-text list of targets, re-read when it changes (see [`parse_targets_file`]).
     #[serde(default)]
     pub targets_file: Option<PathBuf>,
-    /// How often the targets file's modification time is checked.
+    /// How often the targets file's (and the maintenance file's) modification time is
+    /// checked.
     #[serde(default = "default_targets_file_check", with = "humantime_serde")]
     pub targets_file_check_interval: Duration,
     /// Whether a targets file without any target is a valid list. By default it is an
@@ -65,6 +69,10 @@ pub struct Config {
     /// down stopwatches and resetting the alerts' `for:`.
     #[serde(default)]
     pub targets_file_allow_empty: bool,
+    /// Maintenance windows for targets and sites, shown on the board (the file the stack's
+    /// Alertmanager silences are made from; see [`crate::maintenance`]).
+    #[serde(default)]
+    pub maintenance_file: Option<PathBuf>,
     #[serde(default)]
     pub transition_log: Option<TransitionLogConfig>,
     /// Each round's result as a row of `vigia_ping_round`.
@@ -184,6 +192,10 @@ pub struct TargetConfig {
     pub warning_loss: Option<f64>,
     #[serde(default)]
     pub down_after: Option<u32>,
+    /// The target this one is reached through (its uplink): while the parent is down, a
+    /// silent target is `unreachable`, not down. Another target's name; chains allowed.
+    #[serde(default)]
+    pub parent: Option<String>,
     /// The kind of probe (icmp by default); the settings below belong to one kind each
     /// and are checked in [`crate::probe_config`].
     #[serde(default)]
@@ -276,6 +288,8 @@ pub struct TargetSpec {
     pub payload_size: usize,
     /// The kind of probe and its settings.
     pub probe: ProbeSpec,
+    /// The name of the target this one is reached through, checked to exist (no cycles).
+    pub parent: Option<String>,
 }
 
 impl TargetSpec {
@@ -340,10 +354,14 @@ impl Validate for Config {
                 ));
             }
         }
-        self.inline_targets()?;
-        if let Some(path) = &self.targets_file {
-            self.all_targets(&self.read_targets_file(path)?)?;
+        if let Some(path) = &self.maintenance_file {
+            crate::maintenance::read(path)?;
         }
+        // Through all_targets also without a file: parents are checked there.
+        match &self.targets_file {
+            Some(path) => self.all_targets(&self.read_targets_file(path)?)?,
+            None => self.all_targets(&[])?,
+        };
         Ok(())
     }
 }
@@ -514,9 +532,13 @@ impl Config {
         Ok(specs)
     }
 
-    /// Inline targets plus the targets file's entries; names must be unique across both.
+    /// Inline targets plus the targets file's entries; names must be unique across both,
+    /// and every `parent` must name one of them without a cycle.
     pub fn all_targets(&self, from_file: &[FileTarget]) -> Result<Vec<TargetSpec>, ConfigError> {
         let mut specs = self.inline_targets()?;
+        let mut parent_fields: Vec<String> = (0..specs.len())
+            .map(|i| format!("targets[{i}].parent"))
+            .collect();
         let mut names: HashSet<String> = specs.iter().map(|s| s.name.clone()).collect();
         for ft in from_file {
             let at = ft.origin.clone();
@@ -527,8 +549,10 @@ impl Config {
                     format!("duplicate target name {:?}", spec.name),
                 ));
             }
+            parent_fields.push(format!("{at}: parent"));
             specs.push(spec);
         }
+        check_parents(&specs, &parent_fields)?;
         Ok(specs)
     }
 
@@ -574,6 +598,7 @@ impl Config {
             down_after: t.down_after.unwrap_or(d.down_after),
             resolve_interval: d.resolve_interval,
             payload_size: d.payload_size,
+            parent: t.parent.clone(),
             probe,
         };
         // One request per round for the kinds other than icmp: the timeout bounds the
@@ -612,6 +637,65 @@ fn check_text(text: &str, max_chars: usize) -> Result<(), String> {
         return Err(format!(
             "is {chars} characters long, more than the {max_chars} allowed"
         ));
+    }
+    Ok(())
+}
+
+/// Every `parent` names another target, and following parents never comes back to where
+/// it started (a loop would make each target wait on the other forever). `fields[i]` is
+/// the error path of `specs[i]`'s parent: `targets[2].parent`, `targets_file ... line 4: parent`.
+fn check_parents(specs: &[TargetSpec], fields: &[String]) -> Result<(), ConfigError> {
+    let index: HashMap<&str, usize> = specs
+        .iter()
+        .enumerate()
+        .map(|(i, s)| (s.name.as_str(), i))
+        .collect();
+    let mut parent_of = vec![None; specs.len()];
+    for (i, s) in specs.iter().enumerate() {
+        let Some(p) = &s.parent else { continue };
+        match index.get(p.as_str()) {
+            Some(&j) if j == i => {
+                return Err(ConfigError::new(
+                    &fields[i],
+                    format!("{p:?} is the target itself; a parent is the target this one is reached through"),
+                ))
+            }
+            Some(&j) => parent_of[i] = Some(j),
+            None => {
+                return Err(ConfigError::new(
+                    &fields[i],
+                    format!("no target is named {p:?}"),
+                ))
+            }
+        }
+    }
+    // Walk up from each target; a chain longer than the number of targets has a loop.
+    // Targets already known to lead to a root are not walked again.
+    let mut reaches_root = vec![false; specs.len()];
+    for start in 0..specs.len() {
+        let mut path = vec![start];
+        let mut at = start;
+        while let Some(up) = parent_of[at] {
+            if reaches_root[up] {
+                break;
+            }
+            if let Some(k) = path.iter().position(|&v| v == up) {
+                let names: Vec<&str> = path[k..]
+                    .iter()
+                    .chain(std::iter::once(&up))
+                    .map(|&v| specs[v].name.as_str())
+                    .collect();
+                return Err(ConfigError::new(
+                    &fields[path[k]],
+                    format!("parents form a loop: {}", names.join(" -> ")),
+                ));
+            }
+            path.push(up);
+            at = up;
+        }
+        for v in path {
+            reaches_root[v] = true;
+        }
     }
     Ok(())
 }
@@ -713,13 +797,14 @@ impl Config {
 /// Per-target settings a targets-file line may override, written `key=value` like a
 /// label: in the file these names are settings, never labels (a target that needs a
 /// label called `count` belongs in the config file).
-pub const FILE_SETTINGS: [&str; 6] = [
+pub const FILE_SETTINGS: [&str; 7] = [
     "interval",
     "count",
     "timeout",
     "warning_rtt",
     "warning_loss",
     "down_after",
+    "parent",
 ];
 
 /// The targets file: one target per line, `name address [key=value ...]`, fields
@@ -804,6 +889,12 @@ fn set_file_setting(target: &mut TargetConfig, key: &str, value: &str) -> Result
             )
         }
         "down_after" => target.down_after = Some(whole(value)?),
+        "parent" => {
+            if value.is_empty() {
+                return Err("must name the target this one is reached through".into());
+            }
+            target.parent = Some(value.to_string())
+        }
         other => return Err(format!("{other:?} is not a per-target setting")),
     }
     Ok(())
@@ -1060,6 +1151,78 @@ mod tests {
             );
             assert!(e.message.contains(says), "{line}: {e}");
         }
+    }
+
+    #[test]
+    fn parents_name_existing_targets_without_loops() {
+        // Chains across the config and the targets file are fine.
+        let c = load(
+            "targets:\n  - {name: core, address: 198.18.0.1}\n  - {name: sw, address: 198.18.0.2, parent: core}\n",
+        )
+        .unwrap();
+        let file = parse_targets_file(
+            "dslam-1 198.18.0.3 site=centro parent=sw\ndslam-2 198.18.0.4 parent=dslam-1\n",
+            "t.txt",
+        )
+        .unwrap();
+        assert_eq!(file[0].target.parent.as_deref(), Some("sw"));
+        // `parent` is a setting, not a label.
+        assert!(!file[0].target.labels.contains_key("parent"));
+        let specs = c.all_targets(&file).unwrap();
+        let parents: Vec<Option<&str>> = specs.iter().map(|s| s.parent.as_deref()).collect();
+        assert_eq!(parents, [None, Some("core"), Some("sw"), Some("dslam-1")]);
+
+        for (yaml, field, says) in [
+            (
+                "targets: [{name: a, address: 127.0.0.1, parent: nobody}]\n",
+                "targets[0].parent",
+                "no target is named \"nobody\"",
+            ),
+            (
+                "targets: [{name: a, address: 127.0.0.1, parent: a}]\n",
+                "targets[0].parent",
+                "the target itself",
+            ),
+            (
+                "targets:\n  - {name: x, address: 127.0.0.9}\n  - {name: a, address: 127.0.0.1, parent: c}\n  - {name: b, address: 127.0.0.2, parent: a}\n  - {name: c, address: 127.0.0.3, parent: b}\n",
+                "targets[1].parent",
+                "parents form a loop: a -> c -> b -> a",
+            ),
+        ] {
+            let e = load(yaml).expect_err(yaml);
+            assert_eq!(e.path, field, "{yaml}: {e}");
+            assert!(e.message.contains(says), "{yaml}: {e}");
+        }
+        // In the targets file: the line and the field.
+        let c = load("targets: [{name: core, address: 198.18.0.1, parent: b}]\n");
+        assert!(
+            c.is_err(),
+            "a parent only the file has is unknown without it"
+        );
+        let c = load("targets: [{name: core, address: 198.18.0.1}]\n").unwrap();
+        for (text, field, says) in [
+            (
+                "a 127.0.0.1\nb 127.0.0.2 parent=ghost\n",
+                "targets_file t.txt line 2: parent",
+                "no target",
+            ),
+            (
+                "a 127.0.0.1 parent=b\nb 127.0.0.2 parent=a\n",
+                "targets_file t.txt line 1: parent",
+                "a -> b -> a",
+            ),
+        ] {
+            let t = parse_targets_file(text, "t.txt").unwrap();
+            let e = c.all_targets(&t).expect_err(text);
+            assert_eq!(e.path, field, "{text}: {e}");
+            assert!(e.message.contains(says), "{text}: {e}");
+        }
+        let e = parse_targets_file("a 127.0.0.1 parent=\n", "t.txt").unwrap_err();
+        assert_eq!(e.path, "targets_file t.txt line 1: parent");
+        // A label called `behind` would clash with vigia_ping_unreachable_behind's.
+        let e =
+            load("targets: [{name: a, address: 127.0.0.1, labels: {behind: x}}]\n").unwrap_err();
+        assert_eq!(e.path, "targets[0].labels.behind");
     }
 
     #[test]

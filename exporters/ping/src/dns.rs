@@ -120,12 +120,17 @@ async fn udp_exchange(
     socket.send(wire).await.map_err(|e| io("send to", e))?;
     let mut buf = vec![0u8; UDP_BUFFER];
     loop {
-        let n = socket
-            .recv(&mut buf)
-            .await
-            .map_err(|e| io("answer from", e))?;
+        let n = match socket.recv(&mut buf).await {
+            Ok(n) => n,
+            Err(e) => {
+                // The host's ICMP port unreachable is its answer: nothing listens there.
+                trace.answered |= e.kind() == std::io::ErrorKind::ConnectionRefused;
+                return Err(io("answer from", e));
+            }
+        };
         // Another query's late answer (the id differs) is not ours: keep waiting.
         if n >= 2 && u16::from_be_bytes([buf[0], buf[1]]) == id {
+            trace.answered = true;
             trace.end(Phase::Request, started);
             buf.truncate(n);
             return Ok(buf);

@@ -7,6 +7,7 @@ mod board;
 mod config;
 mod dns;
 mod http;
+mod maintenance;
 mod metrics;
 mod probe;
 mod probe_config;
@@ -20,7 +21,7 @@ mod tls;
 mod transitions;
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
@@ -203,7 +204,11 @@ async fn run(
     };
 
     let mut metrics = Metrics::new(PROGRAM);
-    let exporter_metrics = ExporterMetrics::register(&mut metrics, config.targets_file.is_some());
+    let exporter_metrics = ExporterMetrics::register(
+        &mut metrics,
+        config.targets_file.is_some(),
+        config.maintenance_file.is_some(),
+    );
     for (family, kind) in prober.kinds() {
         exporter_metrics
             .socket_info
@@ -221,6 +226,12 @@ async fn run(
         None => None,
     };
     let table = Arc::new(StatusTable::default());
+    if let Some(path) = &config.maintenance_file {
+        match maintenance::read(path) {
+            Ok(w) => table.maintenance.replace(w),
+            Err(e) => return exit_config_error(PROGRAM, e),
+        }
+    }
     metrics.register_source(TargetMetrics {
         table: table.clone(),
     });
@@ -247,6 +258,18 @@ async fn run(
     if config.targets_file.is_some() {
         exporter_metrics.targets_file_reload_success.set(1);
     }
+    if config.maintenance_file.is_some() {
+        exporter_metrics.maintenance_file_reload_success.set(1);
+    }
+    let maintenance_watcher = config.maintenance_file.clone().map(|path| {
+        tokio::spawn(watch_maintenance_file(
+            path,
+            config.targets_file_check_interval,
+            table.clone(),
+            exporter_metrics.clone(),
+            shutdown.clone(),
+        ))
+    });
 
     let router = server::router(Arc::new(metrics), ready, None, board::routes(table.clone()));
     tracing::info!(address = %listen, targets = table.entries().len(), "listening");
@@ -269,6 +292,9 @@ async fn run(
     if let Some(w) = watcher {
         w.abort();
     }
+    if let Some(w) = maintenance_watcher {
+        w.abort();
+    }
     drop(fixed_targets);
     if let Some(w) = influx {
         w.shutdown(Duration::from_secs(5)).await;
@@ -276,9 +302,8 @@ async fn run(
     ExitCode::SUCCESS
 }
 
-/// Polls the targets file's modification time and size; a changed file is read,
-/// validated with the rest of the config and applied, or rejected (logged, counted) with
-/// the previous list kept.
+/// A changed targets file is read, validated with the rest of the config and applied, or
+/// rejected (logged, counted) with the previous list kept.
 async fn watch_targets_file(
     config: Config,
     path: PathBuf,
@@ -286,23 +311,7 @@ async fn watch_targets_file(
     metrics: ExporterMetrics,
     shutdown: Shutdown,
 ) {
-    let stamp = |p: &PathBuf| -> Option<(SystemTime, u64)> {
-        let m = std::fs::metadata(p).ok()?;
-        Some((m.modified().ok()?, m.len()))
-    };
-    let mut last = stamp(&path);
-    let mut ticker = tokio::time::interval(config.targets_file_check_interval);
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = ticker.tick() => {}
-            _ = shutdown.wait() => break,
-        }
-        let now = stamp(&path);
-        if now == last {
-            continue;
-        }
-        last = now;
+    on_file_change(&path, config.targets_file_check_interval, &shutdown, || {
         let result = config
             .read_targets_file(&path)
             .and_then(|t| config.all_targets(&t));
@@ -318,6 +327,59 @@ async fn watch_targets_file(
                 metrics.targets_file_reload_success.set(0);
             }
         }
-    }
+    })
+    .await;
     scheduler.stop();
+}
+
+/// Like the targets file: a changed maintenance file replaces the windows when it is
+/// valid, and is rejected (logged, counted) with the previous windows kept when not.
+async fn watch_maintenance_file(
+    path: PathBuf,
+    every: Duration,
+    table: Arc<StatusTable>,
+    metrics: ExporterMetrics,
+    shutdown: Shutdown,
+) {
+    on_file_change(&path, every, &shutdown, || match maintenance::read(&path) {
+        Ok(windows) => {
+            tracing::info!(path = %path.display(), windows = windows.len(), "maintenance file changed");
+            table.maintenance.replace(windows);
+            metrics.maintenance_file_reload_success.set(1);
+        }
+        Err(e) => {
+            tracing::error!(path = %path.display(), error = %e, "maintenance file rejected; keeping the previous windows");
+            metrics.maintenance_file_reload_errors.inc();
+            metrics.maintenance_file_reload_success.set(0);
+        }
+    })
+    .await;
+}
+
+/// Calls `changed` each time the file's modification time or size differs from the last
+/// look (polled every `every`), until shutdown.
+async fn on_file_change(
+    path: &Path,
+    every: Duration,
+    shutdown: &Shutdown,
+    mut changed: impl FnMut(),
+) {
+    let stamp = |p: &Path| -> Option<(SystemTime, u64)> {
+        let m = std::fs::metadata(p).ok()?;
+        Some((m.modified().ok()?, m.len()))
+    };
+    let mut last = stamp(path);
+    let mut ticker = tokio::time::interval(every);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = ticker.tick() => {}
+            _ = shutdown.wait() => break,
+        }
+        let now = stamp(path);
+        if now != last {
+            last = now;
+            changed();
+        }
+    }
 }

@@ -50,6 +50,10 @@ struct Row {
     failures: Vec<(Reason, u64)>,
     rounds: u64,
     probed: bool,
+    down_transitions: u64,
+    /// While unreachable: the down target it is behind.
+    behind: Option<String>,
+    in_maintenance: bool,
 }
 
 impl Source for TargetMetrics {
@@ -58,6 +62,7 @@ impl Source for TargetMetrics {
     }
 
     fn collect(&self, enc: &mut DescriptorEncoder<'_>) -> Result<(), SourceError> {
+        let now = std::time::SystemTime::now();
         let rows: Vec<Row> = self
             .table
             .entries()
@@ -84,10 +89,21 @@ impl Source for TargetMetrics {
                     failures: s.failures.clone(),
                     rounds: s.rounds,
                     probed: s.rounds > 0,
+                    down_transitions: s.down_transitions,
+                    behind: s.machine.behind().map(str::to_string),
+                    in_maintenance: false,
                     entry: entry.clone(),
                 };
                 drop(s);
-                row
+                let site = entry.spec.labels.get("site").map(String::as_str);
+                Row {
+                    in_maintenance: self
+                        .table
+                        .maintenance
+                        .active(&entry.spec.name, site, now)
+                        .is_some(),
+                    ..row
+                }
             })
             .collect();
 
@@ -131,14 +147,24 @@ impl Source for TargetMetrics {
                 ConstCounter::new(value(r)).encode(f.encode_family(&r.entry.labels)?)?;
             }
         }
-        let mut f = enc.encode_descriptor(
-            "vigia_ping_resolve_errors",
-            "Rounds skipped because the target's host name did not resolve",
-            None,
-            MetricType::Counter,
-        )?;
-        for r in &rows {
-            ConstCounter::new(r.resolve_errors).encode(f.encode_family(&r.entry.labels)?)?;
+        // Every kind resolves its host name and enters down.
+        let counters: [CounterColumn; 2] = [
+            (
+                "vigia_ping_resolve_errors",
+                "Rounds skipped because the target's host name did not resolve",
+                |r| r.resolve_errors,
+            ),
+            (
+                "vigia_ping_down_transitions",
+                "Times the target entered the down status (its bounces: flap detection counts these)",
+                |r| r.down_transitions,
+            ),
+        ];
+        for (name, help, value) in counters {
+            let mut f = enc.encode_descriptor(name, help, None, MetricType::Counter)?;
+            for r in &rows {
+                ConstCounter::new(value(r)).encode(f.encode_family(&r.entry.labels)?)?;
+            }
         }
 
         let mut f = enc.encode_descriptor(
@@ -204,6 +230,38 @@ impl Source for TargetMetrics {
                     .collect();
                 ConstGauge::new(1).encode(f.encode_family(&labels)?)?;
             }
+        }
+
+        // Present only while a target is unreachable, so that alert rules can count and
+        // list the devices cut off behind a failed uplink (the target named by `behind`).
+        let mut f = enc.encode_descriptor(
+            "vigia_ping_unreachable_behind",
+            "1 while the target is unreachable; `behind` names the down target (its failed uplink) it is cut off behind",
+            None,
+            MetricType::Gauge,
+        )?;
+        for r in &rows {
+            if let Some(behind) = &r.behind {
+                let labels: Vec<(&str, &str)> = r
+                    .entry
+                    .labels
+                    .iter()
+                    .map(|(k, v)| (k.as_str(), v.as_str()))
+                    .chain([("behind", behind.as_str())])
+                    .collect();
+                ConstGauge::new(1).encode(f.encode_family(&labels)?)?;
+            }
+        }
+
+        // Present only while a maintenance window (maintenance_file) covers the target.
+        let mut f = enc.encode_descriptor(
+            "vigia_ping_maintenance",
+            "1 while a maintenance window of the maintenance file covers the target (by its name or its site)",
+            None,
+            MetricType::Gauge,
+        )?;
+        for r in rows.iter().filter(|r| r.in_maintenance) {
+            ConstGauge::new(1).encode(f.encode_family(&r.entry.labels)?)?;
         }
 
         let mut f = enc.encode_descriptor(
@@ -423,13 +481,15 @@ fn encode_service_series(
 pub struct ExporterMetrics {
     pub targets_file_reload_errors: Counter,
     pub targets_file_reload_success: Gauge,
+    pub maintenance_file_reload_errors: Counter,
+    pub maintenance_file_reload_success: Gauge,
     /// Labels `family` (ipv4, ipv6) and `type` (raw, datagram).
     pub socket_info: Family<Vec<(String, String)>, Gauge>,
 }
 
 impl ExporterMetrics {
-    /// The targets-file series exist only when a targets file is configured.
-    pub fn register(metrics: &mut Metrics, targets_file: bool) -> Self {
+    /// The targets-file (maintenance-file) series exist only when one is configured.
+    pub fn register(metrics: &mut Metrics, targets_file: bool, maintenance_file: bool) -> Self {
         let m = Self::default();
         let r = metrics.registry_mut();
         r.register(
@@ -437,6 +497,18 @@ impl ExporterMetrics {
             "ICMP socket in use per address family (type raw or datagram); the value is always 1",
             m.socket_info.clone(),
         );
+        if maintenance_file {
+            r.register(
+                "vigia_ping_maintenance_file_reload_errors",
+                "Edits of the maintenance file that were rejected; the previous windows were kept",
+                m.maintenance_file_reload_errors.clone(),
+            );
+            r.register(
+                "vigia_ping_maintenance_file_last_reload_success",
+                "Whether the last read of the maintenance file was accepted (1) or rejected (0)",
+                m.maintenance_file_reload_success.clone(),
+            );
+        }
         if !targets_file {
             return m;
         }

@@ -132,20 +132,19 @@ impl Prober {
         payload: &[u8],
     ) -> RoundResult {
         let spacing = spec.spacing();
-        let mut result = RoundResult {
-            started,
-            ip: Some(ip),
-            sent: 0,
-            rtts: Vec::with_capacity(spec.count as usize),
-            send_errors: 0,
-            resolve_error: false,
-            outcome: None,
-        };
+        let mut result = RoundResult::new(started, start.into_std());
+        result.ip = Some(ip);
+        result.rtts.reserve(spec.count as usize);
         for i in 0..spec.count {
             tokio::time::sleep_until(start + spacing * i).await;
             result.sent += 1;
+            let sent_at = std::time::Instant::now();
             match self.echo(ip, spec.timeout, payload).await {
-                Echo::Reply(rtt) => result.rtts.push(rtt),
+                Echo::Reply(rtt) => {
+                    result.rtts.push(rtt);
+                    result.first_answered.get_or_insert(sent_at);
+                    result.last_answered = Some(sent_at);
+                }
                 Echo::Lost => {}
                 Echo::SendError => result.send_errors += 1,
             }

@@ -19,9 +19,15 @@ impl RoundWriter {
     }
 
     /// Queues the row; never blocks (the kit's queue is bounded and counts drops).
-    pub fn write(&self, entry: &TargetEntry, round: &RoundResult, status: Status) {
+    pub fn write(
+        &self,
+        entry: &TargetEntry,
+        round: &RoundResult,
+        status: Status,
+        behind: Option<&str>,
+    ) {
         if let Some(w) = &self.writer {
-            w.write(round_point(entry, round, status));
+            w.write(round_point(entry, round, status, behind));
         }
     }
 }
@@ -30,10 +36,16 @@ impl RoundWriter {
 /// adds `host`, the agent that probed (`influxdb.tags`), which is why no target may
 /// have a label of that name. Fields:
 /// `sent`, `received`, `loss_ratio`, `status`, and `min/avg/max_rtt_seconds` when any
-/// reply came back, `ip` when the address resolved. tcp, http and dns rounds add
-/// `duration_seconds`, `failure` (the reason) and `error` when they failed,
-/// `http_status_code`, `tls_earliest_cert_expiry` (Unix seconds) and `dns_rcode`.
-pub fn round_point(entry: &TargetEntry, round: &RoundResult, status: Status) -> Point {
+/// reply came back, `ip` when the address resolved, `behind` (the down target it is cut
+/// off behind) when unreachable. tcp, http and dns rounds add `duration_seconds`,
+/// `failure` (the reason) and `error` when they failed, `http_status_code`,
+/// `tls_earliest_cert_expiry` (Unix seconds) and `dns_rcode`.
+pub fn round_point(
+    entry: &TargetEntry,
+    round: &RoundResult,
+    status: Status,
+    behind: Option<&str>,
+) -> Point {
     let mut p = Point::new(MEASUREMENT);
     for (k, v) in &entry.labels {
         p = p.tag(k.as_str(), v.as_str());
@@ -51,6 +63,9 @@ pub fn round_point(entry: &TargetEntry, round: &RoundResult, status: Status) -> 
     }
     if let Some(ip) = round.ip {
         p = p.field("ip", ip.to_string());
+    }
+    if let Some(b) = behind {
+        p = p.field("behind", b);
     }
     if let Some(o) = &round.outcome {
         p = p.field("duration_seconds", o.duration.as_secs_f64());
@@ -100,17 +115,35 @@ mod tests {
         let spec = c.inline_targets().unwrap().remove(0);
         let entry = TargetEntry::new(spec, SystemTime::now());
         let round = RoundResult {
-            started: SystemTime::UNIX_EPOCH + Duration::from_secs(1),
             ip: Some("127.0.0.1".parse().unwrap()),
             sent: 5,
             rtts: vec![Duration::from_millis(1), Duration::from_millis(3)],
-            send_errors: 0,
-            resolve_error: false,
-            outcome: None,
+            ..RoundResult::new(
+                SystemTime::UNIX_EPOCH + Duration::from_secs(1),
+                std::time::Instant::now(),
+            )
         };
-        let line = round_point(&entry, &round, Status::Warning)
+        let line = round_point(&entry, &round, Status::Warning, None)
             .to_line(SystemTime::now(), false)
             .unwrap();
+        assert!(!line.contains("behind="), "{line}");
+        let silent = RoundResult {
+            sent: 5,
+            ..RoundResult::new(SystemTime::UNIX_EPOCH, std::time::Instant::now())
+        };
+        let unreachable = round_point(&entry, &silent, Status::Unreachable, Some("router-1"))
+            .to_line(SystemTime::now(), false)
+            .unwrap();
+        for part in [
+            "status=\"unreachable\"",
+            "behind=\"router-1\"",
+            "received=0i",
+        ] {
+            assert!(
+                unreachable.contains(part),
+                "{part} missing in {unreachable}"
+            );
+        }
         assert!(line.starts_with("vigia_ping_round,"), "{line}");
         for part in [
             r"target=dslam\ 1",

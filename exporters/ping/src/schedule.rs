@@ -193,22 +193,29 @@ async fn probe_loop(ctx: Arc<ProbeContext>, entry: Arc<TargetEntry>) {
                     tracing::debug!(ping_target = %spec.name, error = %e, "host name still does not resolve");
                 }
                 RoundResult {
-                    started,
-                    ip: None,
-                    sent: 0,
-                    rtts: Vec::new(),
-                    send_errors: 0,
                     resolve_error: true,
                     outcome: services::resolve_failure(&spec, &e),
+                    ..RoundResult::new(started, start.into_std())
                 }
             }
         };
         let now = SystemTime::now();
-        let transition = entry.record(&round, now);
-        let status = entry.state().machine.status();
-        ctx.rounds.write(&entry, &round, status);
+        // The parent's state as its own last round left it, read in one piece under its
+        // lock. Parent and child may run on different probe threads (an http service
+        // behind an ICMP router), so a round of the parent can end between this and
+        // `record`: the child then decides as if its round had ended just before the
+        // parent's, which is an order the judgement already allows for (it takes a
+        // parent's answer as proof only after a timeout, and a stale "down" lasts one
+        // round).
+        let parent = ctx.table.parent_of(&entry);
+        let transition = entry.record(&round, now, parent.as_ref());
+        let (status, behind) = {
+            let s = entry.state();
+            (s.machine.status(), s.machine.behind().map(str::to_string))
+        };
+        ctx.rounds.write(&entry, &round, status, behind.as_deref());
         if let Some(t) = transition {
-            log_transition(&ctx, &entry, &round, t, now);
+            log_transition(&ctx, &entry, &round, t, behind.as_deref(), now);
         }
         if !ctx.ready.is_ready() && ctx.table.all_probed() {
             tracing::info!("every target finished its first round; ready");
@@ -222,6 +229,7 @@ fn log_transition(
     entry: &TargetEntry,
     round: &RoundResult,
     t: Transition,
+    behind: Option<&str>,
     now: SystemTime,
 ) {
     let last_rtt = entry.state().last_rtt.map(|d| d.as_secs_f64());
@@ -233,6 +241,7 @@ fn log_transition(
         from = t.from.as_str(),
         to = t.to.as_str(),
         error = failure.map(|f| f.message.as_str()),
+        behind,
         "status changed"
     );
     let Some(log) = &ctx.transitions else {
@@ -243,6 +252,7 @@ fn log_transition(
         &entry.spec.name,
         &entry.spec.address,
         t,
+        behind,
         last_rtt,
         Some(round.loss_ratio()),
     );

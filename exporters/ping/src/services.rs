@@ -205,6 +205,10 @@ pub struct Trace {
     pub phases: Vec<(Phase, Duration)>,
     /// The phase under way, named by a timeout.
     pub current: Option<Phase>,
+    /// The server answered something (its TCP handshake, a refusal, a DNS reply or an
+    /// ICMP port unreachable): it is reachable, even if the probe fails its checks. A
+    /// child's silence behind a parent is judged by this, as an echo reply is.
+    pub answered: bool,
     /// What a timeout now would mean, when it means more than "no answer" (tcp: the
     /// server answered, but not what `expect` wants).
     pub on_timeout: Option<Failure>,
@@ -237,6 +241,11 @@ pub async fn connect(addr: SocketAddr, trace: &mut Trace) -> Result<TcpStream, F
     let started = trace.start(Phase::Connect);
     let stream = TcpStream::connect(addr).await;
     trace.end(Phase::Connect, started);
+    // A refusal is the host's own answer (a reset); unreachable and timeouts are not.
+    trace.answered |= match &stream {
+        Ok(_) => true,
+        Err(e) => e.kind() == std::io::ErrorKind::ConnectionRefused,
+    };
     let stream = stream.map_err(|e| Failure {
         reason: Reason::Connect,
         message: format!("connect to {addr}: {}", io_words(&e)),
@@ -332,19 +341,20 @@ impl ServiceProber {
             http: trace.http,
             dns: trace.dns,
         };
-        RoundResult {
-            started,
-            ip: Some(ip),
-            sent: 1,
-            rtts: if outcome.failure.is_none() {
-                vec![duration]
-            } else {
-                Vec::new()
-            },
-            send_errors: 0,
-            resolve_error: false,
-            outcome: Some(Arc::new(outcome)),
+        // One request, sent when the probe began: a reply (an RTT) when every check
+        // passed, an answer whenever the server sent anything back.
+        let mut round = RoundResult::new(started, begun);
+        round.ip = Some(ip);
+        round.sent = 1;
+        if outcome.failure.is_none() {
+            round.rtts.push(duration);
         }
+        if trace.answered || outcome.failure.is_none() {
+            round.first_answered = Some(begun);
+            round.last_answered = Some(begun);
+        }
+        round.outcome = Some(Arc::new(outcome));
+        round
     }
 }
 

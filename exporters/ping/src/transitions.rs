@@ -21,6 +21,9 @@ pub struct TransitionRecord<'a> {
     pub address: &'a str,
     pub from: &'static str,
     pub to: &'static str,
+    /// For `to: unreachable`: the down target it is behind.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub behind: Option<&'a str>,
     pub last_rtt_seconds: Option<f64>,
     pub loss_ratio: Option<f64>,
     /// The kind of probe (`icmp`, `tcp`, `http`, `dns`).
@@ -36,6 +39,7 @@ impl<'a> TransitionRecord<'a> {
         target: &'a str,
         address: &'a str,
         t: Transition,
+        behind: Option<&'a str>,
         last_rtt_seconds: Option<f64>,
         loss_ratio: Option<f64>,
     ) -> Self {
@@ -45,6 +49,7 @@ impl<'a> TransitionRecord<'a> {
             address,
             from: t.from.as_str(),
             to: t.to.as_str(),
+            behind,
             last_rtt_seconds,
             loss_ratio,
             probe: "icmp",
@@ -147,6 +152,7 @@ mod tests {
                 &name,
                 "127.0.0.1",
                 t,
+                None,
                 Some(0.001),
                 Some(1.0),
             );
@@ -159,6 +165,22 @@ mod tests {
         assert_eq!(last["from"], "ok");
         assert_eq!(last["to"], "down");
         assert_eq!(last["time"], "1970-01-01T00:00:00.000Z");
+        assert!(last.get("behind").is_none(), "{last}");
+        let unreachable = TransitionRecord::new(
+            SystemTime::UNIX_EPOCH,
+            "dslam-7",
+            "198.18.0.7",
+            Transition {
+                from: Status::Ok,
+                to: Status::Unreachable,
+            },
+            Some("router-north"),
+            None,
+            Some(1.0),
+        );
+        let line = serde_json::to_value(&unreachable).unwrap();
+        assert_eq!(line["to"], "unreachable");
+        assert_eq!(line["behind"], "router-north");
         for p in [path.clone(), dir.path().join("transitions.jsonl.1")] {
             let len = std::fs::metadata(&p).unwrap().len();
             assert!(len <= 1024 && len > 0, "{} is {len} bytes", p.display());

@@ -17,7 +17,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use board::{StatusSnapshot, TargetView};
 use board_support::cdp::Browser;
-use board_support::{assert_tile_colour, close, css, dimmed, seen_tile, GREEN, GREY, RED, YELLOW};
+use board_support::{
+    assert_tile_colour, close, css, dimmed, seen_tile, GREEN, GREY, PURPLE, RED, YELLOW,
+};
 use serde_json::Value;
 
 #[derive(Default)]
@@ -55,9 +57,12 @@ fn target(
         status,
         probe: "icmp",
         detail: None,
+        parent: None,
+        behind: None,
+        maintenance: None,
         last_rtt_seconds: rtt_ms.map(|ms| ms / 1000.0),
         loss_ratio: match status {
-            "down" => Some(1.0),
+            "down" | "unreachable" => Some(1.0),
             "warning" => Some(0.4),
             "unknown" => None,
             _ => Some(0.0),
@@ -142,6 +147,15 @@ fn stopwatch_seconds(browser: &mut Browser, page: &board_support::cdp::Page, nam
     days * 86400 + parts[0] * 3600 + parts[1] * 60 + parts[2]
 }
 
+/// A target cut off behind `behind`, reached through `parent`.
+fn behind(name: &str, site: &str, parent: &str, behind: &str, since_ago: f64) -> TargetView {
+    TargetView {
+        parent: Some(parent.to_string()),
+        behind: Some(behind.to_string()),
+        ..target(name, Some(site), "unreachable", Some(3.0), since_ago)
+    }
+}
+
 #[test]
 fn board_page_in_chromium_shows_groups_stopwatch_refresh_and_staleness() {
     let source = Arc::new(Editable::default());
@@ -170,6 +184,24 @@ fn board_page_in_chromium_shows_groups_stopwatch_refresh_and_staleness() {
             "dns",
             "NOERROR 198.18.0.5",
         ),
+        // Behind the down olt-1; behind router-core through a switch that is itself
+        // unreachable (a tcp probe of its management port, in maintenance).
+        behind("dslam-9", "north", "olt-1", "olt-1", 3700.0),
+        behind("cpe-12", "south", "switch-s", "router-core", 65.0),
+        service(
+            TargetView {
+                parent: Some("router-core".into()),
+                behind: Some("router-core".into()),
+                maintenance: Some(board::MaintenanceView {
+                    until_seconds: now() + 7200.0,
+                    reason: "fibre works, ticket 4711".into(),
+                    scope: "site",
+                }),
+                ..target("switch-s", Some("south"), "unreachable", None, 70.0)
+            },
+            "tcp",
+            "no answer within 1s (during connect)",
+        ),
     ];
     let (server, addr) = serve(source.clone());
     let url = format!("http://{addr}/");
@@ -178,9 +210,9 @@ fn board_page_in_chromium_shows_groups_stopwatch_refresh_and_staleness() {
     let page = browser.open(&url, 1920, 1080, Some(SKEWED_CLOCK));
     browser.wait_for(
         &page,
-        "document.querySelectorAll('.tile').length === 9",
+        "document.querySelectorAll('.tile').length === 12",
         Duration::from_secs(20),
-        "nine tiles",
+        "twelve tiles",
     );
 
     // Sites in name order, targets without a site last; down first within a site.
@@ -189,10 +221,13 @@ fn board_page_in_chromium_shows_groups_stopwatch_refresh_and_staleness() {
         {"heading": "north", "tiles": [
             ["olt-1", "down"],
             ["dslam-2", "warning"],
+            ["dslam-9", "unreachable"],
             ["dslam-1", "ok"]]},
         {"heading": "south", "tiles": [
             ["portal", "down"],
             ["router-core", "down"],
+            ["cpe-12", "unreachable"],
+            ["switch-s", "unreachable"],
             ["resolver", "ok"],
             ["server-9", "ok"]]},
         {"heading": "No site", "tiles": [
@@ -202,7 +237,7 @@ fn board_page_in_chromium_shows_groups_stopwatch_refresh_and_staleness() {
     assert_eq!(groups, expected);
 
     // Each tile in the colour of its status, as drawn on screen: down red with a white
-    // frame, warning yellow, ok green, unknown grey.
+    // frame, warning yellow, ok green, unknown grey, unreachable purple.
     for (name, colour, framed) in [
         ("olt-1", RED, true),
         ("dslam-2", YELLOW, false),
@@ -213,29 +248,94 @@ fn board_page_in_chromium_shows_groups_stopwatch_refresh_and_staleness() {
         (HOSTILE_NAME, GREEN, false),
         ("portal", RED, true),
         ("resolver", GREEN, false),
+        ("dslam-9", PURPLE, false),
+        ("cpe-12", PURPLE, false),
     ] {
         assert_tile_colour(&mut browser, &page, name, colour, framed);
     }
+    // Purple is none of the other four to the eye, nor the page's background.
+    for other in [RED, GREEN, YELLOW, GREY, board_support::PAGE_BACKGROUND] {
+        assert!(
+            PURPLE
+                .iter()
+                .zip(other)
+                .map(|(a, b)| a.abs_diff(b) as u32)
+                .sum::<u32>()
+                > 120,
+            "unreachable's colour {PURPLE:?} is too close to {other:?}"
+        );
+    }
+
+    // An unreachable tile says which failed uplink it is behind (and through which
+    // parent, when the failure is further up), shows no RTT, and runs its own stopwatch.
+    let tile_text = |browser: &mut Browser, name: &str, sel: &str| {
+        browser.eval(
+            &page,
+            &format!(
+                r#"(() => {{ const t = document.querySelector('.tile[data-target="{name}"]');
+                     const e = t && t.querySelector('{sel}'); return e ? e.textContent : null; }})()"#
+            ),
+        )
+    };
+    assert_eq!(
+        tile_text(&mut browser, "dslam-9", ".behind"),
+        "behind olt-1"
+    );
+    assert_eq!(
+        tile_text(&mut browser, "cpe-12", ".behind"),
+        "behind router-core (via switch-s)"
+    );
+    assert_eq!(tile_text(&mut browser, "dslam-9", ".rtt"), "\u{2014}");
+    assert_eq!(tile_text(&mut browser, "dslam-9", ".word"), "unreachable");
+    assert_eq!(
+        tile_text(&mut browser, "dslam-9", ".stopwatch .label"),
+        "unreachable for"
+    );
+    let unreachable_for = stopwatch_seconds(&mut browser, &page, "dslam-9");
+    assert!(
+        (3700..=3700 + made.elapsed().as_secs() + 1).contains(&unreachable_for),
+        "dslam-9 unreachable for {unreachable_for} s"
+    );
+    assert!(tile_text(&mut browser, "olt-1", ".behind").is_null());
+
+    // In maintenance: a dashed frame and a badge with the end and the reason, over the
+    // tile's own status colour.
+    let switch = seen_tile(&mut browser, &page, "switch-s");
+    assert_eq!(switch.background, css(PURPLE), "{switch:?}");
+    assert!(close(switch.fill, PURPLE), "{switch:?}");
+    let frame_style = browser.eval(
+        &page,
+        r#"getComputedStyle(document.querySelector('.tile[data-target="switch-s"]')).borderLeftStyle"#,
+    );
+    assert_eq!(frame_style, "dashed");
+    let badge = tile_text(&mut browser, "switch-s", ".maintenance");
+    let badge = badge.as_str().unwrap_or_default();
+    assert!(
+        badge.starts_with("maintenance until ") && badge.ends_with("fibre works, ticket 4711"),
+        "{badge:?}"
+    );
+    assert!(tile_text(&mut browser, "cpe-12", ".maintenance").is_null());
 
     // Counts per status in the header.
     let counts = browser.eval(
         &page,
-        "['down','warning','unknown','ok'].map(s => document.getElementById('count-' + s).textContent)",
+        "['down','warning','unreachable','unknown','ok'].map(s => document.getElementById('count-' + s).textContent)",
     );
-    assert_eq!(counts, serde_json::json!(["3", "1", "1", "4"]));
+    assert_eq!(counts, serde_json::json!(["3", "1", "3", "1", "4"]));
 
     // The hostile name is text, not markup.
     let injected = browser.eval(
         &page,
         "document.querySelectorAll('main img').length + ':' + document.title",
     );
-    assert_eq!(injected, "0:(3 down) vigia-ping status");
+    assert_eq!(injected, "0:(3 down, 3 unreachable) vigia-ping status");
 
     // Each tile names its probe; a service's tile shows its probe's time and result
-    // (or why it failed) instead of RTT and loss.
+    // (or why it failed) instead of RTT and loss; a service cut off behind its uplink
+    // keeps its kind, its last failure, "behind" and its maintenance badge.
     let kinds = browser.eval(
         &page,
-        r#"["dslam-1", "portal", "resolver"].map(n => {
+        r#"["dslam-1", "portal", "resolver", "switch-s"].map(n => {
              const t = document.querySelector(`.tile[data-target="${n}"]`);
              const d = t.querySelector('.detail');
              return [t.querySelector('.probe').textContent, d ? d.textContent : null,
@@ -253,9 +353,29 @@ fn board_page_in_chromium_shows_groups_stopwatch_refresh_and_staleness() {
                 "time",
                 "\u{2014}"
             ],
-            ["dns", "NOERROR 198.18.0.5", false, "time", "1.20 ms"]
+            ["dns", "NOERROR 198.18.0.5", false, "time", "1.20 ms"],
+            [
+                "tcp",
+                "no answer within 1s (during connect)",
+                false,
+                "time",
+                "\u{2014}"
+            ]
         ])
     );
+    // The kind badge, the status word, the "behind" line and the maintenance badge all
+    // fit inside the tile, one under the other, none over another.
+    let boxes = browser.eval(
+        &page,
+        r#"(() => { const t = document.querySelector('.tile[data-target="switch-s"]');
+             const r = e => e.getBoundingClientRect();
+             const tile = r(t);
+             return ['.probe', '.word', '.behind', '.maintenance', '.detail'].map(sel => {
+               const b = r(t.querySelector(sel));
+               return b.width > 0 && b.left >= tile.left && b.right <= tile.right
+                 && b.top >= tile.top && b.bottom <= tile.bottom; }); })()"#,
+    );
+    assert_eq!(boxes, serde_json::json!([true, true, true, true, true]));
 
     // RTT and loss as the seed showed them: milliseconds and percent.
     let dslam2 = browser.eval(
@@ -293,7 +413,7 @@ fn board_page_in_chromium_shows_groups_stopwatch_refresh_and_staleness() {
     assert!(browser
         .eval(
             &page,
-            "!!document.querySelector('.tile:not(.status-down) .stopwatch')"
+            "!!document.querySelector('.tile:not(.status-down):not(.status-unreachable) .stopwatch')"
         )
         .as_bool()
         .is_some_and(|b| !b));
@@ -327,6 +447,13 @@ fn board_page_in_chromium_shows_groups_stopwatch_refresh_and_staleness() {
     assert_eq!(
         browser.eval(&page, "document.getElementById('count-down').textContent"),
         "4"
+    );
+    assert_eq!(
+        browser.eval(
+            &page,
+            "document.getElementById('count-unreachable').textContent"
+        ),
+        "3"
     );
     let fresh = browser.eval(&page, "document.getElementById('freshness').textContent");
     assert!(

@@ -80,9 +80,31 @@ fn bad_config_exits_2_naming_the_field() {
             "targets_file: \"{dir}/targets.txt\"\ntargets: [{name: a, address: 127.0.0.1}]\n",
             "targets.txt line 2",
         ),
+        (
+            "targets: [{name: a, address: 127.0.0.1, parent: nobody}]\n",
+            "`targets[0].parent`: no target is named \"nobody\"",
+        ),
+        (
+            "targets_file: \"{dir}/loop.txt\"\n",
+            "loop.txt line 1: parent`: parents form a loop: x -> y -> x",
+        ),
+        (
+            "maintenance_file: \"{dir}/maintenance.txt\"\n",
+            "maintenance.txt line 2: end`",
+        ),
     ];
     for (yaml, field) in cases {
-        let (code, err) = start(yaml, &[("targets.txt", "b 127.0.0.2\na 127.0.0.3\n")]);
+        let (code, err) = start(
+            yaml,
+            &[
+                ("targets.txt", "b 127.0.0.2\na 127.0.0.3\n"),
+                ("loop.txt", "x 127.0.0.2 parent=y\ny 127.0.0.3 parent=x\n"),
+                (
+                    "maintenance.txt",
+                    "# works\n2026-12-05T02:00:00Z 2026-12-05 site=centro fibre\n",
+                ),
+            ],
+        );
         assert_eq!(code, Some(2), "{yaml}: {err}");
         assert!(err.contains(field), "{yaml}: expected {field} in: {err}");
         assert!(err.starts_with("vigia-ping: "), "{err}");

@@ -1,7 +1,7 @@
 //! The targets file a NOC edits: added targets start, removed ones leave /metrics, a bad
 //! edit is rejected and counted while the previous list keeps running, and `key=value`
-//! settings on a line override the defaults for that target. Needs root (raw ICMP
-//! socket).
+//! settings on a line override the defaults for that target; the maintenance file is
+//! re-read the same way. Needs root (raw ICMP socket).
 
 mod support;
 
@@ -225,4 +225,80 @@ fn root_an_empty_targets_file_keeps_the_previous_list() {
         ),
         Some(since)
     );
+}
+
+/// The maintenance file (the stack's alertmanager/maintenance.txt): a window added while
+/// the exporter runs shows on the board and in /metrics for the targets of its site or
+/// name, a bad edit is counted and the windows in force stay, removing the line ends it.
+#[test]
+fn root_maintenance_file_edits_show_on_the_board_and_bad_edits_keep_the_windows() {
+    // SAFETY: geteuid has no preconditions.
+    assert_eq!(
+        unsafe { libc::geteuid() },
+        0,
+        "this test needs root (CI runs as root)"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let windows = dir.path().join("maintenance.txt");
+    std::fs::write(&windows, "# no works planned\n").unwrap();
+    let e = Exporter::start(&format!(
+        "defaults: {{interval: 1s, count: 1, timeout: 300ms}}\n\
+         maintenance_file: \"{}\"\n\
+         targets_file_check_interval: 200ms\n\
+         targets:\n\
+         \x20 - {{name: olt-1, address: 127.0.0.2, labels: {{site: centro}}}}\n\
+         \x20 - {{name: olt-2, address: 127.0.0.3, labels: {{site: norte}}}}\n",
+        windows.display()
+    ));
+    let in_maintenance = |b: &str, t: &str| metric(b, "vigia_ping_maintenance", &[("target", t)]);
+    let body = e.metrics();
+    assert_eq!(in_maintenance(&body, "olt-1"), None, "{body}");
+    assert_eq!(
+        metric(
+            &body,
+            "vigia_ping_maintenance_file_last_reload_success",
+            &[]
+        ),
+        Some(1.0)
+    );
+
+    let now = std::time::SystemTime::now();
+    // RFC 3339 in UTC with seconds, as the maintenance file wants it.
+    let iso = |t| humantime::format_rfc3339_seconds(t).to_string();
+    let start = iso(now - Duration::from_secs(60));
+    let end = iso(now + Duration::from_secs(3600));
+    std::fs::write(
+        &windows,
+        format!("{start} {end} site=centro fibre works, ticket 4711\n"),
+    )
+    .unwrap();
+    let body = e.wait_metrics(Duration::from_secs(10), "olt-1 in maintenance", |b| {
+        in_maintenance(b, "olt-1") == Some(1.0)
+    });
+    assert_eq!(
+        in_maintenance(&body, "olt-2"),
+        None,
+        "only the site's targets"
+    );
+    let (_, status) = e.get("/api/status");
+    let status: serde_json::Value = serde_json::from_str(&status).unwrap();
+    let olt1 = &status["targets"][0];
+    assert_eq!(olt1["maintenance"]["reason"], "fibre works, ticket 4711");
+    assert_eq!(olt1["maintenance"]["scope"], "site");
+    assert!(status["targets"][1]["maintenance"].is_null());
+
+    // A bad edit: counted, and the window in force stays.
+    std::fs::write(&windows, format!("{start} tomorrow site=centro works\n")).unwrap();
+    let body = e.wait_metrics(Duration::from_secs(10), "the rejected edit counted", |b| {
+        metric(b, "vigia_ping_maintenance_file_reload_errors_total", &[]) == Some(1.0)
+    });
+    assert_eq!(in_maintenance(&body, "olt-1"), Some(1.0));
+    assert!(e.stderr().contains("line 1: end"), "{}", e.stderr());
+
+    // The line removed: the window is over.
+    std::fs::write(&windows, "").unwrap();
+    e.wait_metrics(Duration::from_secs(10), "olt-1 out of maintenance", |b| {
+        in_maintenance(b, "olt-1").is_none()
+            && metric(b, "vigia_ping_maintenance_file_last_reload_success", &[]) == Some(1.0)
+    });
 }

@@ -4,9 +4,12 @@ from the test machines: records every request and answers as those services do.
   POST /bot<token>/sendMessage   Telegram: {"ok": true, "result": <a Message>}
   POST /api/webhooks/<id>/<tok>  Discord: 204 No Content
   GET  /_recorded                every request so far as JSON (method, path, headers, body)
+
+On :8080 of every interface, or RECEIVER_BIND and RECEIVER_PORT (the alerting test).
 """
 
 import json
+import os
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -71,5 +74,7 @@ class Receiver(BaseHTTPRequestHandler):
 
 
 if __name__ == "__main__":
-    print("receiver: Telegram and Discord stand-in on :8080", flush=True)
-    ThreadingHTTPServer(("0.0.0.0", 8080), Receiver).serve_forever()
+    bind = os.environ.get("RECEIVER_BIND", "0.0.0.0")
+    port = int(os.environ.get("RECEIVER_PORT", "8080"))
+    print(f"receiver: Telegram and Discord stand-in on {bind}:{port}", flush=True)
+    ThreadingHTTPServer((bind, port), Receiver).serve_forever()

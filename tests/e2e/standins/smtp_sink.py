@@ -2,12 +2,14 @@
 test: it stands in for the stack's mail catcher (Mailpit, which has no package here).
 
 SMTP on :1025 as Mailpit's; GET /messages on :8025 answers the accepted messages as JSON
-(envelope, headers and text), oldest first. Messages live in memory only.
+(envelope, headers and text), oldest first. Messages live in memory only. The alerting
+test (tests/alerts/) runs it on loopback: SMTP_BIND, SMTP_PORT and LISTING_PORT.
 """
 
 import email
 import email.policy
 import json
+import os
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -55,7 +57,10 @@ class Listing(BaseHTTPRequestHandler):
 
 
 if __name__ == "__main__":
-    controller = Controller(Keep(), hostname="0.0.0.0", port=1025)
+    bind = os.environ.get("SMTP_BIND", "0.0.0.0")
+    smtp_port = int(os.environ.get("SMTP_PORT", "1025"))
+    listing_port = int(os.environ.get("LISTING_PORT", "8025"))
+    controller = Controller(Keep(), hostname=bind, port=smtp_port)
     controller.start()
-    print("smtp sink: SMTP on :1025, GET /messages on :8025", flush=True)
-    ThreadingHTTPServer(("0.0.0.0", 8025), Listing).serve_forever()
+    print(f"smtp sink: SMTP on {bind}:{smtp_port}, GET /messages on {bind}:{listing_port}", flush=True)
+    ThreadingHTTPServer((bind, listing_port), Listing).serve_forever()

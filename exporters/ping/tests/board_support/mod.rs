@@ -17,6 +17,7 @@ pub const GREEN: Rgb = [0x1e, 0x7d, 0x34];
 pub const YELLOW: Rgb = [0xf2, 0xb9, 0x0c];
 pub const RED: Rgb = [0xc3, 0x16, 0x1c];
 pub const GREY: Rgb = [0x4a, 0x52, 0x60];
+pub const PURPLE: Rgb = [0x6f, 0x42, 0xc1];
 pub const WHITE: Rgb = [0xff, 0xff, 0xff];
 /// The page's background, which shows through a dimmed tile.
 pub const PAGE_BACKGROUND: Rgb = [0x0b, 0x0d, 0x12];
@@ -59,7 +60,8 @@ pub fn close(a: Rgb, b: Rgb) -> bool {
     a.iter().zip(b).all(|(x, y)| x.abs_diff(y) <= 3)
 }
 
-/// The tile of the target called `name`, scrolled into view and looked at.
+/// The tile of the target called `name`, scrolled into view and looked at. Positions are
+/// in document coordinates, which is what a screenshot's clip is measured in.
 pub fn seen_tile(browser: &mut Browser, page: &Page, name: &str) -> SeenTile {
     let geometry = browser.eval(
         page,
@@ -72,7 +74,8 @@ pub fn seen_tile(browser: &mut Browser, page: &Page, name: &str) -> SeenTile {
                  const s = getComputedStyle(t), r = t.getBoundingClientRect();
                  return {{background: s.backgroundColor, border: s.borderLeftColor,
                           border_width: parseFloat(s.borderLeftWidth),
-                          left: r.left, top: r.top, height: r.height}};
+                          left: r.left + window.scrollX, top: r.top + window.scrollY,
+                          height: r.height}};
                }})()"#,
             name = serde_json::to_string(name).unwrap()
         ),
