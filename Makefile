@@ -1,7 +1,7 @@
 # vigia: make up (runs the stack), make test (runs every check and test).
 CARGO ?= cargo
 
-.PHONY: up down central site image agent-bundle bench-central validate snmp-netns alerts e2e test lint fmt-check clippy unit build release bench bench-ports bench-ping bench-host bench-capture fuzz
+.PHONY: up down central site image agent-bundle bench-central validate snmp-netns alerts e2e test lint fmt-check clippy unit build release bench bench-ports bench-ping bench-probe bench-host bench-capture fuzz
 
 ## test: formatting, clippy -D warnings, every unit and integration test, the stack's offline validation, SNMP against real agents, the alerting path on namespace hosts, then the stack end to end under Docker.
 test: lint unit validate snmp-netns alerts e2e
@@ -24,7 +24,7 @@ release:
 	$(CARGO) build --workspace --release
 
 ## bench: every benchmark against its peer (long; not part of make test).
-bench: bench-ports bench-ping bench-capture bench-host bench-central
+bench: bench-ports bench-ping bench-probe bench-capture bench-host bench-central
 
 ## bench-ports: vigia-ports vs node_exporter tcpstat, psutil and ss at 20k and 100k connections.
 bench-ports:
@@ -33,6 +33,10 @@ bench-ports:
 ## bench-ping: vigia-ping vs smokeping_prober and the seed's `ping -c 5`, 1,000 loopback targets at 1 s.
 bench-ping:
 	CARGO=$(CARGO) bench/ping/run
+
+## bench-probe: vigia-ping's http and tcp probes vs blackbox_exporter 0.26 driven by Prometheus, 1,000 + 1,000 loopback targets at 10 s.
+bench-probe:
+	flock /tmp/vigia-bench.lock env CARGO=$(CARGO) bench/probe/run
 
 ## up: the stack (creates .env and secrets/ on first run, waits for health, prints the URLs).
 up:

@@ -296,8 +296,9 @@ def alert_rules():
                 "PortConnectionLimit", "HostHighCpu", "HostLoadJump", "HostMemoryLow",
                 "HostDiskWillFill", "ContainerHighCpu", "ContainerHighMemory", "HostAnomaly",
                 "TrafficAnomaly", "ExporterDown", "InfluxWriteFailing", "CaptureDropping",
-                "AlertmanagerNotificationsFailing", "SnmpInterfaceDown", "SnmpInterfaceErrors",
-                "SnmpInterfaceSaturated", "SnmpDeviceRebooted", "SnmpDeviceUnreachable"}
+                "AlertmanagerNotificationsFailing", "ProbeCertificateExpiry", "SnmpInterfaceDown",
+                "SnmpInterfaceErrors", "SnmpInterfaceSaturated", "SnmpDeviceRebooted",
+                "SnmpDeviceUnreachable"}
     names = {a["alert"] for a in alerts}
     problems.need(required <= names, f"alerts missing: {sorted(required - names)}")
     for a in alerts:

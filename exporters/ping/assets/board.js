@@ -99,9 +99,15 @@
     card.setAttribute("data-target", String(t.name));
     card.setAttribute("data-status", status);
 
+    var probe = typeof t.probe === "string" && t.probe !== "" ? t.probe : "icmp";
+    card.setAttribute("data-probe", probe);
     var head = el("div", "tile-head");
     head.appendChild(el("span", "name", shown(t.name)));
-    head.appendChild(el("span", "word", WORDS[status]));
+    // The kind and the status word wrap together, never apart.
+    var tags = el("span", "tags");
+    tags.appendChild(el("span", "probe", probe));
+    tags.appendChild(el("span", "word", WORDS[status]));
+    head.appendChild(tags);
     card.appendChild(head);
     card.appendChild(el("div", "address", shown(t.address)));
 
@@ -130,9 +136,17 @@
 
     var stats = el("dl", "stats");
     var silent = status === "down" || status === "unreachable";
-    stats.appendChild(stat("RTT", silent ? "\u2014" : rtt(t.last_rtt_seconds), "rtt"));
-    stats.appendChild(stat("loss", loss(t.loss_ratio), "loss"));
+    if (probe === "icmp") {
+      stats.appendChild(stat("RTT", silent ? "\u2014" : rtt(t.last_rtt_seconds), "rtt"));
+      stats.appendChild(stat("loss", loss(t.loss_ratio), "loss"));
+    } else {
+      // One request per round: its duration, and what it got (or why it failed).
+      stats.appendChild(stat("time", silent ? "\u2014" : rtt(t.last_rtt_seconds), "rtt"));
+    }
     card.appendChild(stats);
+    if (probe !== "icmp" && typeof t.detail === "string" && t.detail !== "") {
+      card.appendChild(el("div", "detail", shown(t.detail)));
+    }
 
     if (STOPWATCH[status] && typeof t.status_since_seconds === "number") {
       var sw = el("div", "stopwatch");

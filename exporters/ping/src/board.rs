@@ -33,6 +33,12 @@ pub struct TargetView {
     /// One of [`STATUSES`]: "ok", "warning", "down", "unreachable" (silent while its parent
     /// is down) or "unknown" (no round finished yet).
     pub status: &'static str,
+    /// The kind of probe: "icmp", "tcp", "http" or "dns".
+    pub probe: &'static str,
+    /// tcp, http and dns: the last probe in a few words (`HTTP 200`, `NOERROR
+    /// 198.18.0.5`, or why it failed: `connect to 198.18.0.9:443: connection refused`);
+    /// `null` for icmp and before the first probe.
+    pub detail: Option<String>,
     /// The target this one is reached through, as configured.
     pub parent: Option<String>,
     /// While unreachable: the down target it is behind (the parent, or the top of the
@@ -185,6 +191,8 @@ mod tests {
             labels: BTreeMap::from([("kind".to_string(), "dslam".to_string())]),
             site: Some("north".to_string()),
             status,
+            probe: "icmp",
+            detail: None,
             parent: None,
             behind: None,
             maintenance: None,
@@ -223,6 +231,9 @@ mod tests {
         never_probed.loss_ratio = None;
         never_probed.last_round_seconds = None;
         let mut behind = view("dslam-7", "unreachable");
+        // A service behind its router: the kind and its last failure with the parent.
+        behind.probe = "http";
+        behind.detail = Some("no answer within 1s (during connect)".into());
         behind.parent = Some("router-north".into());
         behind.behind = Some("router-north".into());
         behind.loss_ratio = Some(1.0);
@@ -259,6 +270,8 @@ mod tests {
                     "labels": {"kind": "dslam"},
                     "site": "north",
                     "status": "warning",
+                    "probe": "icmp",
+                    "detail": null,
                     "parent": null,
                     "behind": null,
                     "maintenance": null,
@@ -273,6 +286,8 @@ mod tests {
                     "labels": {},
                     "site": null,
                     "status": "unknown",
+                    "probe": "icmp",
+                    "detail": null,
                     "parent": null,
                     "behind": null,
                     "maintenance": null,
@@ -287,6 +302,8 @@ mod tests {
                     "labels": {"kind": "dslam"},
                     "site": "north",
                     "status": "unreachable",
+                    "probe": "http",
+                    "detail": "no answer within 1s (during connect)",
                     "parent": "router-north",
                     "behind": "router-north",
                     "maintenance": {"until_seconds": 1_700_003_600.0, "reason": "fibre works", "scope": "site"},

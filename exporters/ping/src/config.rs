@@ -12,14 +12,20 @@ use std::time::Duration;
 use serde::Deserialize;
 use vigia_kit::{ConfigError, Validate};
 
+use crate::probe_config::{ListSetting, ProbeKind, ProbeSpec};
+
 /// Environment prefix for overrides: `VIGIA_PING__DEFAULTS__INTERVAL=1s`.
 pub const ENV_PREFIX: &str = "VIGIA_PING";
 
 /// Label names a target may not define: the exporter sets them itself, or Prometheus
 /// gives them a meaning (`le` on the RTT histogram, `status` on `vigia_ping_status`), or
-/// the InfluxDB writer does (`host`, the agent that probed, on every round row), or an
-/// unreachable target's series names its failed uplink with it (`behind`).
-const RESERVED_LABELS: [&str; 6] = ["target", "address", "status", "le", "host", "behind"];
+/// the InfluxDB writer does (`host`, the agent that probed, on every round row), or every
+/// series of a target carries it (`probe`, the kind), or an unreachable target's series
+/// names its failed uplink with it (`behind`). Each kind adds its own
+/// ([`ProbeKind::reserved_labels`]).
+const RESERVED_LABELS: [&str; 7] = [
+    "target", "address", "status", "le", "host", "probe", "behind",
+];
 
 /// Largest ICMP payload accepted; jumbo frames, not fragmented monsters.
 const MAX_PAYLOAD: usize = 9000;
@@ -164,11 +170,13 @@ fn default_targets_file_check() -> Duration {
     Duration::from_secs(5)
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TargetConfig {
     pub name: String,
-    /// An IPv4 or IPv6 address, or a host name resolved every `resolve_interval`.
+    /// What is probed: for icmp an IPv4 or IPv6 address or a host name (resolved every
+    /// `resolve_interval`); for tcp `host:port`; for http the URL; for dns the server
+    /// (`host` or `host:port`, port 53 by default).
     pub address: String,
     #[serde(default)]
     pub labels: BTreeMap<String, String>,
@@ -188,6 +196,52 @@ pub struct TargetConfig {
     /// silent target is `unreachable`, not down. Another target's name; chains allowed.
     #[serde(default)]
     pub parent: Option<String>,
+    /// The kind of probe (icmp by default); the settings below belong to one kind each
+    /// and are checked in [`crate::probe_config`].
+    #[serde(default)]
+    pub probe: Option<ProbeKind>,
+    #[serde(default)]
+    pub tls: Option<bool>,
+    #[serde(default)]
+    pub tls_ca_file: Option<PathBuf>,
+    #[serde(default)]
+    pub tls_server_name: Option<String>,
+    #[serde(default)]
+    pub tls_insecure_skip_verify: Option<bool>,
+    #[serde(default)]
+    pub send: Option<String>,
+    #[serde(default)]
+    pub expect: Option<String>,
+    #[serde(default)]
+    pub method: Option<String>,
+    #[serde(default)]
+    pub headers: Option<BTreeMap<String, String>>,
+    #[serde(default)]
+    pub body: Option<String>,
+    #[serde(default)]
+    pub expect_status: Option<ListSetting>,
+    #[serde(default)]
+    pub expect_body: Option<String>,
+    #[serde(default)]
+    pub fail_if_body: Option<String>,
+    #[serde(default)]
+    pub follow_redirects: Option<bool>,
+    #[serde(default)]
+    pub max_redirects: Option<u32>,
+    #[serde(default)]
+    pub query_name: Option<String>,
+    #[serde(default)]
+    pub query_type: Option<String>,
+    #[serde(default)]
+    pub transport: Option<String>,
+    #[serde(default)]
+    pub recursion_desired: Option<bool>,
+    #[serde(default)]
+    pub expect_rcode: Option<ListSetting>,
+    #[serde(default)]
+    pub expect_answer: Option<String>,
+    #[serde(default)]
+    pub fail_if_answer: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -232,6 +286,8 @@ pub struct TargetSpec {
     pub down_after: u32,
     pub resolve_interval: Duration,
     pub payload_size: usize,
+    /// The kind of probe and its settings.
+    pub probe: ProbeSpec,
     /// The name of the target this one is reached through, checked to exist (no cycles).
     pub parent: Option<String>,
 }
@@ -521,7 +577,7 @@ impl Config {
                 Ok(())
             })
             .map_err(|m| ConfigError::new(field("address"), m))?;
-        let host = parse_host(&t.address).map_err(|m| ConfigError::new(field("address"), m))?;
+        let (host, probe) = crate::probe_config::compile(t, &field)?;
         for (k, v) in &t.labels {
             check_label_name(k).map_err(|m| ConfigError::new(field(&format!("labels.{k}")), m))?;
             check_text(v, MAX_LABEL_VALUE_CHARS).map_err(|m| {
@@ -543,6 +599,13 @@ impl Config {
             resolve_interval: d.resolve_interval,
             payload_size: d.payload_size,
             parent: t.parent.clone(),
+            probe,
+        };
+        // One request per round for the kinds other than icmp: the timeout bounds the
+        // whole probe and must end within the interval.
+        let count = match spec.probe {
+            ProbeSpec::Icmp => spec.count,
+            _ => 1,
         };
         let overrides = t.interval.is_some()
             || t.count.is_some()
@@ -553,7 +616,7 @@ impl Config {
             check_settings(
                 &field,
                 spec.interval,
-                spec.count,
+                count,
                 spec.timeout,
                 spec.warning_loss,
                 spec.down_after,
@@ -766,14 +829,7 @@ pub fn parse_targets_file(text: &str, file: &str) -> Result<Vec<FileTarget>, Con
         let mut target = TargetConfig {
             name: words[0].clone(),
             address: words[1].clone(),
-            labels: BTreeMap::new(),
-            interval: None,
-            count: None,
-            timeout: None,
-            warning_rtt: None,
-            warning_loss: None,
-            down_after: None,
-            parent: None,
+            ..Default::default()
         };
         let mut settings = HashSet::new();
         for w in &words[2..] {
@@ -788,6 +844,12 @@ pub fn parse_targets_file(text: &str, file: &str) -> Result<Vec<FileTarget>, Con
                     return Err(ConfigError::new(format!("{origin}: {k}"), "given twice"));
                 }
                 set_file_setting(&mut target, k, v)
+                    .map_err(|m| ConfigError::new(format!("{origin}: {k}"), m))?;
+            } else if crate::probe_config::is_file_key(k) {
+                if !settings.insert(k) && !crate::probe_config::is_repeatable(k) {
+                    return Err(ConfigError::new(format!("{origin}: {k}"), "given twice"));
+                }
+                crate::probe_config::set_file_key(&mut target, k, v)
                     .map_err(|m| ConfigError::new(format!("{origin}: {k}"), m))?;
             } else if target.labels.insert(k.to_string(), v.to_string()).is_some() {
                 return Err(ConfigError::new(

@@ -1,16 +1,23 @@
-//! vigia-ping: ICMP echo to thousands of targets with an ok / warning / down status per
-//! target, a JSON-lines transition log, round rows in InfluxDB and the NOC status board.
+//! vigia-ping: ICMP echo, TCP, HTTP(S) and DNS probes to thousands of targets with an ok /
+//! warning / down status per target, a JSON-lines transition log, round rows in InfluxDB
+//! and the NOC status board.
 //! This file only wires the parts together.
 
 mod board;
 mod config;
+mod dns;
+mod http;
 mod maintenance;
 mod metrics;
 mod probe;
+mod probe_config;
 mod resolve;
 mod rounds;
 mod schedule;
+mod services;
 mod status;
+mod tcp;
+mod tls;
 mod transitions;
 
 use std::net::SocketAddr;
@@ -41,7 +48,7 @@ const DEFAULT_LISTEN: &str = "0.0.0.0:9471";
 #[command(
     name = PROGRAM,
     version = vigia_kit::VERSION,
-    about = "ICMP echo to many targets with ok / warning / down status, for Prometheus, InfluxDB and a NOC status board"
+    about = "ICMP, TCP, HTTP(S) and DNS probes to many targets with ok / warning / down status, for Prometheus, InfluxDB and a NOC status board"
 )]
 struct Args {
     #[command(flatten)]
@@ -74,38 +81,73 @@ fn main() -> ExitCode {
     // HTTP (the board's JSON, scrapes, TLS); scrapes are encoded and gzipped on its
     // blocking pool. Before, both shared one thread, and each gzip scrape at 5,000
     // targets held every probe for 0.4 s: loopback RTTs of 0.4 s, targets in warning.
+    // A third thread runs the tcp, http and dns probes: their TLS handshakes and HTTP
+    // parsing cost CPU that must not delay an echo reply on the ICMP thread, and no
+    // scrape may stall their timings either.
     let http_runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .on_thread_start(lower_this_threads_priority)
         .build();
-    let probe_runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build();
-    let (http_runtime, probe_runtime) = match (http_runtime, probe_runtime) {
-        (Ok(h), Ok(p)) => (h, p),
-        (Err(e), _) | (_, Err(e)) => {
-            return exit_config_error(PROGRAM, format!("cannot start the runtime: {e}"))
-        }
+    let http_runtime = match http_runtime {
+        Ok(h) => h,
+        Err(e) => return exit_config_error(PROGRAM, format!("cannot start the runtime: {e}")),
     };
-    let probes = probe_runtime.handle().clone();
-    let (stop_probes, probes_stopped) = tokio::sync::oneshot::channel::<()>();
-    let probe_thread = std::thread::Builder::new()
-        .name("vigia-ping-probes".into())
-        .spawn(move || {
-            probe_runtime.block_on(async {
-                let _ = probes_stopped.await;
-            })
-        });
-    let probe_thread = match probe_thread {
+    let probes = match ProbeThread::start("vigia-ping-probes") {
         Ok(t) => t,
-        Err(e) => return exit_config_error(PROGRAM, format!("cannot start the probe thread: {e}")),
+        Err(e) => return exit_config_error(PROGRAM, e),
     };
-    // After the probe thread started (threads inherit their creator's priority).
+    let services = match ProbeThread::start("vigia-ping-services") {
+        Ok(t) => t,
+        Err(e) => return exit_config_error(PROGRAM, e),
+    };
+    // After the probe threads started (threads inherit their creator's priority).
     lower_this_threads_priority();
-    let code = http_runtime.block_on(run(config, listen, web, probes));
-    let _ = stop_probes.send(());
-    let _ = probe_thread.join();
+    let code = http_runtime.block_on(run(
+        config,
+        listen,
+        web,
+        probes.handle.clone(),
+        services.handle.clone(),
+    ));
+    probes.stop();
+    services.stop();
     code
+}
+
+/// A thread running a single-threaded runtime until stopped.
+struct ProbeThread {
+    handle: tokio::runtime::Handle,
+    stop: tokio::sync::oneshot::Sender<()>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl ProbeThread {
+    fn start(name: &str) -> Result<Self, String> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| format!("cannot start the runtime: {e}"))?;
+        let handle = runtime.handle().clone();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let thread = std::thread::Builder::new()
+            .name(name.into())
+            .spawn(move || {
+                runtime.block_on(async {
+                    let _ = stopped.await;
+                })
+            })
+            .map_err(|e| format!("cannot start the thread {name}: {e}"))?;
+        Ok(Self {
+            handle,
+            stop,
+            thread,
+        })
+    }
+
+    fn stop(self) {
+        let _ = self.stop.send(());
+        let _ = self.thread.join();
+    }
 }
 
 /// HTTP work (and its blocking pool, where scrapes are encoded and gzipped) runs at nice
@@ -128,6 +170,7 @@ async fn run(
     listen: SocketAddr,
     web: WebConfig,
     probes: tokio::runtime::Handle,
+    services: tokio::runtime::Handle,
 ) -> ExitCode {
     let file_targets = match &config.targets_file {
         Some(path) => match config.read_targets_file(path) {
@@ -210,7 +253,7 @@ async fn run(
         errors,
         lookup: resolve::system_lookup(),
     });
-    let mut scheduler = Scheduler::new(ctx, probes.clone(), config.rtt_buckets.clone());
+    let mut scheduler = Scheduler::new(ctx, probes.clone(), services, config.rtt_buckets.clone());
     scheduler.apply(specs);
     if config.targets_file.is_some() {
         exporter_metrics.targets_file_reload_success.set(1);

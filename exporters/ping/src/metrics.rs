@@ -14,10 +14,15 @@ use prometheus_client::metrics::MetricType;
 use vigia_kit::{Metrics, Source, SourceError};
 
 use crate::config::Host;
+use crate::probe_config::ProbeKind;
+use crate::services::{DnsFacts, ProbeOutcome, Reason, TlsFacts};
 use crate::status::{unix_seconds, Status, StatusTable, TargetEntry};
 
 /// A per-target counter: name (without `_total`), help, and where its value is.
 type CounterColumn = (&'static str, &'static str, fn(&Row) -> u64);
+
+/// A dns target's gauge: name, help, and where its value is in the last answer.
+type DnsColumn = (&'static str, &'static str, fn(&DnsFacts) -> i64);
 
 /// Per-target metrics, read from the status table on every scrape.
 pub struct TargetMetrics {
@@ -38,6 +43,13 @@ struct Row {
     /// The address probed: the configured IP, or what the name last resolved to.
     ip: Option<IpAddr>,
     rtt: Histogram,
+    kind: ProbeKind,
+    /// tcp, http, dns: the last probe, the last certificates seen, failures by reason.
+    outcome: Option<Arc<ProbeOutcome>>,
+    tls: Option<TlsFacts>,
+    failures: Vec<(Reason, u64)>,
+    rounds: u64,
+    probed: bool,
     down_transitions: u64,
     /// While unreachable: the down target it is behind.
     behind: Option<String>,
@@ -71,6 +83,12 @@ impl Source for TargetMetrics {
                         Host::Name(_) => s.ip,
                     },
                     rtt: s.rtt.clone(),
+                    kind: entry.spec.probe.kind(),
+                    outcome: s.last_outcome.clone(),
+                    tls: s.last_tls.clone(),
+                    failures: s.failures.clone(),
+                    rounds: s.rounds,
+                    probed: s.rounds > 0,
                     down_transitions: s.down_transitions,
                     behind: s.machine.behind().map(str::to_string),
                     in_maintenance: false,
@@ -96,17 +114,19 @@ impl Source for TargetMetrics {
             MetricType::Gauge,
         )?)?;
 
+        // Echo-only series exist for icmp targets only.
+        let icmp: Vec<&Row> = rows.iter().filter(|r| r.kind == ProbeKind::Icmp).collect();
         let mut f = enc.encode_descriptor(
             "vigia_ping_rtt_seconds",
             "Round-trip time of echo replies",
             None,
             MetricType::Histogram,
         )?;
-        for r in &rows {
+        for r in &icmp {
             r.rtt.encode(f.encode_family(&r.entry.labels)?)?;
         }
 
-        let counters: [CounterColumn; 5] = [
+        let counters: [CounterColumn; 3] = [
             (
                 "vigia_ping_requests",
                 "Echo requests attempted, including those the kernel refused to send",
@@ -120,6 +140,15 @@ impl Source for TargetMetrics {
                 "Echo requests the kernel refused to send (no route, no IPv6, ...)",
                 |r| r.send_errors,
             ),
+        ];
+        for (name, help, value) in counters {
+            let mut f = enc.encode_descriptor(name, help, None, MetricType::Counter)?;
+            for r in &icmp {
+                ConstCounter::new(value(r)).encode(f.encode_family(&r.entry.labels)?)?;
+            }
+        }
+        // Every kind resolves its host name and enters down.
+        let counters: [CounterColumn; 2] = [
             (
                 "vigia_ping_resolve_errors",
                 "Rounds skipped because the target's host name did not resolve",
@@ -140,7 +169,7 @@ impl Source for TargetMetrics {
 
         let mut f = enc.encode_descriptor(
             "vigia_ping_up",
-            "Whether the last round got at least one reply (1) or none (0, also before the first round)",
+            "Whether the last round succeeded (1): icmp got at least one reply, tcp/http/dns passed every check; 0 otherwise, also before the first round",
             None,
             MetricType::Gauge,
         )?;
@@ -241,13 +270,210 @@ impl Source for TargetMetrics {
             None,
             MetricType::Gauge,
         )?;
-        for r in &rows {
+        for r in &icmp {
             if let Some(rtt) = r.last_rtt {
                 ConstGauge::new(rtt).encode(f.encode_family(&r.entry.labels)?)?;
             }
         }
-        Ok(())
+        let services: Vec<&Row> = rows
+            .iter()
+            .filter(|r| r.kind != ProbeKind::Icmp && r.probed)
+            .collect();
+        encode_service_series(enc, &services)
     }
+}
+
+/// The labels of `r` plus one of the series' own.
+fn with<'a>(r: &'a Row, key: &'a str, value: &'a str) -> Vec<(&'a str, &'a str)> {
+    r.entry
+        .labels
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .chain([(key, value)])
+        .collect()
+}
+
+/// A gauge per row that has a value for it.
+fn gauges<T: prometheus_client::encoding::EncodeGaugeValue + Copy>(
+    enc: &mut DescriptorEncoder<'_>,
+    name: &str,
+    help: &str,
+    rows: &[&Row],
+    value: impl Fn(&Row) -> Option<T>,
+) -> Result<(), SourceError>
+where
+    ConstGauge<T>: EncodeMetric,
+{
+    let mut f = enc.encode_descriptor(name, help, None, MetricType::Gauge)?;
+    for r in rows {
+        if let Some(v) = value(r) {
+            ConstGauge::new(v).encode(f.encode_family(&r.entry.labels)?)?;
+        }
+    }
+    Ok(())
+}
+
+/// tcp, http and dns targets' own series, under `vigia_probe_*` (blackbox_exporter's
+/// `probe_*`, namespaced): the kind-neutral status stays in `vigia_ping_*` so that every
+/// existing rule, dashboard and query covers the new kinds.
+fn encode_service_series(
+    enc: &mut DescriptorEncoder<'_>,
+    rows: &[&Row],
+) -> Result<(), SourceError> {
+    gauges(
+        enc,
+        "vigia_probe_duration_seconds",
+        "How long the last probe took, address lookup included (also when it failed)",
+        rows,
+        |r| r.outcome.as_ref().map(|o| o.duration.as_secs_f64()),
+    )?;
+    let mut f = enc.encode_descriptor(
+        "vigia_probe_phase_duration_seconds",
+        "Time of each phase of the last probe: resolve, connect, tls, then processing and transfer (http), expect (tcp) or request (dns)",
+        None,
+        MetricType::Gauge,
+    )?;
+    for r in rows {
+        if let Some(o) = &r.outcome {
+            for (phase, took) in &o.phases {
+                ConstGauge::new(took.as_secs_f64()).encode(f.encode_family(&with(
+                    r,
+                    "phase",
+                    phase.as_str(),
+                ))?)?;
+            }
+        }
+    }
+    let mut f = enc.encode_descriptor(
+        "vigia_probe_attempts",
+        "Probes run (one per round); with vigia_probe_failures_total, the success ratio",
+        None,
+        MetricType::Counter,
+    )?;
+    for r in rows {
+        ConstCounter::new(r.rounds).encode(f.encode_family(&r.entry.labels)?)?;
+    }
+    let mut f = enc.encode_descriptor(
+        "vigia_probe_failures",
+        "Failed probes by reason: resolve, connect, tls, timeout, io, expect, protocol, status_code, body, redirects, rcode, answer",
+        None,
+        MetricType::Counter,
+    )?;
+    for r in rows {
+        for (reason, n) in &r.failures {
+            ConstCounter::new(*n).encode(f.encode_family(&with(
+                r,
+                "reason",
+                reason.as_str(),
+            ))?)?;
+        }
+    }
+
+    let http: Vec<&Row> = rows
+        .iter()
+        .copied()
+        .filter(|r| r.kind == ProbeKind::Http)
+        .collect();
+    let facts = |r: &Row| r.outcome.as_ref().and_then(|o| o.http.clone());
+    gauges(
+        enc,
+        "vigia_probe_http_status_code",
+        "Status code of the last response (after redirects); 0 when no response came",
+        &http,
+        |r| Some(facts(r).map_or(0, |h| i64::from(h.status))),
+    )?;
+    gauges(
+        enc,
+        "vigia_probe_http_version",
+        "HTTP version of the last response (1.0, 1.1)",
+        &http,
+        |r| facts(r).map(|h| h.version),
+    )?;
+    gauges(
+        enc,
+        "vigia_probe_http_redirects",
+        "Redirects followed by the last probe",
+        &http,
+        |r| facts(r).map(|h| i64::from(h.redirects)),
+    )?;
+    gauges(
+        enc,
+        "vigia_probe_http_body_bytes",
+        "Bytes of the last response's body",
+        &http,
+        |r| facts(r).map(|h| h.body_bytes as i64),
+    )?;
+    gauges(
+        enc,
+        "vigia_probe_http_tls",
+        "Whether the last request (after redirects) went over TLS",
+        &http,
+        |r| facts(r).map(|h| i64::from(h.tls)),
+    )?;
+
+    let mut f = enc.encode_descriptor(
+        "vigia_probe_tls_version_info",
+        "TLS version of the last handshake that completed (label tls_version); the value is always 1",
+        None,
+        MetricType::Gauge,
+    )?;
+    for r in rows {
+        let version = r
+            .outcome
+            .as_ref()
+            .and_then(|o| o.tls.as_ref())
+            .and_then(|t| t.version);
+        if let Some(v) = version {
+            ConstGauge::new(1).encode(f.encode_family(&with(r, "tls_version", v))?)?;
+        }
+    }
+    gauges(
+        enc,
+        "vigia_probe_tls_leaf_cert_expiry_timestamp_seconds",
+        "When the server's own certificate expires (notAfter, Unix time), from the last handshake that presented one, accepted or not",
+        rows,
+        |r| r.tls.as_ref().and_then(|t| t.leaf_expiry),
+    )?;
+    gauges(
+        enc,
+        "vigia_probe_tls_earliest_cert_expiry_timestamp_seconds",
+        "When the first of the certificates the server sent expires (Unix time), from the last handshake that presented any",
+        rows,
+        |r| r.tls.as_ref().and_then(|t| t.earliest_expiry),
+    )?;
+
+    let dns: Vec<&Row> = rows
+        .iter()
+        .copied()
+        .filter(|r| r.kind == ProbeKind::Dns)
+        .collect();
+    let answer = |r: &Row| r.outcome.as_ref().and_then(|o| o.dns.clone());
+    let dns_columns: [DnsColumn; 4] = [
+        (
+            "vigia_probe_dns_rcode",
+            "Response code of the last answer (0 NOERROR, 2 SERVFAIL, 3 NXDOMAIN, 5 REFUSED, ...); absent when none came",
+            |d| i64::from(d.rcode),
+        ),
+        (
+            "vigia_probe_dns_answer_rrs",
+            "Records in the answer section of the last answer",
+            |d| i64::from(d.answer_rrs),
+        ),
+        (
+            "vigia_probe_dns_authority_rrs",
+            "Records in the authority section of the last answer",
+            |d| i64::from(d.authority_rrs),
+        ),
+        (
+            "vigia_probe_dns_additional_rrs",
+            "Records in the additional section of the last answer",
+            |d| i64::from(d.additional_rrs),
+        ),
+    ];
+    for (name, help, value) in dns_columns {
+        gauges(enc, name, help, &dns, |r| answer(r).map(|d| value(&d)))?;
+    }
+    Ok(())
 }
 
 /// Metrics of the exporter as a whole (not per target).

@@ -32,12 +32,14 @@ impl RoundWriter {
     }
 }
 
-/// Tags: `target`, `address` and the target's own labels (site, kind, ...); the writer
+/// Tags: `target`, `address`, `probe` and the target's own labels (site, kind, ...); the writer
 /// adds `host`, the agent that probed (`influxdb.tags`), which is why no target may
 /// have a label of that name. Fields:
 /// `sent`, `received`, `loss_ratio`, `status`, and `min/avg/max_rtt_seconds` when any
 /// reply came back, `ip` when the address resolved, `behind` (the down target it is cut
-/// off behind) when unreachable.
+/// off behind) when unreachable. tcp, http and dns rounds add `duration_seconds`,
+/// `failure` (the reason) and `error` when they failed, `http_status_code`,
+/// `tls_earliest_cert_expiry` (Unix seconds) and `dns_rcode`.
 pub fn round_point(
     entry: &TargetEntry,
     round: &RoundResult,
@@ -65,6 +67,25 @@ pub fn round_point(
     if let Some(b) = behind {
         p = p.field("behind", b);
     }
+    if let Some(o) = &round.outcome {
+        p = p.field("duration_seconds", o.duration.as_secs_f64());
+        if let Some(f) = &o.failure {
+            p = p
+                .field("failure", f.reason.as_str())
+                .field("error", f.message.as_str());
+        }
+        if let Some(h) = &o.http {
+            p = p.field("http_status_code", i64::from(h.status));
+        }
+        if let Some(t) = &o.tls {
+            if let Some(e) = t.earliest_expiry {
+                p = p.field("tls_earliest_cert_expiry", e);
+            }
+        }
+        if let Some(d) = &o.dns {
+            p = p.field("dns_rcode", i64::from(d.rcode));
+        }
+    }
     p.timestamp(round.started)
 }
 
@@ -87,7 +108,7 @@ mod tests {
                 warning_rtt: None,
                 warning_loss: None,
                 down_after: None,
-                parent: None,
+                ..Default::default()
             }],
             ..Default::default()
         };

@@ -16,8 +16,10 @@ use vigia_kit::server::Readiness;
 
 use crate::config::TargetSpec;
 use crate::probe::Prober;
+use crate::probe_config::ProbeSpec;
 use crate::resolve::{AddressResolver, LookupFn};
 use crate::rounds::RoundWriter;
+use crate::services::{self, ServiceProber};
 use crate::status::{RoundResult, StatusTable, TargetEntry, Transition};
 use crate::transitions::{TransitionLog, TransitionRecord};
 
@@ -40,8 +42,10 @@ struct Running {
 /// Owns the probe tasks.
 pub struct Scheduler {
     ctx: Arc<ProbeContext>,
-    /// The probe thread's runtime: probe loops run there and nowhere else.
+    /// The ICMP probe thread's runtime: ICMP probe loops run there and nowhere else.
     runtime: tokio::runtime::Handle,
+    /// The service probe thread's runtime (tcp, http, dns), apart from ICMP's.
+    services: tokio::runtime::Handle,
     /// Upper bounds of every target's RTT histogram (`rtt_buckets`).
     rtt_buckets: Vec<f64>,
     running: HashMap<String, Running>,
@@ -51,11 +55,13 @@ impl Scheduler {
     pub fn new(
         ctx: Arc<ProbeContext>,
         runtime: tokio::runtime::Handle,
+        services: tokio::runtime::Handle,
         rtt_buckets: Vec<f64>,
     ) -> Self {
         Self {
             ctx,
             runtime,
+            services,
             rtt_buckets,
             running: HashMap::new(),
         }
@@ -84,9 +90,11 @@ impl Scheduler {
                         &self.rtt_buckets,
                         SystemTime::now(),
                     ));
-                    let task = self
-                        .runtime
-                        .spawn(probe_loop(self.ctx.clone(), entry.clone()));
+                    let runtime = match entry.spec.probe {
+                        ProbeSpec::Icmp => &self.runtime,
+                        _ => &self.services,
+                    };
+                    let task = runtime.spawn(probe_loop(self.ctx.clone(), entry.clone()));
                     Running { entry, task }
                 }
             };
@@ -150,6 +158,8 @@ async fn probe_loop(ctx: Arc<ProbeContext>, entry: Arc<TargetEntry>) {
         wait,
         ctx.lookup.clone(),
     );
+    // tcp, http and dns targets; `None` for icmp.
+    let service = ServiceProber::new(&spec, ctx.lookup.clone());
     let first = Instant::now() + start_offset(&spec.name, spec.interval);
     let mut ticker = tokio::time::interval_at(first, spec.interval);
     // A stalled machine skips rounds instead of firing a burst of them to catch up.
@@ -160,13 +170,20 @@ async fn probe_loop(ctx: Arc<ProbeContext>, entry: Arc<TargetEntry>) {
     loop {
         let start = ticker.tick().await;
         let started = SystemTime::now();
+        let resolving = Instant::now();
         let round = match resolver.address().await {
             Ok(ip) => {
                 if resolve_failing {
                     tracing::info!(ping_target = %spec.name, address = %ip, "host name resolves again");
                     resolve_failing = false;
                 }
-                ctx.prober.round(&spec, ip, start, started, &payload).await
+                match &service {
+                    // Boxed: a service probe's state (TLS, HTTP) is kilobytes, and held
+                    // inline it would make every target's task that large between
+                    // rounds, ICMP ones included.
+                    Some(s) => Box::pin(s.round(&spec, ip, resolving.elapsed(), started)).await,
+                    None => ctx.prober.round(&spec, ip, start, started, &payload).await,
+                }
             }
             Err(e) => {
                 if !resolve_failing {
@@ -177,13 +194,19 @@ async fn probe_loop(ctx: Arc<ProbeContext>, entry: Arc<TargetEntry>) {
                 }
                 RoundResult {
                     resolve_error: true,
+                    outcome: services::resolve_failure(&spec, &e),
                     ..RoundResult::new(started, start.into_std())
                 }
             }
         };
         let now = SystemTime::now();
-        // The parent's state as its own last round left it. Every probe loop runs on the
-        // one runtime thread, so no round of the parent ends between this and `record`.
+        // The parent's state as its own last round left it, read in one piece under its
+        // lock. Parent and child may run on different probe threads (an http service
+        // behind an ICMP router), so a round of the parent can end between this and
+        // `record`: the child then decides as if its round had ended just before the
+        // parent's, which is an order the judgement already allows for (it takes a
+        // parent's answer as proof only after a timeout, and a stale "down" lasts one
+        // round).
         let parent = ctx.table.parent_of(&entry);
         let transition = entry.record(&round, now, parent.as_ref());
         let (status, behind) = {
@@ -210,18 +233,21 @@ fn log_transition(
     now: SystemTime,
 ) {
     let last_rtt = entry.state().last_rtt.map(|d| d.as_secs_f64());
+    let failure = round.outcome.as_ref().and_then(|o| o.failure.as_ref());
     tracing::info!(
         ping_target = %entry.spec.name,
         address = %entry.spec.address,
+        probe = entry.spec.probe.kind().as_str(),
         from = t.from.as_str(),
         to = t.to.as_str(),
+        error = failure.map(|f| f.message.as_str()),
         behind,
         "status changed"
     );
     let Some(log) = &ctx.transitions else {
         return;
     };
-    let record = TransitionRecord::new(
+    let mut record = TransitionRecord::new(
         now,
         &entry.spec.name,
         &entry.spec.address,
@@ -230,6 +256,12 @@ fn log_transition(
         last_rtt,
         Some(round.loss_ratio()),
     );
+    record.probe = entry.spec.probe.kind().as_str();
+    record.error = round
+        .outcome
+        .as_ref()
+        .and_then(|o| o.failure.as_ref())
+        .map(|f| f.message.clone());
     let mut log = log.lock().unwrap_or_else(|p| p.into_inner());
     if let Err(e) = log.append(&record) {
         tracing::warn!(path = %log.path().display(), error = %e, "cannot write the transition log");

@@ -11,6 +11,7 @@ use prometheus_client::metrics::histogram::Histogram;
 
 use crate::board::{StatusSnapshot, TargetView};
 use crate::config::TargetSpec;
+use crate::services::{ProbeOutcome, Reason, TlsFacts};
 use crate::maintenance::Maintenance;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -39,16 +40,20 @@ impl Status {
     }
 }
 
-/// What one round of echo requests to one target gave.
+/// What one round of echo requests to one target gave (or one service probe: one
+/// request, a reply when every check passed).
 #[derive(Debug, Clone)]
 pub struct RoundResult {
     /// When the round started (the timestamp of its InfluxDB row).
     pub started: SystemTime,
-    /// The same moment on the monotonic clock, which parent and child compare.
+    /// The same moment on the monotonic clock, which parent and child compare (a service
+    /// probe's: when its connection or query went out, after the address lookup).
     pub start: Instant,
-    /// When the newest request that got a reply was sent.
+    /// When the newest request that got an answer was sent. An answer is what proves the
+    /// target reachable: an echo reply, or anything a service's server sent back (its TCP
+    /// handshake or refusal, a DNS reply), even when the probe then failed its checks.
     pub last_answered: Option<Instant>,
-    /// When the oldest request that got a reply was sent.
+    /// When the oldest request that got an answer was sent.
     pub first_answered: Option<Instant>,
     /// The address probed; `None` when the host name did not resolve.
     pub ip: Option<IpAddr>,
@@ -59,6 +64,9 @@ pub struct RoundResult {
     pub send_errors: u32,
     /// The host name did not resolve, so nothing was sent.
     pub resolve_error: bool,
+    /// What a tcp, http or dns probe found (phases, status code, certificate, rcode,
+    /// why it failed); `None` for ICMP rounds.
+    pub outcome: Option<Arc<ProbeOutcome>>,
 }
 
 impl RoundResult {
@@ -74,6 +82,7 @@ impl RoundResult {
             rtts: Vec::new(),
             send_errors: 0,
             resolve_error: false,
+            outcome: None,
         }
     }
 
@@ -112,7 +121,9 @@ pub struct ParentState {
     pub status: Status,
     /// When the parent is unreachable: the down target it is behind.
     pub behind: Option<String>,
-    /// When the newest request the parent answered was sent.
+    /// When the newest request the parent answered was sent (see
+    /// [`RoundResult::last_answered`]: a tcp/http/dns parent that answers but fails its
+    /// checks is down, yet still proves the path to it works).
     pub last_answered: Option<Instant>,
     /// Since when the parent has answered every round: the send time of its first answered
     /// request after a silent round; `None` while its last round was silent.
@@ -127,6 +138,10 @@ pub struct StatusMachine {
     failed_rounds: u32,
     /// When the first request of the current run of silent rounds was sent.
     silent_since: Option<Instant>,
+    /// The parent answered during the current silence: the silence is this target's own,
+    /// and it stays down when the parent fails later (no "resolved" for a dead device
+    /// because its uplink went down after it).
+    own_silence: bool,
     /// While unreachable: the down target this one is cut off behind (the failed uplink,
     /// the top of the chain when the parent is itself unreachable).
     behind: Option<String>,
@@ -146,6 +161,7 @@ impl StatusMachine {
             since: now,
             failed_rounds: 0,
             silent_since: None,
+            own_silence: false,
             behind: None,
         }
     }
@@ -174,19 +190,33 @@ impl StatusMachine {
     ) -> Option<Transition> {
         let (next, behind) = if round.received() == 0 {
             self.failed_rounds = self.failed_rounds.saturating_add(1);
-            let silent_since = *self.silent_since.get_or_insert(round.start);
+            if round.last_answered.is_some() {
+                // A service that answered but failed its checks (an HTTP 503, a refused
+                // port): it is reachable, so its failure is its own whatever the parent's
+                // status, and its silence, if any comes, starts after this round.
+                self.silent_since = None;
+                self.own_silence = false;
+            } else {
+                self.silent_since.get_or_insert(round.start);
+            }
             if self.failed_rounds < spec.down_after {
                 // Not yet down_after rounds: a reboot or a lost burst is tolerated.
                 (self.status, self.behind.clone())
             } else {
-                match parent {
-                    None => (Status::Down, None),
-                    Some(p) => self.judge(p, silent_since, round.start, spec.timeout),
+                match (parent, self.silent_since) {
+                    (Some(p), Some(silent_since)) if !self.own_silence => {
+                        let (status, behind) =
+                            self.judge(p, silent_since, round.start, spec.timeout);
+                        self.own_silence = status == Status::Down;
+                        (status, behind)
+                    }
+                    _ => (Status::Down, None),
                 }
             }
         } else {
             self.failed_rounds = 0;
             self.silent_since = None;
+            self.own_silence = false;
             let slow = round.avg_rtt().is_some_and(|avg| avg > spec.warning_rtt);
             let lossy = round.loss_ratio() > spec.warning_loss;
             let status = if slow || lossy {
@@ -210,9 +240,11 @@ impl StatusMachine {
     }
 
     /// A silent target with a parent: down when the parent answered while this one did
-    /// not, unreachable when the parent is down (or unreachable) and has not answered
-    /// since, and otherwise as it was until the parent's next round says which: a link
-    /// that failed in the middle of the parent's round must not make its children down.
+    /// not, unreachable when the parent is down (or unreachable) and its last round got no
+    /// answer, and otherwise as it was until the parent's next round says which: a link
+    /// that failed in the middle of the parent's round must not make its children down,
+    /// and a parent that is down but answers (a tcp or http parent failing its checks) is
+    /// reachable, so it cuts nothing off.
     ///
     /// "Answered while this one did not" takes both: the parent answered a request sent at
     /// least one `timeout` after this target's first unanswered one (so the shared path
@@ -235,12 +267,16 @@ impl StatusMachine {
             return (Status::Down, None);
         }
         match parent.status {
-            Status::Down => (Status::Unreachable, Some(parent.name.clone())),
+            Status::Down if parent.answering_since.is_none() => {
+                (Status::Unreachable, Some(parent.name.clone()))
+            }
             Status::Unreachable => (
                 Status::Unreachable,
                 Some(parent.behind.clone().unwrap_or_else(|| parent.name.clone())),
             ),
-            Status::Ok | Status::Warning | Status::Unknown => (self.status, self.behind.clone()),
+            Status::Down | Status::Ok | Status::Warning | Status::Unknown => {
+                (self.status, self.behind.clone())
+            }
         }
     }
 }
@@ -270,6 +306,13 @@ pub struct TargetState {
     pub answering_since: Option<Instant>,
     pub ip: Option<IpAddr>,
     pub rtt: Histogram,
+    /// The last service probe's outcome (tcp, http, dns).
+    pub last_outcome: Option<Arc<ProbeOutcome>>,
+    /// The certificates of the last handshake that saw any: kept while the server is
+    /// unreachable, so an expiry alert does not resolve because the server went down.
+    pub last_tls: Option<TlsFacts>,
+    /// Failed service probes by reason.
+    pub failures: Vec<(Reason, u64)>,
     /// Times the target entered `down`: bounces, for flap detection.
     pub down_transitions: u64,
 }
@@ -278,7 +321,7 @@ pub struct TargetState {
 #[derive(Debug)]
 pub struct TargetEntry {
     pub spec: TargetSpec,
-    /// `target`, `address`, then the target's own labels in name order.
+    /// `target`, `address`, `probe`, then the target's own labels in name order.
     pub labels: Vec<(String, String)>,
     state: Mutex<TargetState>,
 }
@@ -295,6 +338,7 @@ impl TargetEntry {
         let mut labels = vec![
             ("target".to_string(), spec.name.clone()),
             ("address".to_string(), spec.address.clone()),
+            ("probe".to_string(), spec.probe.kind().as_str().to_string()),
         ];
         labels.extend(spec.labels.iter().map(|(k, v)| (k.clone(), v.clone())));
         Self {
@@ -314,6 +358,9 @@ impl TargetEntry {
                 answering_since: None,
                 ip: None,
                 rtt: Histogram::new(rtt_buckets.iter().copied()),
+                last_outcome: None,
+                last_tls: None,
+                failures: Vec::new(),
                 down_transitions: 0,
             }),
         }
@@ -349,12 +396,27 @@ impl TargetEntry {
         if round.last_answered.is_some() {
             s.last_answered = round.last_answered;
         }
-        if round.received() == 0 {
+        if round.last_answered.is_none() {
             s.answering_since = None;
         } else if s.answering_since.is_none() {
             s.answering_since = round.first_answered;
         }
         s.ip = round.ip;
+        if let Some(outcome) = &round.outcome {
+            if let Some(tls) = outcome.tls.as_ref().filter(|t| t.leaf_expiry.is_some()) {
+                s.last_tls = Some(tls.clone());
+            }
+            if let Some(f) = &outcome.failure {
+                match s.failures.iter_mut().find(|(r, _)| *r == f.reason) {
+                    Some((_, n)) => *n += 1,
+                    None => {
+                        s.failures.push((f.reason, 1));
+                        s.failures.sort();
+                    }
+                }
+            }
+            s.last_outcome = Some(outcome.clone());
+        }
         let t = s.machine.apply(&self.spec, round, now, parent);
         if t.is_some_and(|t| t.to == Status::Down) {
             s.down_transitions += 1;
@@ -382,6 +444,8 @@ impl TargetEntry {
             labels: self.spec.labels.clone(),
             site: self.spec.labels.get("site").cloned(),
             status: s.machine.status().as_str(),
+            probe: self.spec.probe.kind().as_str(),
+            detail: s.last_outcome.as_ref().map(|o| o.summary()),
             parent: self.spec.parent.clone(),
             behind: s.machine.behind().map(str::to_string),
             maintenance: None,
@@ -488,7 +552,7 @@ mod tests {
                 warning_rtt: None,
                 warning_loss: None,
                 down_after: Some(down_after),
-                parent: None,
+                ..Default::default()
             }],
             ..Default::default()
         };
@@ -543,14 +607,19 @@ mod tests {
         );
     }
 
-    /// A parent that has answered since long before the test's rounds (when it answers).
+    /// A parent as an ICMP parent's rounds leave it: ok or warning, it has answered since
+    /// long before the test's rounds; down or unreachable, its last round got no answer
+    /// (`last_answered` is then the last answer before its silence).
     fn parent(status: Status, last_answered: Option<Instant>) -> ParentState {
+        let answering = matches!(status, Status::Ok | Status::Warning);
         ParentState {
             name: "router".into(),
             status,
             behind: None,
             last_answered,
-            answering_since: last_answered.map(|_| Instant::now() - Duration::from_secs(3600)),
+            answering_since: last_answered
+                .filter(|_| answering)
+                .map(|_| Instant::now() - Duration::from_secs(3600)),
         }
     }
 
@@ -752,6 +821,140 @@ mod tests {
             m.apply(&s, &r, now, Some(&p)).unwrap().to,
             Status::Unreachable
         );
+    }
+
+    /// A tcp or http target (one request a round) named `name`.
+    fn service_spec(name: &str, kind: crate::probe_config::ProbeKind) -> TargetSpec {
+        let address = match kind {
+            crate::probe_config::ProbeKind::Http => "http://198.18.0.9/",
+            _ => "198.18.0.9:22",
+        };
+        let c = Config {
+            targets: vec![TargetConfig {
+                name: name.into(),
+                address: address.into(),
+                probe: Some(kind),
+                down_after: Some(1),
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        c.inline_targets().unwrap().remove(0)
+    }
+
+    /// A service probe's round, as services.rs makes it: one request sent at `start`;
+    /// `answered` when the server answered anything (a TCP handshake, a refusal, a DNS
+    /// reply), `passed` when every check passed.
+    fn service_round(start: Instant, answered: bool, passed: bool) -> RoundResult {
+        RoundResult {
+            sent: 1,
+            rtts: if passed {
+                vec![Duration::from_millis(3)]
+            } else {
+                Vec::new()
+            },
+            first_answered: answered.then_some(start),
+            last_answered: answered.then_some(start),
+            ..RoundResult::new(SystemTime::now(), start)
+        }
+    }
+
+    /// An http service behind an ICMP router: silent (no TCP handshake) while the router
+    /// is down, it is unreachable behind the router, not down; once the router answers
+    /// again and the service still does not, it is down.
+    #[test]
+    fn a_silent_service_behind_a_down_parent_is_unreachable() {
+        let s = service_spec("portal", crate::probe_config::ProbeKind::Http);
+        let now = SystemTime::now();
+        let t0 = Instant::now();
+        let mut m = StatusMachine::new(now);
+        m.apply(&s, &service_round(t0, true, true), now, None);
+        assert_eq!(m.status(), Status::Ok);
+        let silent = t0 + Duration::from_secs(10);
+        let t = m
+            .apply(
+                &s,
+                &service_round(silent, false, false),
+                now,
+                Some(&parent(Status::Down, Some(t0))),
+            )
+            .unwrap();
+        assert_eq!((t.from, t.to), (Status::Ok, Status::Unreachable));
+        assert_eq!(m.behind(), Some("router"));
+        let back = silent + Duration::from_secs(20);
+        let t = m
+            .apply(
+                &s,
+                &service_round(back, false, false),
+                now,
+                Some(&parent(Status::Ok, Some(back))),
+            )
+            .unwrap();
+        assert_eq!((t.from, t.to), (Status::Unreachable, Status::Down));
+    }
+
+    /// A service that answers but fails its checks (an HTTP 503, a refused connection) is
+    /// reachable, so it is down whatever its parent's status: a router that drops ICMP
+    /// while forwarding must not hide a failing portal as "unreachable".
+    #[test]
+    fn a_service_that_answers_with_a_failure_is_down_whatever_its_parent() {
+        let s = service_spec("portal", crate::probe_config::ProbeKind::Http);
+        let now = SystemTime::now();
+        let t0 = Instant::now();
+        let mut m = StatusMachine::new(now);
+        m.apply(&s, &service_round(t0, true, true), now, None);
+        let t = m
+            .apply(
+                &s,
+                &service_round(t0 + Duration::from_secs(10), true, false),
+                now,
+                Some(&parent(Status::Down, None)),
+            )
+            .unwrap();
+        assert_eq!((t.from, t.to), (Status::Ok, Status::Down));
+        assert_eq!(m.behind(), None);
+    }
+
+    /// A tcp parent whose port refuses is down, but it answered: the path to it works, so
+    /// a child silent since before that answer is down on its own, and a child whose
+    /// silence is too recent to judge waits (it is never unreachable behind a parent that
+    /// answers).
+    #[test]
+    fn a_parent_that_answers_with_a_failure_vouches_for_the_path() {
+        let now = SystemTime::now();
+        let t0 = Instant::now();
+        let uplink = TargetEntry::new(
+            service_spec("uplink", crate::probe_config::ProbeKind::Tcp),
+            now,
+        );
+        uplink.record(&service_round(t0, true, true), now, None);
+        let refused = t0 + Duration::from_secs(10);
+        let t = uplink
+            .record(&service_round(refused, true, false), now, None)
+            .unwrap();
+        assert_eq!(t.to, Status::Down);
+        let p = uplink.as_parent();
+        assert_eq!(p.last_answered, Some(refused));
+        assert!(p.answering_since.is_some_and(|a| a <= refused));
+
+        let child = spec(1);
+        // Silent since well before the refusal: the uplink answered after it, so down.
+        let mut m = StatusMachine::new(now);
+        m.apply(&child, &round_at(t0, 4, &[1, 1, 1, 1]), now, None);
+        let silent = refused - child.timeout - Duration::from_millis(1);
+        let t = m
+            .apply(&child, &round_at(silent, 4, &[]), now, Some(&p))
+            .unwrap();
+        assert_eq!((t.from, t.to), (Status::Ok, Status::Down));
+        // Silent since just before the refusal: not proven yet, and not unreachable.
+        let mut m = StatusMachine::new(now);
+        m.apply(&child, &round_at(t0, 4, &[1, 1, 1, 1]), now, None);
+        let late = refused - Duration::from_millis(5);
+        assert_eq!(
+            m.apply(&child, &round_at(late, 4, &[]), now, Some(&p)),
+            None
+        );
+        assert_eq!(m.status(), Status::Ok);
     }
 
     #[test]

@@ -26,6 +26,11 @@ pub struct TransitionRecord<'a> {
     pub behind: Option<&'a str>,
     pub last_rtt_seconds: Option<f64>,
     pub loss_ratio: Option<f64>,
+    /// The kind of probe (`icmp`, `tcp`, `http`, `dns`).
+    pub probe: &'static str,
+    /// tcp, http, dns: why the probe that caused the change failed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
 impl<'a> TransitionRecord<'a> {
@@ -47,6 +52,8 @@ impl<'a> TransitionRecord<'a> {
             behind,
             last_rtt_seconds,
             loss_ratio,
+            probe: "icmp",
+            error: None,
         }
     }
 }

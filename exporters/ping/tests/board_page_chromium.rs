@@ -55,6 +55,8 @@ fn target(
         labels,
         site: site.map(str::to_string),
         status,
+        probe: "icmp",
+        detail: None,
         parent: None,
         behind: None,
         maintenance: None,
@@ -68,6 +70,13 @@ fn target(
         status_since_seconds: now() - since_ago,
         last_round_seconds: (status != "unknown").then(now),
     }
+}
+
+/// `t` as a tcp, http or dns target whose last probe said `detail`.
+fn service(mut t: TargetView, probe: &'static str, detail: &str) -> TargetView {
+    t.probe = probe;
+    t.detail = Some(detail.to_string());
+    t
 }
 
 const HOSTILE_NAME: &str = "<img src=x onerror=\"document.title='pwned'\">";
@@ -165,20 +174,34 @@ fn board_page_in_chromium_shows_groups_stopwatch_refresh_and_staleness() {
         target("server-9", Some("south"), "ok", Some(11.0), 100.0),
         target(HOSTILE_NAME, None, "ok", Some(1.5), 100.0),
         target("new-olt", None, "unknown", None, 5.0),
+        service(
+            target("portal", Some("south"), "down", Some(40.0), 30.0),
+            "http",
+            "status 503 is not one of 2xx",
+        ),
+        service(
+            target("resolver", Some("south"), "ok", Some(1.2), 300.0),
+            "dns",
+            "NOERROR 198.18.0.5",
+        ),
         // Behind the down olt-1; behind router-core through a switch that is itself
-        // unreachable.
+        // unreachable (a tcp probe of its management port, in maintenance).
         behind("dslam-9", "north", "olt-1", "olt-1", 3700.0),
         behind("cpe-12", "south", "switch-s", "router-core", 65.0),
-        TargetView {
-            parent: Some("router-core".into()),
-            behind: Some("router-core".into()),
-            maintenance: Some(board::MaintenanceView {
-                until_seconds: now() + 7200.0,
-                reason: "fibre works, ticket 4711".into(),
-                scope: "site",
-            }),
-            ..target("switch-s", Some("south"), "unreachable", None, 70.0)
-        },
+        service(
+            TargetView {
+                parent: Some("router-core".into()),
+                behind: Some("router-core".into()),
+                maintenance: Some(board::MaintenanceView {
+                    until_seconds: now() + 7200.0,
+                    reason: "fibre works, ticket 4711".into(),
+                    scope: "site",
+                }),
+                ..target("switch-s", Some("south"), "unreachable", None, 70.0)
+            },
+            "tcp",
+            "no answer within 1s (during connect)",
+        ),
     ];
     let (server, addr) = serve(source.clone());
     let url = format!("http://{addr}/");
@@ -187,9 +210,9 @@ fn board_page_in_chromium_shows_groups_stopwatch_refresh_and_staleness() {
     let page = browser.open(&url, 1920, 1080, Some(SKEWED_CLOCK));
     browser.wait_for(
         &page,
-        "document.querySelectorAll('.tile').length === 10",
+        "document.querySelectorAll('.tile').length === 12",
         Duration::from_secs(20),
-        "ten tiles",
+        "twelve tiles",
     );
 
     // Sites in name order, targets without a site last; down first within a site.
@@ -201,9 +224,11 @@ fn board_page_in_chromium_shows_groups_stopwatch_refresh_and_staleness() {
             ["dslam-9", "unreachable"],
             ["dslam-1", "ok"]]},
         {"heading": "south", "tiles": [
+            ["portal", "down"],
             ["router-core", "down"],
             ["cpe-12", "unreachable"],
             ["switch-s", "unreachable"],
+            ["resolver", "ok"],
             ["server-9", "ok"]]},
         {"heading": "No site", "tiles": [
             ["new-olt", "unknown"],
@@ -221,6 +246,8 @@ fn board_page_in_chromium_shows_groups_stopwatch_refresh_and_staleness() {
         ("server-9", GREEN, false),
         ("new-olt", GREY, false),
         (HOSTILE_NAME, GREEN, false),
+        ("portal", RED, true),
+        ("resolver", GREEN, false),
         ("dslam-9", PURPLE, false),
         ("cpe-12", PURPLE, false),
     ] {
@@ -294,14 +321,61 @@ fn board_page_in_chromium_shows_groups_stopwatch_refresh_and_staleness() {
         &page,
         "['down','warning','unreachable','unknown','ok'].map(s => document.getElementById('count-' + s).textContent)",
     );
-    assert_eq!(counts, serde_json::json!(["2", "1", "3", "1", "3"]));
+    assert_eq!(counts, serde_json::json!(["3", "1", "3", "1", "4"]));
 
     // The hostile name is text, not markup.
     let injected = browser.eval(
         &page,
         "document.querySelectorAll('main img').length + ':' + document.title",
     );
-    assert_eq!(injected, "0:(2 down, 3 unreachable) vigia-ping status");
+    assert_eq!(injected, "0:(3 down, 3 unreachable) vigia-ping status");
+
+    // Each tile names its probe; a service's tile shows its probe's time and result
+    // (or why it failed) instead of RTT and loss; a service cut off behind its uplink
+    // keeps its kind, its last failure, "behind" and its maintenance badge.
+    let kinds = browser.eval(
+        &page,
+        r#"["dslam-1", "portal", "resolver", "switch-s"].map(n => {
+             const t = document.querySelector(`.tile[data-target="${n}"]`);
+             const d = t.querySelector('.detail');
+             return [t.querySelector('.probe').textContent, d ? d.textContent : null,
+                     !!t.querySelector('.loss'), t.querySelector('.stats dt').textContent,
+                     t.querySelector('.rtt').textContent]; })"#,
+    );
+    assert_eq!(
+        kinds,
+        serde_json::json!([
+            ["icmp", null, true, "RTT", "0.420 ms"],
+            [
+                "http",
+                "status 503 is not one of 2xx",
+                false,
+                "time",
+                "\u{2014}"
+            ],
+            ["dns", "NOERROR 198.18.0.5", false, "time", "1.20 ms"],
+            [
+                "tcp",
+                "no answer within 1s (during connect)",
+                false,
+                "time",
+                "\u{2014}"
+            ]
+        ])
+    );
+    // The kind badge, the status word, the "behind" line and the maintenance badge all
+    // fit inside the tile, one under the other, none over another.
+    let boxes = browser.eval(
+        &page,
+        r#"(() => { const t = document.querySelector('.tile[data-target="switch-s"]');
+             const r = e => e.getBoundingClientRect();
+             const tile = r(t);
+             return ['.probe', '.word', '.behind', '.maintenance', '.detail'].map(sel => {
+               const b = r(t.querySelector(sel));
+               return b.width > 0 && b.left >= tile.left && b.right <= tile.right
+                 && b.top >= tile.top && b.bottom <= tile.bottom; }); })()"#,
+    );
+    assert_eq!(boxes, serde_json::json!([true, true, true, true, true]));
 
     // RTT and loss as the seed showed them: milliseconds and percent.
     let dslam2 = browser.eval(
@@ -372,7 +446,7 @@ fn board_page_in_chromium_shows_groups_stopwatch_refresh_and_staleness() {
     assert_eq!(browser.eval(&page, "window.__sameDocument"), 42);
     assert_eq!(
         browser.eval(&page, "document.getElementById('count-down').textContent"),
-        "3"
+        "4"
     );
     assert_eq!(
         browser.eval(

@@ -309,3 +309,259 @@ fn floors_caps_and_files_are_errors_at_check_and_at_start_alike() {
     );
     assert_eq!(checked[0].0, Some(0), "{}", checked[0].1);
 }
+
+/// tcp, http and dns targets: every wrong setting is refused at load, at `--check-config`
+/// and at a real start alike, naming the field in the config (or the line and key in the
+/// targets file), with exit status 2.
+#[test]
+fn bad_probe_settings_name_the_field_at_check_and_at_start() {
+    type Case<'a> = (&'a str, &'a str, &'a str, &'a str);
+    // (config, targets file, field named, what the error says)
+    let cases: &[Case] = &[
+        (
+            "targets: [{name: a, address: 127.0.0.1, probe: htp}]\n",
+            "",
+            "`targets[0].probe`",
+            "htp",
+        ),
+        (
+            "targets: [{name: a, address: \"http://198.18.0.1/\", probe: http, expect_body: \"(unclosed\"}]\n",
+            "",
+            "`targets[0].expect_body`",
+            "not a valid regular expression",
+        ),
+        (
+            "targets: [{name: a, address: \"198.18.0.1:22\", probe: tcp, expect: \"[a-\"}]\n",
+            "",
+            "`targets[0].expect`",
+            "not a valid regular expression",
+        ),
+        (
+            "targets: [{name: a, address: \"198.18.0.1:0\", probe: tcp}]\n",
+            "",
+            "`targets[0].address`",
+            "port 0",
+        ),
+        (
+            "targets: [{name: a, address: \"http://198.18.0.1:0/\", probe: http}]\n",
+            "",
+            "`targets[0].address`",
+            "port 0",
+        ),
+        (
+            "targets: [{name: a, address: \"198.18.0.53:0\", probe: dns, query_name: www.example}]\n",
+            "",
+            "`targets[0].address`",
+            "port 0",
+        ),
+        (
+            "targets: [{name: a, address: \"htp:/portal\", probe: http}]\n",
+            "",
+            "`targets[0].address`",
+            "scheme",
+        ),
+        (
+            "targets: [{name: a, address: \"not a url\", probe: http}]\n",
+            "",
+            "`targets[0].address`",
+            "not a URL",
+        ),
+        (
+            "targets: [{name: a, address: \"https://portal.example/\"}]\n",
+            "",
+            "`targets[0].address`",
+            "probe: http",
+        ),
+        (
+            "targets: [{name: a, address: \"http://198.18.0.1/\", probe: http, query_name: x}]\n",
+            "",
+            "`targets[0].query_name`",
+            "setting of dns probes; this target's probe is http",
+        ),
+        (
+            "targets: [{name: a, address: 198.18.0.1, count: 3, probe: dns, query_name: x}]\n",
+            "",
+            "`targets[0].count`",
+            "setting of icmp probes",
+        ),
+        (
+            "targets: [{name: a, address: 198.18.0.1, expect_status: [200]}]\n",
+            "",
+            "`targets[0].expect_status`",
+            "setting of http probes; this target's probe is icmp",
+        ),
+        (
+            "targets: [{name: a, address: \"https://198.18.0.1/\", probe: http, expect_status: [200, 999]}]\n",
+            "",
+            "`targets[0].expect_status`",
+            "\"999\" is not an HTTP status code",
+        ),
+        (
+            "targets: [{name: a, address: \"https://198.18.0.1/\", probe: http, tls_ca_file: \"{dir}/none.pem\"}]\n",
+            "",
+            "`targets[0].tls_ca_file`",
+            "cannot read",
+        ),
+        (
+            "targets: [{name: a, address: \"198.18.0.1:443\", probe: tcp, tls_server_name: x.example}]\n",
+            "",
+            "`targets[0].tls_server_name`",
+            "without `tls: true`",
+        ),
+        (
+            "targets: [{name: a, address: 198.18.0.53, probe: dns}]\n",
+            "",
+            "`targets[0].query_name`",
+            "needs the name",
+        ),
+        (
+            "targets: [{name: a, address: 198.18.0.53, probe: dns, query_name: x.example, query_type: AAAAA}]\n",
+            "",
+            "`targets[0].query_type`",
+            "not a DNS record type",
+        ),
+        (
+            "targets: [{name: a, address: 198.18.0.53, probe: dns, query_name: x.example, expect_rcode: NOPE}]\n",
+            "",
+            "`targets[0].expect_rcode`",
+            "not a DNS rcode",
+        ),
+        (
+            "targets: [{name: a, address: \"http://198.18.0.1/\", probe: http, labels: {phase: x}}]\n",
+            "",
+            "`targets[0].labels.phase`",
+            "clashes",
+        ),
+        (
+            "targets: [{name: a, address: 198.18.0.1, labels: {probe: x}}]\n",
+            "",
+            "`targets[0].labels.probe`",
+            "clashes",
+        ),
+        // The targets file: the line and the key.
+        (
+            "targets_file: \"{dir}/t.txt\"\n",
+            "ok 198.18.0.1\nportal http://198.18.0.2/ probe=htp\n",
+            "t.txt line 2: probe`",
+            "not a probe kind",
+        ),
+        (
+            "targets_file: \"{dir}/t.txt\"\n",
+            "portal http://198.18.0.2/ probe=http expect_body=(x\n",
+            "t.txt line 1: expect_body`",
+            "not a valid regular expression",
+        ),
+        (
+            "targets_file: \"{dir}/t.txt\"\n",
+            "radius 198.18.0.3:0 probe=tcp\n",
+            "t.txt line 1: address`",
+            "port 0",
+        ),
+        (
+            "targets_file: \"{dir}/t.txt\"\n",
+            "portal http//198.18.0.2 probe=http\n",
+            "t.txt line 1: address`",
+            "not a URL",
+        ),
+        (
+            "targets_file: \"{dir}/t.txt\"\n",
+            "portal http://198.18.0.2/ probe=http query_type=A\n",
+            "t.txt line 1: query_type`",
+            "setting of dns probes",
+        ),
+        (
+            "targets_file: \"{dir}/t.txt\"\n",
+            "portal http://198.18.0.2/ probe=http expect_stauts=200\n",
+            "t.txt line 1: expect_stauts`",
+            "not a setting of any probe kind",
+        ),
+        (
+            "targets_file: \"{dir}/t.txt\"\n",
+            "portal http://198.18.0.2/ probe=http expect_status=200 expect_status=301\n",
+            "t.txt line 1: expect_status`",
+            "given twice",
+        ),
+    ];
+    for (yaml, file, field, says) in cases {
+        let files: Vec<(&str, &str)> = if file.is_empty() {
+            vec![]
+        } else {
+            vec![("t.txt", *file)]
+        };
+        for (code, err) in both(yaml, &files, false) {
+            assert_eq!(code, Some(2), "{yaml} {file}: {err}");
+            assert!(
+                err.contains(field),
+                "{yaml} {file}: expected {field} in: {err}"
+            );
+            assert!(
+                err.contains(says),
+                "{yaml} {file}: expected {says:?} in: {err}"
+            );
+            assert!(!err.contains("panicked"), "{err}");
+        }
+    }
+    // Every kind's settings together, in YAML and in the file: accepted.
+    let dir = tempfile::tempdir().unwrap();
+    let ca = dir.path().join("ca.pem");
+    let out = Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+        ])
+        .arg("-keyout")
+        .arg(dir.path().join("ca.key"))
+        .arg("-out")
+        .arg(&ca)
+        .args(["-days", "30", "-subj", "/CN=vigia test CA"])
+        .output()
+        .expect("openssl (Debian package openssl)");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let good = format!(
+        "targets:\n\
+         \x20 - {{name: portal, address: \"https://198.18.0.1:8443/login?x=1\", probe: http, method: post, body: \"a=1\",\n\
+         \x20    headers: {{Host: portal.example, X-Probe: vigia}}, expect_status: \"200,3xx\", expect_body: Welcome,\n\
+         \x20    fail_if_body: \"(?i)error\", max_redirects: 3, tls_ca_file: \"{ca}\", tls_server_name: portal.example}}\n\
+         \x20 - {{name: ssh, address: \"198.18.0.1:22\", probe: tcp, expect: \"^SSH-2\\\\.0\", send: 'QUIT\\r\\n'}}\n\
+         \x20 - {{name: smtps, address: \"[::1]:465\", probe: tcp, tls: true, tls_insecure_skip_verify: true}}\n\
+         \x20 - {{name: resolver, address: 198.18.0.53, probe: dns, query_name: www.example, query_type: aaaa,\n\
+         \x20    transport: tcp, recursion_desired: false, expect_rcode: [NOERROR, NXDOMAIN], expect_answer: \"^2001:db8::\"}}\n\
+         targets_file: \"{dir}/t.txt\"\n",
+        ca = ca.display(),
+        dir = dir.path().display(),
+    );
+    std::fs::write(
+        dir.path().join("t.txt"),
+        format!(
+            "olt-1 198.18.0.1 site=centro kind=olt\n\
+             portal-2 https://198.18.0.2/ probe=http expect_status=200,301 expect_body=\"Bienvenido a\" header=\"Host: portal.example\" follow_redirects=false tls_ca_file={} site=sur\n\
+             radius 198.18.0.3:1812 probe=tcp kind=radius\n\
+             dns-2 198.18.0.4:5353 probe=dns query_name=www.example expect_rcode=NXDOMAIN transport=udp\n",
+            ca.display()
+        ),
+    )
+    .unwrap();
+    let config = dir.path().join("c.yaml");
+    std::fs::write(&config, good).unwrap();
+    let out = Command::new(support::binary())
+        .arg("--config.file")
+        .arg(&config)
+        .arg("--check-config")
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

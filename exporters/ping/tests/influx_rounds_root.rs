@@ -48,9 +48,14 @@ fn root_influxdb_gets_one_row_per_round() {
     let e = Exporter::start(&format!(
         "defaults: {{interval: 1s, count: 2, timeout: 300ms}}\n\
          targets:\n  - {{name: lo, address: 127.0.0.1, labels: {{site: lab, kind: server}}}}\n  \
-         - {{name: dead, address: {}}}\n\
-         influxdb: {{url: \"http://{}\", database: vigia, flush_interval: 200ms}}\n",
-        dead.addr, influx.addr
+         - {{name: dead, address: {}}}\n  \
+         - {{name: influx-port, address: \"{influx}\", probe: tcp, labels: {{site: lab}}}}\n  \
+         - {{name: influx-ping, address: \"http://{influx}/ping\", probe: http, expect_status: [204]}}\n  \
+         - {{name: closed-port, address: \"{}:1\", probe: tcp}}\n\
+         influxdb: {{url: \"http://{influx}\", database: vigia, flush_interval: 200ms}}\n",
+        dead.addr,
+        dead.addr,
+        influx = influx.addr
     ));
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
     let (ok_rows, dead_rows) = loop {
@@ -62,7 +67,14 @@ fn root_influxdb_gets_one_row_per_round() {
             "vigia",
             "SELECT * FROM vigia_ping_round WHERE target = 'dead'",
         ));
-        if ok_rows.len() >= 3 && dead_rows.len() >= 2 {
+        let services = ["influx-port", "influx-ping", "closed-port"].map(|t| {
+            rows(&influx.query(
+                "vigia",
+                &format!("SELECT * FROM vigia_ping_round WHERE target = '{t}'"),
+            ))
+            .len()
+        });
+        if ok_rows.len() >= 3 && dead_rows.len() >= 2 && services.iter().all(|n| *n >= 2) {
             break (ok_rows, dead_rows);
         }
         assert!(
@@ -108,5 +120,41 @@ fn root_influxdb_gets_one_row_per_round() {
         assert_eq!(r["loss_ratio"], 1);
         assert_eq!(r["status"], "down");
         assert_eq!(r["avg_rtt_seconds"], Value::Null);
+    }
+    // tcp and http rounds: the same measurement, tagged with their kind, with the
+    // probe's duration and, when it failed, why.
+    for r in &ok_rows {
+        assert_eq!(r["probe"], "icmp");
+    }
+    let service = |t: &str| {
+        rows(&influx.query(
+            "vigia",
+            &format!("SELECT * FROM vigia_ping_round WHERE target = '{t}'"),
+        ))
+    };
+    for (t, kind) in [("influx-port", "tcp"), ("influx-ping", "http")] {
+        for r in service(t) {
+            assert_eq!(r["probe"], kind, "{r:?}");
+            assert_eq!(r["status"], "ok", "{r:?}");
+            assert_eq!(
+                (r["sent"].clone(), r["received"].clone()),
+                (1.into(), 1.into())
+            );
+            let d = r["duration_seconds"].as_f64().unwrap();
+            assert!(d > 0.0 && d < 0.5, "{r:?}");
+            assert_eq!(r["error"], Value::Null);
+        }
+    }
+    for r in service("influx-ping") {
+        assert_eq!(r["http_status_code"], 204, "{r:?}");
+    }
+    for r in service("closed-port") {
+        assert_eq!(r["status"], "down");
+        assert_eq!(r["received"], 0);
+        assert_eq!(r["failure"], "connect");
+        assert!(
+            r["error"].as_str().unwrap().ends_with("connection refused"),
+            "{r:?}"
+        );
     }
 }

@@ -86,7 +86,7 @@ fn assert_healthy_counts(e: &Exporter, names: &[(&str, &str)], socket: &str) {
         assert!(rtt > 0.0 && rtt < 0.1, "{name}: loopback RTT {rtt}");
         assert!(
             body.contains(&format!(
-                "vigia_ping_up{{target=\"{name}\",address=\"{addr}\",kind=\"server\",site=\"lab\"}} 1"
+                "vigia_ping_up{{target=\"{name}\",address=\"{addr}\",probe=\"icmp\",kind=\"server\",site=\"lab\"}} 1"
             )),
             "{name}: own labels missing\n{body}"
         );

@@ -17,10 +17,14 @@
 //!   vigia-ping binary on a free loopback port; [`Exporter::get`] fetches a path (from
 //!   inside the namespace when there is one); killed on drop.
 //! - [`metric`]`(body, name, labels)`: a sample's value from a /metrics body.
+//! - [`servers`]: certificates (openssl), HTTP(S) and TCP servers (Python), dnsmasq and
+//!   a real Prometheus for the tcp, http and dns probe tests.
 //! - [`Influxd::start`]`()`: a private InfluxDB 1.x (`influxd` from the Debian package
 //!   `influxdb`) on free loopback ports with its data in a temporary directory;
 //!   [`Influxd::query`] runs InfluxQL and returns the JSON answer.
 #![allow(dead_code)]
+
+pub mod servers;
 
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
@@ -40,6 +44,7 @@ pub fn require_tool(tool: &str) {
         "python3" => "python3",
         "setpriv" => "util-linux",
         "influxd" => "influxdb",
+        "dnsmasq" => "dnsmasq-base",
         other => other,
     };
     let found = std::env::var_os("PATH")
@@ -340,6 +345,12 @@ impl Exporter {
         Self::launch(None, yaml, env)
     }
 
+    /// As [`Exporter::start`], with files written into its directory first (a targets
+    /// file named in the YAML as `{dir}/targets.txt`).
+    pub fn start_with_files(yaml: &str, files: &[(&str, &str)]) -> Self {
+        Self::launch_full(None, yaml, &[], None, files)
+    }
+
     /// As [`Exporter::start`], inside `ns`.
     pub fn start_in(ns: &Netns, yaml: &str) -> Self {
         Self::launch(Some(ns), yaml, &[])
@@ -360,7 +371,20 @@ impl Exporter {
         env: &[(&str, &str)],
         open_files: Option<u64>,
     ) -> Self {
+        Self::launch_full(ns, yaml, env, open_files, &[])
+    }
+
+    fn launch_full(
+        ns: Option<&Netns>,
+        yaml: &str,
+        env: &[(&str, &str)],
+        open_files: Option<u64>,
+        files: &[(&str, &str)],
+    ) -> Self {
         let dir = tempfile::tempdir().unwrap();
+        for (name, content) in files {
+            std::fs::write(dir.path().join(name), content).unwrap();
+        }
         let config = dir.path().join("vigia-ping.yaml");
         std::fs::write(&config, yaml.replace("{dir}", dir.path().to_str().unwrap())).unwrap();
         let port = match ns {
