@@ -201,6 +201,7 @@ check "dashboards type-check against @grafana/schema (tsc)" \
   node "$NPM/typescript/bin/tsc" -p "$WORK/grafana"
 
 # --- InfluxDB, ping, scripts ------------------------------------------------------
+check "make with no target lists every target with its description and runs nothing" tests/stack/make_test.sh
 check "make up (scripts/up.sh, stand-in docker): random secrets, .env, password printed once, second run keeps them, root-group socket refused" \
   tests/stack/up_test.sh
 check "shell scripts parse" bash -c 'for f in scripts/up.sh scripts/down.sh scripts/fetch-tools.sh scripts/healthcheck influxdb/init/*.sh tests/e2e/*.sh tests/e2e/standins/*.sh; do bash -n "$f" || exit 1; done; sh -n alertmanager/render.sh'
