@@ -132,6 +132,7 @@ def agent_rules(path):
     services = cfg["services"]
     problems.need(set(services) <= EXPORTERS, f"agent runs more than exporters: {sorted(set(services) - EXPORTERS)}")
     compose_common(cfg, problems, set(services) & EXPORTERS)
+    published_need_auth(services, problems)
     return problems.finish()
 
 
@@ -153,13 +154,9 @@ def secret_path(svc, path):
     return name if path.startswith("/run/secrets/") and name in names else None
 
 
-def web_auth(path):
-    problems = Problems()
-    cfg = json.loads(Path(path).read_text())
-    services = cfg["services"]
-    top_secrets = cfg.get("secrets") or {}
-    # Whatever is published beyond the host's loopback asks for a password: Grafana its own
-    # login, every other service a web config (basic auth) from a secret.
+def published_need_auth(services, problems):
+    """Whatever is published beyond the host's loopback asks for a password: Grafana its
+    own login, every other service a web config (basic auth) from a secret."""
     for name, svc in services.items():
         public = [p for p in svc.get("ports") or [] if not p.get("host_ip", "").startswith("127.")]
         if not public or name == "grafana":
@@ -168,6 +165,14 @@ def web_auth(path):
         problems.need(web and secret_path(svc, web),
                       f"{name}: published on {public[0].get('host_ip') or 'every interface'} "
                       f"without a --web.config.file from a secret")
+
+
+def web_auth(path):
+    problems = Problems()
+    cfg = json.loads(Path(path).read_text())
+    services = cfg["services"]
+    top_secrets = cfg.get("secrets") or {}
+    published_need_auth(services, problems)
     expected = {"vigia-ping": ("board_web_config", "board_password"),
                 "prometheus": ("prometheus_web_config", "prometheus_password")}
     for name, (web_secret, password_secret) in expected.items():

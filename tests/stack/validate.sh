@@ -88,7 +88,7 @@ compose "$WORK/env" compose.yaml config --format json >"$WORK/compose.json" 2>/d
 compose "$WORK/agent.env" compose.agent.yaml --profile ping config --format json >"$WORK/agent.json" 2>/dev/null
 check "compose.yaml: pinned images, healthchecks, service_healthy, read-only non-root exporters, capabilities, published ports, named volumes, secrets" \
   python3 tests/stack/check.py compose-rules "$WORK/compose.json"
-check "compose.agent.yaml: exporters only, same hardening" \
+check "compose.agent.yaml: exporters only, same hardening, its published board behind basic auth" \
   python3 tests/stack/check.py agent-rules "$WORK/agent.json"
 check "published beyond loopback means a password: board and Prometheus basic auth from secrets; Prometheus' scrapes, healthchecks and Grafana's datasource authenticate from files" \
   python3 tests/stack/check.py web-auth "$WORK/compose.json"
