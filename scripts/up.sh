@@ -182,18 +182,20 @@ echo "  Status board  http://$(hostname):${BOARD_PORT:-9471}/  (user vigia)"
 echo "  Prometheus    ${prometheus_url}  (user vigia)"
 echo "  Runbooks      ${RUNBOOK_BASE_URL:-${prometheus_url%/}/consoles/runbooks.html}"
 echo "  Alert mail    http://127.0.0.1:${MAILPIT_PORT:-8025}/  (mail catcher, this host only)"
-# Each password once, now that the stack it opens is up; secrets/.shown remembers which.
+# Each password once, now that the stack it opens is up. secrets/.shown remembers which,
+# by name and a digest of the value: a password made anew (its file deleted) is shown again.
 touch secrets/.shown
 first=1
 for entry in "grafana_admin_password:Grafana (admin)" "board_password:Status board (vigia)" \
   "prometheus_password:Prometheus (vigia)"; do
   name=${entry%%:*}
-  grep -qx "$name" secrets/.shown && continue
+  shown="$name $(sha256sum <"secrets/$name" | cut -c1-16)"
+  grep -qxF "$shown" secrets/.shown && continue
   if [[ -n $first ]]; then
     echo
     echo "Passwords (shown once; they stay in secrets/):"
     first=""
   fi
   printf '  %-22s %s  (secrets/%s)\n' "${entry#*:}" "$(cat "secrets/$name")" "$name"
-  echo "$name" >>secrets/.shown
+  echo "$shown" >>secrets/.shown
 done

@@ -13,6 +13,7 @@ machine.
 
 import base64
 import contextlib
+import email.message
 import glob
 import json
 import os
@@ -97,12 +98,12 @@ def http(url, data=None, headers=None, timeout=10, auth=True):
 
 
 def http_status(url, auth=True):
-    """(status, headers, body) of a GET, errors included."""
+    """(status, headers, body) of a GET, errors included; headers' names in any case."""
     try:
         status, body = http(url, auth=auth)
-        return status, {}, body
+        return status, email.message.Message(), body
     except urllib.error.HTTPError as e:
-        return e.code, dict(e.headers), e.read()
+        return e.code, e.headers, e.read()
 
 
 def http_json(url, **kw):
@@ -406,11 +407,11 @@ class E2E:
             prom = f"http://127.0.0.1:{self.s.ports['PROMETHEUS_PUBLISH_PORT']}"
             problems = []
             for url in (f"{board}/", f"{board}/api/status", f"{board}/metrics", f"{board}/-/healthy",
-                        f"{prom}/graph", f"{prom}/api/v1/query?query=up", f"{prom}/-/ready",
+                        f"{prom}/api/v1/targets", f"{prom}/api/v1/query?query=up", f"{prom}/-/ready",
                         f"{prom}/consoles/runbooks.html"):
                 for auth, what in ((False, "no credentials"), ((WEB_USER, "not-the-password"), "a wrong password")):
                     status, headers, _ = http_status(url, auth=auth)
-                    challenge = headers.get("WWW-Authenticate", headers.get("Www-Authenticate", ""))
+                    challenge = headers.get("WWW-Authenticate") or ""
                     if status != 401 or not challenge.startswith("Basic"):
                         problems.append(f"{url} with {what}: {status} {challenge!r}")
                 status, _, _ = http_status(url)

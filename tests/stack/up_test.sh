@@ -114,10 +114,13 @@ for name in "${!pw[@]}"; do
 done
 ! grep -q 'vigia-web-config' "$STUB_LOG" || fail "a later run remade the web configs: $(cat "$STUB_LOG")"
 
-# 5. A new board password: the web config follows, in place (running containers see it).
+# 5. A new board password: the web config follows, in place (running containers see it),
+# and the new password is shown once.
 printf 'a-new-board-password' >secrets/board_password
 touch -d '1 minute ago' secrets/board_web_config.yml
 out=$(up) || fail "run after a password change failed: $out"
+[[ $(grep -c 'a-new-board-password' <<<"$out") == 1 ]] || fail "the new board password is not shown once: $out"
+! grep -q "${pw[grafana_admin_password]}" <<<"$out" || fail "the unchanged Grafana password was shown again"
 awk '$1 == "vigia:" {print "vigia:" $2}' secrets/board_web_config.yml >"$dir/htpasswd"
 htpasswd -vb "$dir/htpasswd" vigia a-new-board-password >/dev/null 2>&1 \
   || fail "the board's web config does not follow its new password"
