@@ -1,25 +1,39 @@
-# vigia: make up (runs the stack), make test (runs every check and test).
+# vigia: make up (runs the stack), make test (runs every check and test). `make` alone
+# lists the targets: the whole test suite takes half an hour, needs root and starts a
+# Docker engine, so nothing runs without being asked for by name.
 CARGO ?= cargo
 
-.PHONY: up down central site image agent-bundle bench-central validate snmp-netns alerts e2e test lint fmt-check clippy unit build release bench bench-ports bench-ping bench-probe bench-host bench-capture fuzz
+.PHONY: help up down central site image agent-bundle bench-central validate snmp-netns alerts e2e test lint fmt-check clippy unit build release bench bench-ports bench-ping bench-probe bench-host bench-capture fuzz
+.DEFAULT_GOAL := help
+
+## help: this list (what `make` with no target prints).
+help:
+	@echo "vigia: make <target>"
+	@awk 'sub(/^## /, "") { i = index($$0, ": "); printf "  %-14s %s\n", substr($$0, 1, i - 1), substr($$0, i + 2) }' $(firstword $(MAKEFILE_LIST))
 
 ## test: formatting, clippy -D warnings, every unit and integration test, the stack's offline validation, SNMP against real agents, the alerting path on namespace hosts, then the stack end to end under Docker.
 test: lint unit validate snmp-netns alerts e2e
 
+## lint: fmt-check and clippy.
 lint: fmt-check clippy
 
+## fmt-check: cargo fmt --check over the workspace.
 fmt-check:
 	$(CARGO) fmt --all -- --check
 
+## clippy: cargo clippy on every target, warnings are errors.
 clippy:
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
+## unit: every unit and integration test of the exporters (some need root: see README.md).
 unit:
 	$(CARGO) test --workspace --no-fail-fast
 
+## build: debug build of every exporter.
 build:
 	$(CARGO) build --workspace
 
+## release: release build (target/release/vigia-*).
 release:
 	$(CARGO) build --workspace --release
 

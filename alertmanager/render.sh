@@ -45,11 +45,24 @@ smtp_from=${SMTP_FROM:-vigia@localhost}
 smtp_require_tls=${SMTP_REQUIRE_TLS:-false}
 alert_email_to=${ALERT_EMAIL_TO:-noc@localhost}
 grafana_url=${GRAFANA_URL:-http://localhost:3000}
+# The alerts' runbook_url is a section of docs/runbooks.md (docs/runbooks.md#anchor); the
+# links open it here. By default the page this stack's Prometheus serves (made from
+# docs/runbooks.md), which works with no internet; or a wiki or Git server of yours.
+prometheus_url=${PROMETHEUS_URL:-http://localhost:9090}
+runbook_base_url=${RUNBOOK_BASE_URL:-${prometheus_url%/}/consoles/runbooks.html}
 telegram_api_url=${TELEGRAM_API_URL:-https://api.telegram.org}
 
 case $smtp_require_tls in true | false) ;; *) fail "SMTP_REQUIRE_TLS must be true or false, not '$smtp_require_tls'" ;; esac
 case $smtp_smarthost in *:[0-9]*) ;; *) fail "SMTP_SMARTHOST must be host:port, not '$smtp_smarthost'" ;; esac
 case $grafana_url in http://* | https://*) ;; *) fail "GRAFANA_URL must start with http:// or https://, not '$grafana_url'" ;; esac
+case $runbook_base_url in
+  http://* | https://*) ;;
+  *) fail "RUNBOOK_BASE_URL must start with http:// or https://, not '$runbook_base_url'" ;;
+esac
+case $runbook_base_url in
+  *'#'*) fail "RUNBOOK_BASE_URL must not end in a #section: each alert's own is appended ('$runbook_base_url')" ;;
+  *[[:space:]{}\"\<\>]*) fail "RUNBOOK_BASE_URL has a space, brace, quote or angle bracket: '$runbook_base_url'" ;;
+esac
 
 # Which channels are on, decided once: every receiver below uses them.
 telegram_chat_id=
@@ -76,8 +89,13 @@ fi
 
 mkdir -p "$run_dir"
 
-# The dashboard links in notifications point at this Grafana.
-printf '{{ define "vigia.grafana_url" }}%s{{ end }}\n' "$grafana_url" >"$run_dir/links.tmpl"
+# The dashboard links in notifications point at this Grafana, the runbook links there
+# (and HTML-escaped, for Telegram's HTML messages).
+{
+  printf '{{ define "vigia.grafana_url" }}%s{{ end }}\n' "$grafana_url"
+  printf '{{ define "vigia.runbook_base_url" }}%s{{ end }}\n' "$runbook_base_url"
+  printf '{{ define "vigia.runbook_base_url_html" }}%s{{ end }}\n' "$(printf '%s' "$runbook_base_url" | sed 's/&/\&amp;/g')"
+} >"$run_dir/links.tmpl"
 
 # One receiver's channels (every route's receiver delivers to the same ones).
 channels() {

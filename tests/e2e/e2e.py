@@ -11,7 +11,9 @@ are network namespace hosts in 198.18.0.0/15; the engine's networks are in 198.1
 (tests/e2e/dockerd.sh): no traffic leaves the machine.
 """
 
+import base64
 import contextlib
+import email.message
 import glob
 import json
 import os
@@ -92,10 +94,35 @@ def run(*args, check=True, timeout=600, **kw):
     return p
 
 
-def http(url, data=None, headers=None, timeout=10):
-    req = urllib.request.Request(url, data=data, headers=headers or {})
+# The basic auth the stack asks for, by "host:port" (the board and Prometheus): every
+# request there sends it, as Grafana and a NOC's browser do, unless a check says otherwise.
+CREDENTIALS = {}
+WEB_USER = "vigia"
+
+
+def basic_auth(user, password):
+    return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
+
+
+def http(url, data=None, headers=None, timeout=10, auth=True):
+    """GET (POST with data) url; auth True sends CREDENTIALS' entry for its host:port,
+    False nothing, a (user, password) pair those."""
+    headers = dict(headers or {})
+    cred = CREDENTIALS.get(urllib.parse.urlsplit(url).netloc) if auth is True else auth or None
+    if cred:
+        headers["Authorization"] = basic_auth(*cred)
+    req = urllib.request.Request(url, data=data, headers=headers)
     with urllib.request.urlopen(req, timeout=timeout) as r:
         return r.status, r.read()
+
+
+def http_status(url, auth=True):
+    """(status, headers, body) of a GET, errors included; headers' names in any case."""
+    try:
+        status, body = http(url, auth=auth)
+        return status, email.message.Message(), body
+    except urllib.error.HTTPError as e:
+        return e.code, e.headers, e.read()
 
 
 def http_json(url, **kw):
@@ -165,7 +192,7 @@ def namespace_host(ns, veth_host, veth_ns, host_side, addr):
 class Stack:
     def __init__(self):
         self.ports = {
-            "PROMETHEUS_PORT": free_port(),
+            "PROMETHEUS_PUBLISH_PORT": free_port(),
             "BOARD_PORT": free_port(),
             "INFLUXDB_PORT": free_port(),
             "MAILPIT_PORT": free_port(),
@@ -188,8 +215,19 @@ class Stack:
         shutil.rmtree(WORK, ignore_errors=True)
         (WORK / "secrets").mkdir(parents=True)
         (WORK / "ping").mkdir()
-        for name in ("grafana_admin_password", "influxdb_admin_password", "influxdb_token"):
+        for name in ("grafana_admin_password", "influxdb_admin_password", "influxdb_token",
+                     "board_password", "prometheus_password"):
             (WORK / "secrets" / name).write_text(secrets.token_urlsafe(24))
+        # The board's and Prometheus' basic auth, made as make up makes it: vigia-web-config
+        # in vigia's image hashes each password into a web config.
+        for name in ("board", "prometheus"):
+            password = (WORK / "secrets" / f"{name}_password").read_text()
+            web = run(DOCKER, "run", "--rm", "-i", "--network", "none", "--read-only", "--cap-drop", "ALL",
+                      VIGIA_IMAGE, "vigia-web-config", "--user", WEB_USER, input=password).stdout
+            (WORK / "secrets" / f"{name}_web_config.yml").write_text(web)
+        CREDENTIALS[f"127.0.0.1:{self.ports['BOARD_PORT']}"] = (WEB_USER, (WORK / "secrets/board_password").read_text())
+        CREDENTIALS[f"127.0.0.1:{self.ports['PROMETHEUS_PUBLISH_PORT']}"] = (
+            WEB_USER, (WORK / "secrets/prometheus_password").read_text())
         (WORK / "secrets/telegram_bot_token").write_text("123456:e2e-bot-token")
         (WORK / "secrets/discord_webhook_url").write_text("http://receiver:8080/api/webhooks/42/e2e-webhook-token")
         (WORK / "secrets/smtp_password").write_text("")
@@ -223,7 +261,7 @@ class Stack:
             "HOST_NAME": socket.gethostname(),
             "EXPORTER_LISTEN_ADDRESS": self.bridge_ip,
             "GRAFANA_URL": "http://grafana.e2e.test:3000",
-            "PROMETHEUS_URL": f"http://127.0.0.1:{self.ports['PROMETHEUS_PORT']}",
+            "PROMETHEUS_URL": f"http://127.0.0.1:{self.ports['PROMETHEUS_PUBLISH_PORT']}",
             "ALERT_EMAIL_TO": "noc@e2e.test",
             "SMTP_FROM": "vigia@e2e.test",
             "TELEGRAM_CHAT_ID": "-1001234",
@@ -231,6 +269,10 @@ class Stack:
             # Ports that carry the stack's own traffic: scrapes and InfluxDB writes.
             "PORTS_TO_MONITOR": f"9470,9471,9472,9473,{self.ports['INFLUXDB_PORT']}",
             "CAPTURE_INTERFACE": "any",
+            # The power model, as an operator turns it on in .env (off unless set): the
+            # power panels need a source on a machine without a readable sensor.
+            "VIGIA_HOST__ENERGY__MODEL__IDLE_WATTS": "40",
+            "VIGIA_HOST__ENERGY__MODEL__MAX_WATTS": "140",
             "E2E_WORK": WORK,
             "E2E_TOOLS_IMAGE": TOOLS_IMAGE,
             "SNMP_V3_USERNAME": SNMP_V3_USER,
@@ -366,7 +408,7 @@ class Stack:
         q = {"query": expr}
         if at is not None:
             q["time"] = f"{at:.3f}"
-        url = f"http://127.0.0.1:{self.ports['PROMETHEUS_PORT']}/api/v1/query?" + urllib.parse.urlencode(q)
+        url = f"http://127.0.0.1:{self.ports['PROMETHEUS_PUBLISH_PORT']}/api/v1/query?" + urllib.parse.urlencode(q)
         body = http_json(url)
         require(body["status"] == "success", f"{expr}: {body}")
         return body["data"]["result"]
@@ -374,7 +416,7 @@ class Stack:
     def prom_range(self, expr, seconds=900, step=15):
         now = time.time()
         q = {"query": expr, "start": f"{now - seconds:.0f}", "end": f"{now:.0f}", "step": str(step)}
-        url = f"http://127.0.0.1:{self.ports['PROMETHEUS_PORT']}/api/v1/query_range?" + urllib.parse.urlencode(q)
+        url = f"http://127.0.0.1:{self.ports['PROMETHEUS_PUBLISH_PORT']}/api/v1/query_range?" + urllib.parse.urlencode(q)
         body = http_json(url)
         require(body["status"] == "success", f"{expr}: {body}")
         return body["data"]["result"]
@@ -482,10 +524,40 @@ class E2E:
             bad = {k: v for k, v in health.items() if v != "healthy"}
             require(not bad, f"not healthy: {bad}")
 
+    def auth_required(self):
+        with self.check("the board and Prometheus ask for the password: 401 (Basic) without it or with a wrong one, "
+                        "200 with the one in secrets/, health endpoints included"):
+            board = f"http://127.0.0.1:{self.s.ports['BOARD_PORT']}"
+            prom = f"http://127.0.0.1:{self.s.ports['PROMETHEUS_PUBLISH_PORT']}"
+            problems = []
+            for url in (f"{board}/", f"{board}/api/status", f"{board}/metrics", f"{board}/-/healthy",
+                        f"{prom}/api/v1/targets", f"{prom}/api/v1/query?query=up", f"{prom}/-/ready",
+                        f"{prom}/consoles/runbooks.html"):
+                for auth, what in ((False, "no credentials"), ((WEB_USER, "not-the-password"), "a wrong password")):
+                    status, headers, _ = http_status(url, auth=auth)
+                    challenge = headers.get("WWW-Authenticate") or ""
+                    if status != 401 or not challenge.startswith("Basic"):
+                        problems.append(f"{url} with {what}: {status} {challenge!r}")
+                status, _, _ = http_status(url)
+                if status != 200:
+                    problems.append(f"{url} with the password: {status}")
+            require(not problems, "; ".join(problems))
+
+    def energy_model(self):
+        with self.check("vigia-host's power model is .env's (passed through as set there, off by default)"):
+            env = self.s.container("vigia-host")["Config"]["Env"]
+            got = sorted(e for e in env if e.startswith("VIGIA_HOST__ENERGY__"))
+            require(got == ["VIGIA_HOST__ENERGY__MODEL__IDLE_WATTS=40", "VIGIA_HOST__ENERGY__MODEL__MAX_WATTS=140"],
+                    f"vigia-host's energy environment: {got}")
+            sources = self.s.prom('vigia_host_energy_source_info{job="vigia-host"} == 1')
+            require(sources, "no vigia_host_energy_source_info")
+            log(f"vigia-host energy source: {sources[0]['metric'].get('source')} "
+                f"(rapl {sources[0]['metric'].get('rapl')})")
+
     def targets_up(self):
         with self.check("every Prometheus target is up (grafana and influxdb: not run here)"):
             def all_up():
-                body = http_json(f"http://127.0.0.1:{self.s.ports['PROMETHEUS_PORT']}/api/v1/targets?state=active")
+                body = http_json(f"http://127.0.0.1:{self.s.ports['PROMETHEUS_PUBLISH_PORT']}/api/v1/targets?state=active")
                 targets = body["data"]["activeTargets"]
                 jobs = {t["labels"]["job"] for t in targets}
                 missing = {"vigia-ping", "vigia-ports", "vigia-host", "vigia-capture", "prometheus", "alertmanager",
@@ -764,6 +836,15 @@ class E2E:
             require(tg["path"] == "/bot123456:e2e-bot-token/sendMessage", f"telegram path {tg['path']}")
             require(str(tg["body"].get("chat_id")) == "-1001234" and tg["body"].get("parse_mode") == "HTML", f"telegram body {tg['body']}")
             require(d[0]["path"] == "/api/webhooks/42/e2e-webhook-token", f"discord path {d[0]['path']}")
+            # The runbook link opens the runbook, served by the stack (no internet needed).
+            runbook = f"http://127.0.0.1:{self.s.ports['PROMETHEUS_PUBLISH_PORT']}/consoles/runbooks.html#pingtargetdown"
+            lines = mail["text"].strip().splitlines()
+            require(len(lines) > 1 and lines[1] == f"Runbook: {runbook}", f"mail text {mail['text']!r}")
+            require(f"Runbook: {runbook}" in tg["body"].get("text", ""), f"telegram text {tg['body'].get('text')!r}")
+            require(runbook in json.dumps(d[0]["body"]), f"discord body {d[0]['body']}")
+            status, _, page = http_status(runbook)
+            require(status == 200 and b'id="pingtargetdown"' in page and b"PingTargetDown" in page,
+                    f"{runbook}: {status} {page[:300]!r}")
 
     def kill_sending_alertmanager(self):
         """Kills the cluster node that sent the firing messages: the other one, which holds
@@ -864,11 +945,13 @@ class E2E:
         try:
             self.s.prepare()
             self.stack_up()
+            self.auth_required()
             # The many-sites part (tests/e2e/sites.py) runs beside the checks below: its
             # 3-minute link cut overlaps their waits for the alert.
             sites_part = threading.Thread(target=sites.Sites(self).run, name="sites")
             sites_part.start()
             self.targets_up()
+            self.energy_model()
             self.key_families()
             self.ping_non_root()
             self.snmp_polled()

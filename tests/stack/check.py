@@ -7,6 +7,15 @@
     check.py cluster-rules COMPOSE_JSON            ... + compose.cluster.yaml
     check.py scrape-jobs                           the centre's vmagent scrapes the
                                                    exporters as Prometheus does
+    check.py web-auth COMPOSE_JSON                 everything published beyond loopback
+                                                   asks for a password, and whatever
+                                                   talks to it sends one (from files)
+    check.py energy OFF_JSON ON_JSON IDLE MAX      vigia-host's power model: off unless
+                                                   .env gives both watts
+    check.py publish-port SEED_JSON NEW_JSON PORT  seed 000's PROMETHEUS_PORT no longer
+                                                   moves Prometheus; PROMETHEUS_PUBLISH_PORT
+                                                   does
+    check.py agent-ports-port JSON PORT            the agent's vigia-ports listens on PORT
     check.py alert-rules                           annotations, runbooks, a firing test each
     check.py metric-names PANEL_RULES              every metric the rules and dashboards
                                                    query is one an exporter or the stack
@@ -271,6 +280,126 @@ def vmauth_config(path):
     return problems.finish()
 
 
+# Basic auth of the board and Prometheus: the user make up writes into their web configs.
+WEB_USER = "vigia"
+
+
+def flag_value(command, flag):
+    for arg in command or []:
+        if arg.startswith(flag + "="):
+            return arg.split("=", 1)[1]
+    return None
+
+
+def secret_path(svc, path):
+    """The secret a service mounts at `path` (/run/secrets/NAME), or None."""
+    names = {x["source"] if isinstance(x, dict) else x for x in svc.get("secrets") or []}
+    name = path.removeprefix("/run/secrets/")
+    return name if path.startswith("/run/secrets/") and name in names else None
+
+
+def published_need_auth(services, problems):
+    """Whatever is published beyond the host's loopback asks for a password: Grafana its
+    own login, every other service a web config (basic auth) from a secret."""
+    for name, svc in services.items():
+        public = [p for p in svc.get("ports") or [] if not p.get("host_ip", "").startswith("127.")]
+        if not public or name == "grafana":
+            continue
+        web = flag_value(svc.get("command"), "--web.config.file")
+        problems.need(web and secret_path(svc, web),
+                      f"{name}: published on {public[0].get('host_ip') or 'every interface'} "
+                      f"without a --web.config.file from a secret")
+
+
+def web_auth(path):
+    problems = Problems()
+    cfg = json.loads(Path(path).read_text())
+    services = cfg["services"]
+    top_secrets = cfg.get("secrets") or {}
+    published_need_auth(services, problems)
+    expected = {"vigia-ping": ("board_web_config", "board_password"),
+                "prometheus": ("prometheus_web_config", "prometheus_password")}
+    for name, (web_secret, password_secret) in expected.items():
+        svc = services.get(name, {})
+        problems.need(flag_value(svc.get("command"), "--web.config.file") == f"/run/secrets/{web_secret}",
+                      f"{name}: not started with --web.config.file=/run/secrets/{web_secret}")
+        for secret in (web_secret, password_secret):
+            problems.need(secret_path(svc, f"/run/secrets/{secret}"), f"{name}: does not mount secret {secret}")
+            problems.need("/secrets/" in (top_secrets.get(secret) or {}).get("file", ""),
+                          f"secret {secret}: not a file under secrets/")
+    # The healthchecks get through: the web config asks for the password on /-/healthy
+    # and /-/ready too.
+    ping_hc = services.get("vigia-ping", {}).get("healthcheck", {}).get("test", [])
+    def arg(test, flag):
+        return test[test.index(flag) + 1] if flag in test[:-1] else None
+    problems.need(arg(ping_hc, "--user") == WEB_USER and arg(ping_hc, "--password-file") == "/run/secrets/board_password",
+                  f"vigia-ping: healthcheck sends no credentials: {ping_hc}")
+    prom = services.get("prometheus", {})
+    prom_hc = prom.get("healthcheck", {}).get("test", [])
+    client = flag_value(prom_hc, "--http.config.file") or ""
+    problems.need(client.startswith("/etc/prometheus/"), f"prometheus: healthcheck sends no credentials: {prom_hc}")
+    if client.startswith("/etc/prometheus/"):
+        auth = yaml.safe_load((ROOT / "prometheus" / client.removeprefix("/etc/prometheus/")).read_text())["basic_auth"]
+        problems.need(auth == {"username": WEB_USER, "password_file": "/run/secrets/prometheus_password"},
+                      f"prometheus: healthcheck client config {client}: {auth}")
+    # Prometheus' own scrapes of the two: credentials from the secret files it mounts.
+    jobs = {j["job_name"]: j for j in yaml.safe_load((ROOT / "prometheus" / "prometheus.yml").read_text())["scrape_configs"]}
+    for job, secret in (("vigia-ping", "board_password"), ("prometheus", "prometheus_password")):
+        auth = jobs.get(job, {}).get("basic_auth") or {}
+        problems.need(auth.get("username") == WEB_USER and auth.get("password_file") == f"/run/secrets/{secret}"
+                      and "password" not in auth and secret_path(prom, f"/run/secrets/{secret}"),
+                      f"prometheus.yml: job {job} does not authenticate with /run/secrets/{secret}: {auth}")
+    # Grafana's Prometheus datasource too.
+    sources = yaml.safe_load((ROOT / "grafana/provisioning/datasources/vigia.yml").read_text())["datasources"]
+    ds = next((d for d in sources if d["type"] == "prometheus"), {})
+    problems.need(ds.get("basicAuth") is True and ds.get("basicAuthUser") == WEB_USER
+                  and (ds.get("secureJsonData") or {}).get("basicAuthPassword") == "$__file{/run/secrets/prometheus_password}"
+                  and secret_path(services.get("grafana", {}), "/run/secrets/prometheus_password"),
+                  f"grafana: the Prometheus datasource does not authenticate from the secret file: {ds}")
+    return problems.finish()
+
+
+def energy(off_path, on_path, idle, max_watts):
+    problems = Problems()
+    names = ("VIGIA_HOST__ENERGY__MODEL__IDLE_WATTS", "VIGIA_HOST__ENERGY__MODEL__MAX_WATTS")
+    off = json.loads(Path(off_path).read_text())["services"]["vigia-host"].get("environment") or {}
+    on = json.loads(Path(on_path).read_text())["services"]["vigia-host"].get("environment") or {}
+    invented = {k: v for k, v in off.items() if k.startswith("VIGIA_HOST__ENERGY__") and v is not None}
+    problems.need(not invented, f"vigia-host: a power model nobody configured: {invented}")
+    problems.need([on.get(n) for n in names] == [idle, max_watts],
+                  f"vigia-host: .env's watts do not reach it: {[on.get(n) for n in names]}, expected {[idle, max_watts]}")
+    return problems.finish()
+
+
+def published(svc):
+    return [str(p.get("published")) for p in svc.get("ports") or []]
+
+
+def publish_port(seed_path, new_path, port):
+    problems = Problems()
+    seed = json.loads(Path(seed_path).read_text())["services"]
+    new = json.loads(Path(new_path).read_text())["services"]
+    problems.need(published(seed["prometheus"]) == ["9090"],
+                  f"prometheus: seed 000's PROMETHEUS_PORT moved it to {published(seed['prometheus'])}")
+    problems.need(seed["vigia-ports"]["command"][-1].endswith(":9470"),
+                  f"vigia-ports: {seed['vigia-ports']['command']}")
+    problems.need(published(new["prometheus"]) == [port],
+                  f"prometheus: PROMETHEUS_PUBLISH_PORT={port} gives {published(new['prometheus'])}")
+    return problems.finish()
+
+
+def agent_ports_port(path, port):
+    problems = Problems()
+    svc = json.loads(Path(path).read_text())["services"]["vigia-ports"]
+    problems.need(svc["command"][-1].endswith(f":{port}"), f"vigia-ports: {svc['command']}, expected port {port}")
+    problems.need(svc["healthcheck"]["test"][-1].endswith(f":{port}"),
+                  f"vigia-ports: healthcheck {svc['healthcheck']['test']}, expected port {port}")
+    agent = json.loads(Path(path).read_text())["services"].get("vmagent", {})
+    scraped = (agent.get("environment") or {}).get("PORTS_LISTEN_PORT")
+    problems.need(scraped == port, f"vmagent scrapes vigia-ports on {scraped}, expected {port}")
+    return problems.finish()
+
+
 def load_rule_groups():
     rules = []
     for f in sorted((ROOT / "prometheus" / "rules").glob("*.yml")):
@@ -282,8 +411,11 @@ def load_rule_groups():
 def alert_rules():
     problems = Problems()
     runbooks = (ROOT / "docs" / "runbooks.md").read_text() if (ROOT / "docs" / "runbooks.md").exists() else ""
-    anchors = {re.sub(r"[^a-z0-9 -]", "", h.lower()).strip().replace(" ", "-")
+    anchors = {re.sub(r"[^\w\- ]", "", h.strip().lower()).replace(" ", "-")
                for h in re.findall(r"^#+\s+(.+)$", runbooks, re.M)}
+    # What the links open (scripts/runbooks.py --check holds it equal to docs/runbooks.md).
+    page = ROOT / "prometheus" / "consoles" / "runbooks.html"
+    page_ids = set(re.findall(r'\bid="([^"]+)"', page.read_text())) if page.exists() else set()
     alerts = [r for r in load_rule_groups() if "alert" in r]
     firing = set()
     for f in sorted((ROOT / "prometheus" / "tests").glob("*.yml")):
@@ -307,8 +439,13 @@ def alert_rules():
         problems.need(labels.get("severity") in ("critical", "warning"), f"{name}: severity is not critical or warning")
         for key in ("summary", "description", "runbook_url", "dashboard_uid"):
             problems.need(ann.get(key), f"{name}: no {key} annotation")
-        anchor = ann.get("runbook_url", "").partition("#")[2]
+        url = ann.get("runbook_url", "")
+        anchor = url.partition("#")[2]
+        problems.need(url.startswith("docs/runbooks.md#"),
+                      f"{name}: runbook_url {url!r} is not a section of docs/runbooks.md (docs/runbooks.md#...)")
         problems.need(anchor in anchors, f"{name}: runbook anchor #{anchor} is not a heading in docs/runbooks.md")
+        problems.need(anchor in page_ids, f"{name}: runbook anchor #{anchor} is not on the served page "
+                                          "prometheus/consoles/runbooks.html (run scripts/runbooks.py)")
         problems.need(name in firing, f"{name}: no promtool test case in which it fires")
     ping_down = next((a for a in alerts if a["alert"] == "PingTargetDown"), {})
     problems.need(ping_down.get("for") == "2m", "PingTargetDown: not `for: 2m` (seed 001's tolerance)")
@@ -477,6 +614,8 @@ def main(argv):
     cmd, args = argv[1], argv[2:]
     return {"compose-rules": compose_rules, "agent-rules": agent_rules, "central-rules": central_rules,
             "cluster-rules": cluster_rules, "scrape-jobs": scrape_jobs, "vmauth-config": vmauth_config,
+            "web-auth": web_auth, "energy": energy, "publish-port": publish_port,
+            "agent-ports-port": agent_ports_port,
             "alert-rules": alert_rules, "dashboards": dashboards,
             "metric-names": metric_names}[cmd](*args)
 

@@ -109,6 +109,31 @@ check "compose.cluster.yaml: vminsert, vmselect, two vmstorage; the write and re
   python3 tests/stack/check.py cluster-rules "$WORK/cluster.json"
 check "the centre's vmagent scrapes the exporters exactly as prometheus.yml does" \
   python3 tests/stack/check.py scrape-jobs
+check "published beyond loopback means a password: board and Prometheus basic auth from secrets; Prometheus' scrapes, healthchecks and Grafana's datasource authenticate from files" \
+  python3 tests/stack/check.py web-auth "$WORK/compose.json"
+# One setting each way, on top of the fixed environment.
+render_with() { # render_with FILE NAME=VALUE...: compose.yaml's JSON with those settings
+  local file=$1 env=$WORK/env.$RANDOM
+  shift
+  { cat "$WORK/env"; printf '%s\n' "$@"; } >"$env"
+  compose "$env" compose.yaml config --format json >"$WORK/$file" 2>&1
+}
+render_with energy.json VIGIA_HOST__ENERGY__MODEL__IDLE_WATTS=35 VIGIA_HOST__ENERGY__MODEL__MAX_WATTS=95
+check "vigia-host's power model is off unless .env gives both watts (then they reach it)" \
+  python3 tests/stack/check.py energy "$WORK/compose.json" "$WORK/energy.json" 35 95
+render_with seed-port.json PROMETHEUS_PORT=8000
+render_with publish-port.json PROMETHEUS_PUBLISH_PORT=9091
+check "seed 000's PROMETHEUS_PORT no longer moves Prometheus; PROMETHEUS_PUBLISH_PORT does" \
+  python3 tests/stack/check.py publish-port "$WORK/seed-port.json" "$WORK/publish-port.json" 9091
+cp "$WORK/agent.env" "$WORK/agent-port.env"
+printf 'PROMETHEUS_PORT=8000\n' >>"$WORK/agent-port.env"
+compose "$WORK/agent-port.env" compose.agent.yaml config --format json >"$WORK/agent-seed.json" 2>&1
+printf 'PORTS_LISTEN_PORT=8001\n' >>"$WORK/agent-port.env"
+compose "$WORK/agent-port.env" compose.agent.yaml config --format json >"$WORK/agent-ports.json" 2>&1
+check "compose.agent.yaml: vigia-ports (and vmagent's scrape of it) on seed 000's PROMETHEUS_PORT when set, PORTS_LISTEN_PORT first" \
+  bash -c "python3 tests/stack/check.py agent-ports-port '$WORK/agent.json' 9470 \
+    && python3 tests/stack/check.py agent-ports-port '$WORK/agent-seed.json' 8000 \
+    && python3 tests/stack/check.py agent-ports-port '$WORK/agent-ports.json' 8001"
 expect_fail "compose.yaml refuses to start without DOCKER_GID (written by make up)" 15 \
   "$COMPOSE" --project-directory "$ROOT" --env-file /dev/null -f compose.yaml config -q
 
@@ -120,7 +145,9 @@ check "promtool check config (scrape configs, file_sd targets, rule files)" \
   "$PROMTOOL" check config "$WORK/prom/prometheus.yml"
 check "promtool check rules" "$PROMTOOL" check rules prometheus/rules/*.yml
 check "promtool test rules (a firing and a quiet case per alert)" "$PROMTOOL" test rules prometheus/tests/*.yml
-check "alert rules: severity, summary, description, runbook in docs/runbooks.md, dashboard, a firing test each" \
+check "the runbooks page Prometheus serves (prometheus/consoles/runbooks.html) is what docs/runbooks.md makes" \
+  scripts/runbooks.py --check
+check "alert rules: severity, summary, description, runbook in docs/runbooks.md and on the served page, dashboard, a firing test each" \
   python3 tests/stack/check.py alert-rules
 
 # --- VictoriaMetrics (trixie's 1.112, the pinned images' version) -------------------
@@ -257,7 +284,7 @@ render_template() { # render_template NAME [DATA=site|DATA=FILE]: vigia's templa
     --template.glob="$ROOT/alertmanager/templates/*.tmpl" \
     --template.data="$data" --template.text="{{ template \"$1\" . }}"
 }
-check "notification text (amtool template render): what, since when, dashboard link" \
+check "notification text (amtool template render): what, since when, dashboard link, runbook link" \
   bash -c "$(declare -f render_template); am_all='$am_all' AMTOOL='$AMTOOL' ROOT='$ROOT'; \
     diff -u '$ROOT/tests/stack/expected-notification.txt' <(render_template vigia.text)"
 check "a site's message (amtool template render): the uplink with the devices behind it, then a device down; subject with the site" \
@@ -337,6 +364,27 @@ echo "priv-passphrase" >"$snmp_short/secrets/snmp_v3_priv_password"
 expect_fail "snmp-exporter refuses an SNMPv3 passphrase under 8 characters (exit 2)" 2 \
   bash -c "$(declare -f render_snmp); ROOT='$ROOT'; render_snmp '$snmp_short' SNMP_V3_USERNAME=vigia"
 
+am_wiki=$WORK/am-wiki
+mkdir -p "$am_wiki/secrets"
+cp "$am_none/secrets/"* "$am_wiki/secrets/"
+check "runbook links: RUNBOOK_BASE_URL with the alert's section; a full runbook_url as it is; HTML-escaped for Telegram" \
+  bash -c "$(declare -f render_am); ROOT='$ROOT'; \
+    render_am '$am_wiki' 'RUNBOOK_BASE_URL=https://git.example/noc/runbooks.md?plain=1&x=y' || exit 1
+    python3 -c 'import json, sys; d = json.load(open(sys.argv[1])); \
+      d[\"alerts\"][0][\"annotations\"][\"runbook_url\"] = \"https://wiki.example/ping#down\"; \
+      json.dump(d, open(sys.argv[2], \"w\"))' '$ROOT/tests/stack/alert-data.json' '$am_wiki/full-url.json'
+    render() { '$AMTOOL' template render --template.glob='$am_wiki/run/*.tmpl' \
+      --template.glob='$ROOT/alertmanager/templates/*.tmpl' --template.data=\$1 --template.text=\"{{ template \\\"\$2\\\" . }}\"; }
+    render '$ROOT/tests/stack/alert-data.json' vigia.text | grep -qxF 'Runbook: https://git.example/noc/runbooks.md?plain=1&x=y#pingtargetdown' \
+    && render '$ROOT/tests/stack/alert-data.json' vigia.telegram | grep -qxF 'Runbook: https://git.example/noc/runbooks.md?plain=1&amp;x=y#pingtargetdown' \
+    && render '$am_wiki/full-url.json' vigia.text | grep -qxF 'Runbook: https://wiki.example/ping#down' \
+    || { render '$ROOT/tests/stack/alert-data.json' vigia.text; render '$ROOT/tests/stack/alert-data.json' vigia.telegram; \
+         render '$am_wiki/full-url.json' vigia.text; exit 1; }"
+expect_fail "alertmanager refuses a RUNBOOK_BASE_URL that is not http(s) (exit 2)" 2 \
+  bash -c "$(declare -f render_am); ROOT='$ROOT'; render_am '$am_wiki' RUNBOOK_BASE_URL=file:///srv/runbooks.md"
+expect_fail "alertmanager refuses a RUNBOOK_BASE_URL with a #section of its own (exit 2)" 2 \
+  bash -c "$(declare -f render_am); ROOT='$ROOT'; render_am '$am_wiki' 'RUNBOOK_BASE_URL=https://x.example/r#a'"
+
 # --- Grafana ------------------------------------------------------------------------
 check "dashboards are what scripts/dashboards.py writes" python3 scripts/dashboards.py --check
 mkdir -p "$WORK/grafana"
@@ -356,16 +404,27 @@ check "dashboards type-check against @grafana/schema (tsc)" \
   node "$NPM/typescript/bin/tsc" -p "$WORK/grafana"
 
 # --- InfluxDB, ping, scripts ------------------------------------------------------
-check "make up (scripts/up.sh, stand-in docker): random secrets, .env, password printed once, second run keeps them, root-group socket refused" \
-  tests/stack/up_test.sh
+check "make with no target lists every target with its description and runs nothing" tests/stack/make_test.sh
+# vigia-ping (its config and its web config) and vigia-web-config (make up's hashes).
+if cargo build -q -p vigia-ping -p vigia-kit --bins >"$WORK/cargo.log" 2>&1; then
+  TARGET_DIR=$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
+  PING_BIN=$TARGET_DIR/debug/vigia-ping
+  WEB_CONFIG_BIN=$TARGET_DIR/debug/vigia-web-config
+else
+  echo "FAIL cargo build -p vigia-ping -p vigia-kit --bins"
+  sed 's/^/    /' "$WORK/cargo.log" | tail -n 20
+  failed=$((failed + 1))
+  PING_BIN="" WEB_CONFIG_BIN=/nonexistent
+fi
+check "make up (scripts/up.sh, stand-in docker): checks before writing, random secrets, .env, board and Prometheus web configs, each password shown once after a start, old .env names renamed, root-group socket refused" \
+  env VIGIA_WEB_CONFIG_BIN="$WEB_CONFIG_BIN" PROMTOOL="$PROMTOOL" tests/stack/up_test.sh
 check "make agent-bundle (stand-in docker): what compose.agent.yaml mounts, the site's own token and the NOC's CA only, the images compose names, one token per site" \
   tests/stack/agent_bundle_test.sh "$COMPOSE"
 check "shell scripts parse" bash -c 'for f in scripts/*.sh scripts/healthcheck influxdb/init/*.sh tests/e2e/*.sh tests/e2e/standins/*.sh tests/stack/*.sh tests/alerts/*.sh; do bash -n "$f" || exit 1; done; for f in alertmanager/render.sh alertmanager/maintenance.sh snmp/render.sh vmauth/render.sh agent/run.sh; do sh -n "$f" || exit 1; done'
 # vigia-ping reads ping/ping.yaml and ping/targets.txt in the container; its own
 # --check-config validates both (paths moved to the repository's copies).
-if cargo build -q -p vigia-ping >"$WORK/cargo.log" 2>&1; then
+if [[ -n $PING_BIN ]]; then
   echo "vigia-influx-token" >"$WORK/token"
-  PING_BIN=$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')/debug/vigia-ping
   check "vigia-ping --check-config accepts ping/ping.yaml, ping/targets.txt and alertmanager/maintenance.txt" \
     env VIGIA_PING__TARGETS_FILE="$ROOT/ping/targets.txt" \
     VIGIA_PING__MAINTENANCE_FILE="$ROOT/alertmanager/maintenance.txt" \
@@ -386,23 +445,26 @@ if cargo build -q -p vigia-ping >"$WORK/cargo.log" 2>&1; then
         if [[ \$sh_ok != \$want || \$rs_ok != \$want ]]; then echo \"want \$want, maintenance.sh \$sh_ok, vigia-ping \$rs_ok: \$line\"; exit 1; fi
         n=\$((n + 1))
       done <'$ROOT/tests/stack/maintenance-cases.txt'; [[ \$n -ge 10 ]]"
-  # The containers' healthcheck (scripts/healthcheck, bash only) against the real exporter.
+  # The containers' healthcheck (scripts/healthcheck, bash only) against the real exporter,
+  # behind basic auth as in the stack (a web config from vigia-web-config, as make up
+  # writes it): the credentials from the file get 200, none or wrong ones 401.
   port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+  printf 'board-password' >"$WORK/board_password"
+  printf 'wrong' >"$WORK/wrong_password"
+  "$WEB_CONFIG_BIN" --user vigia <"$WORK/board_password" >"$WORK/board_web_config.yml"
   env VIGIA_PING__TARGETS_FILE="$ROOT/ping/targets.txt" \
     VIGIA_PING__TRANSITION_LOG__PATH="$WORK/transitions.jsonl" \
     "$PING_BIN" --config.file "$ROOT/ping/ping.yaml" --web.listen-address "127.0.0.1:$port" \
-    >"$WORK/ping.log" 2>&1 &
+    --web.config.file "$WORK/board_web_config.yml" >"$WORK/ping.log" 2>&1 &
   ping_pid=$!
-  check "scripts/healthcheck: healthy against a running vigia-ping, unhealthy for a wrong path and a closed port" \
-    bash -c "for _ in \$(seq 50); do scripts/healthcheck $port && break; sleep 0.2; done
-      scripts/healthcheck $port || { cat '$WORK/ping.log'; exit 1; }
-      ! scripts/healthcheck $port /no-such-page && ! scripts/healthcheck 1 2>/dev/null"
+  auth=(--user vigia --password-file "$WORK/board_password")
+  check "scripts/healthcheck: healthy against vigia-ping behind basic auth with the password file; unhealthy without it, with a wrong one, a wrong path, a closed port" \
+    bash -c "for _ in \$(seq 50); do scripts/healthcheck ${auth[*]} $port && break; sleep 0.2; done
+      scripts/healthcheck ${auth[*]} $port || { cat '$WORK/ping.log'; exit 1; }
+      ! scripts/healthcheck $port && ! scripts/healthcheck --user vigia --password-file '$WORK/wrong_password' $port \
+        && ! scripts/healthcheck ${auth[*]} $port /no-such-page && ! scripts/healthcheck ${auth[*]} 1 2>/dev/null"
   kill "$ping_pid" 2>/dev/null
   wait "$ping_pid" 2>/dev/null
-else
-  echo "FAIL cargo build -p vigia-ping (to check ping/ping.yaml)"
-  sed 's/^/    /' "$WORK/cargo.log" | tail -n 20
-  failed=$((failed + 1))
 fi
 
 echo "$passed passed, $failed failed"
