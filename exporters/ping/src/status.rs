@@ -11,8 +11,8 @@ use prometheus_client::metrics::histogram::Histogram;
 
 use crate::board::{StatusSnapshot, TargetView};
 use crate::config::TargetSpec;
-use crate::services::{ProbeOutcome, Reason, TlsFacts};
 use crate::maintenance::Maintenance;
+use crate::services::{ProbeOutcome, Reason, TlsFacts};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Status {
