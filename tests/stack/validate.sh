@@ -154,7 +154,7 @@ check "alert rules: severity, summary, description, runbook in docs/runbooks.md 
 check "vmagent -dryRun: victoriametrics/vmagent.yml (the centre's scrapes)" \
   "$BIN/vmagent" -dryRun -promscrape.config=victoriametrics/vmagent.yml
 check "vmagent -dryRun: agent/vmagent.yml (a site's scrapes)" \
-  env VIGIA_SITE=norte HOST_NAME=agent-1 EXPORTER_LISTEN_ADDRESS=127.0.0.1 BOARD_PORT=9471 COMPOSE_PROFILES=ping \
+  env VIGIA_SITE=norte HOST_NAME=agent-1 EXPORTER_LISTEN_ADDRESS=127.0.0.1 PORTS_LISTEN_PORT=9470 BOARD_PORT=9471 COMPOSE_PROFILES=ping \
   "$BIN/vmagent" -dryRun -promscrape.config=agent/vmagent.yml
 check "vmalert -dryRun: prometheus/rules/ (the same rules on VictoriaMetrics)" \
   "$BIN/vmalert" -dryRun -rule="$ROOT/prometheus/rules/*.yml"
