@@ -296,6 +296,12 @@ class Stack:
         cfg = yaml.safe_load(am_yml.read_text())
         for route in [cfg["route"]] + cfg["route"]["routes"]:
             route["group_wait"], route["group_interval"] = "3s", "4s"
+            # The storm message is a snapshot of the sites firing when its group_wait
+            # ends. Shipped: 30 s, two evaluations, longer than an outage takes to show
+            # at every site. Here evaluations are 1 s but 60 targets' rounds on a loaded
+            # 2-core machine still spread over several seconds: 3 s named 7 of 12 sites.
+            if any("PingManySitesDown" in m for m in route.get("matchers", [])):
+                route["group_wait"] = "12s"
         am_yml.write_text(yaml.safe_dump(cfg, sort_keys=False))
         self.spawn("alertmanager", [ROOT / "tests/stack/run-alertmanager.sh", f"--config.file={am_yml}",
                                     f"--storage.path={w / 'am-data'}", f"--web.listen-address=127.0.0.1:{ports['am']}",
