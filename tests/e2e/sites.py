@@ -135,7 +135,9 @@ class Sites:
         (self.centre_dir / "ping").mkdir()
         shutil.copy(ROOT / "ping/ping.yaml", self.centre_dir / "ping/ping.yaml")
         (self.centre_dir / "ping/targets.txt").write_text("localhost 127.0.0.1\n")
-        for name in ("grafana_admin_password", "influxdb_admin_password", "influxdb_token"):
+        # board_password: the centre's vmagent scrapes vigia-ping with it, as Prometheus does.
+        for name in ("grafana_admin_password", "influxdb_admin_password", "influxdb_token",
+                     "board_password", "prometheus_password"):
             (sec / name).write_text(secrets.token_urlsafe(24))
         (sec / "telegram_bot_token").write_text("123456:e2e-bot-token")
         (sec / "discord_webhook_url").write_text("http://receiver:8080/api/webhooks/42/e2e-webhook-token")
