@@ -84,6 +84,17 @@ const MAX_Z: f64 = 1e6;
 /// reference is the previous window, as in the paper.
 pub const REFERENCE_POINTS: usize = 250;
 
+/// Narrowest cell of a tree along a feature, in noise floors ([`Feature::noise_floor`]):
+/// a node whose halves would be narrower than this along the feature its position
+/// picks splits another feature of its subspace instead, or none (it is a leaf).
+/// Without it the floor only widened the learned range and the trees split on, down to
+/// the reference's own jitter: on 30 reference windows of ~10 new HTTP connections a
+/// second, a window of 14 (one step past the largest seen) fell in empty cells of every
+/// tree splitting the connection count or the SYN ratios, which move together, and
+/// scored 0.73 (real traffic, `vigia-capture`'s `tests/detection_netns_root.rs`). Two
+/// floors: a cell spans the jitter of a value on either side of its centre.
+const CELL_FLOORS: f64 = 2.0;
+
 /// Half-Space Trees ensemble with per-feature scaling and robust z-score explanations.
 #[derive(Debug, Clone)]
 pub struct HalfSpaceTrees {
@@ -420,6 +431,7 @@ impl HalfSpaceTrees {
         let mut ranges = Vec::with_capacity(dims);
         let mut median = Vec::with_capacity(dims);
         let mut spread = Vec::with_capacity(dims);
+        let mut floors = Vec::with_capacity(dims);
         for feature in 0..dims {
             // Statistics come from observed values only: replaced ones (NaN, infinities,
             // saturated magnitudes) would drag the quantiles wherever they were put.
@@ -435,6 +447,7 @@ impl HalfSpaceTrees {
                         ranges.push(previous.ranges[feature]);
                         median.push(previous.median[feature]);
                         spread.push(previous.spread[feature]);
+                        floors.push(self.features[feature].noise_floor(previous.median[feature]));
                         continue;
                     }
                     None => column.push(self.last_finite[feature]),
@@ -442,7 +455,8 @@ impl HalfSpaceTrees {
             }
             column.sort_by(f64::total_cmp);
             let window_range = Range::of_sorted(&column);
-            let min_spread = self.features[feature].min_spread;
+            let mid = quantile(&column, 0.5);
+            let min_spread = self.features[feature].noise_floor(mid);
             let range = match &self.reference {
                 Some(previous) => {
                     let mut range = previous.ranges[feature];
@@ -452,7 +466,6 @@ impl HalfSpaceTrees {
                 None => window_range,
             }
             .with_floor(min_spread);
-            let mid = quantile(&column, 0.5);
             for value in column.iter_mut() {
                 *value = (*value - mid).abs();
             }
@@ -464,6 +477,7 @@ impl HalfSpaceTrees {
             let sigma = (MAD_TO_SIGMA * mad).max(MEAN_AD_TO_SIGMA * mean_ad);
             let (_, width) = range.origin_and_width();
             spread.push(sigma.max(MIN_SPREAD_SHARE * width).max(min_spread));
+            floors.push(min_spread);
             median.push(mid);
             ranges.push(range);
         }
@@ -485,11 +499,26 @@ impl HalfSpaceTrees {
         let distinct = Distinct::of(&normalized, dims);
         let size_limit = (rows / 10).max(1) as u32;
         let max_depth = self.config.depth as u32;
+        let resolution: Vec<f64> = floors
+            .iter()
+            .zip(&ranges)
+            .map(|(floor, range)| {
+                let (_, width) = range.origin_and_width();
+                CELL_FLOORS * floor / width
+            })
+            .collect();
         let mut order: Vec<u32> = Vec::with_capacity(distinct.weights.len());
         for tree in &mut self.trees {
             order.clear();
             order.extend(0..distinct.weights.len() as u32);
-            tree.rebuild(&distinct, dims, &mut order, size_limit, max_depth);
+            tree.rebuild(
+                &distinct,
+                dims,
+                &mut order,
+                size_limit,
+                max_depth,
+                &resolution,
+            );
         }
 
         // Each reference point measured as if it were new (left out of its own cell):
@@ -702,7 +731,8 @@ impl HalfSpaceTrees {
                     continue;
                 }
                 let target = Range::of_sorted(&[row[feature]]);
-                let floor = self.features[feature].min_spread;
+                // The reference holds only `row`: its median is the row's value.
+                let floor = self.features[feature].noise_floor(row[feature]);
                 let mut range = reference.ranges[feature];
                 for _ in 0..skipped {
                     let mut next = range;
@@ -801,6 +831,7 @@ impl Tree {
         order: &mut [u32],
         size_limit: u32,
         max_depth: u32,
+        resolution: &[f64],
     ) {
         let points = &distinct.points[..];
         self.nodes.clear();
@@ -826,6 +857,7 @@ impl Tree {
             dims,
             size_limit,
             max_depth,
+            resolution,
             low: &mut low,
             high: &mut high,
         };
@@ -1024,11 +1056,28 @@ struct Grow<'a> {
     dims: usize,
     size_limit: u32,
     max_depth: u32,
+    /// Narrowest cell per dimension, in normalized units: a node does not split a
+    /// feature whose halves would be narrower (its noise floor, [`CELL_FLOORS`]).
+    resolution: &'a [f64],
     low: &'a mut [f64],
     high: &'a mut [f64],
 }
 
 impl Grow<'_> {
+    /// `dim` when this node can still be halved along it; otherwise the next feature of
+    /// the tree's subspace that can (in subspace order, wrapping), or `None`: every
+    /// feature of the subspace is at its noise floor here and the node is a leaf.
+    fn resolvable(&self, tree: &Tree, dim: usize) -> Option<usize> {
+        let can = |d: usize| 0.5 * (self.high[d] - self.low[d]) >= self.resolution[d];
+        if can(dim) {
+            return Some(dim);
+        }
+        let start = tree.subspace.iter().position(|&d| d == dim).unwrap_or(0);
+        (1..tree.subspace.len())
+            .map(|k| tree.subspace[(start + k) % tree.subspace.len()])
+            .find(|&d| can(d))
+    }
+
     fn node(
         &mut self,
         tree: &mut Tree,
@@ -1042,7 +1091,9 @@ impl Grow<'_> {
         if mass < self.size_limit || depth == self.max_depth {
             return;
         }
-        let dim = tree.split_dim(position);
+        let Some(dim) = self.resolvable(tree, tree.split_dim(position)) else {
+            return;
+        };
         let split = 0.5 * (self.low[dim] + self.high[dim]);
         let mut left_count = 0;
         for i in 0..members.len() {
@@ -1227,7 +1278,7 @@ mod tests {
                 (&mut b, Distinct::each(&points, dims)),
             ] {
                 let mut order: Vec<u32> = (0..distinct.weights.len() as u32).collect();
-                t.rebuild(&distinct, dims, &mut order, 30, 15);
+                t.rebuild(&distinct, dims, &mut order, 30, 15, &[0.0; 6]);
             }
             assert_eq!(a.outside_mass, b.outside_mass);
             assert_eq!(a.nodes.len(), b.nodes.len());

@@ -30,6 +30,16 @@
 //! reference points a little out (an outage's retries) do not make a point much further
 //! out (a scan) look familiar.
 //!
+//! A feature's noise floor ([`Feature::noise_floor`]: [`Feature::min_spread`], or for a
+//! [`Feature::counting`] feature the counting noise of the reference median, if larger)
+//! is the smallest spread it is taken to have: its learned range spans at least 4.65
+//! floors, its z-score divides by at least one, and no tree splits it into cells
+//! narrower than two floors (a node whose position picks it then splits another feature
+//! of its subspace, or is a leaf). Without the last, the trees split on below the floor
+//! down to the reference's own jitter, and a value one step past the largest seen (14
+//! connections in a second where 30 reference windows held at most 12) fell in empty
+//! cells and scored over the threshold.
+//!
 //! Last, the raw score is calibrated against the reference itself: each reference point
 //! is scored as if it were new (left out of its own cell), and the 99th percentile of
 //! those raw scores maps to 0.5. Raw scores below it map linearly onto `[0, 0.5]`, above

@@ -34,6 +34,14 @@ pub struct Feature {
     /// is for (a bulk transfer that ends, a quiet hour), while their rises are (a flood,
     /// a scan). Off by default: both directions are news.
     pub rising: bool,
+    /// The value counts independent events (packets, connections in a window): its noise
+    /// floor is at least the counting (Poisson) noise of the reference median `m`,
+    /// `sqrt(1 + m)` events, which is `1 / sqrt(1 + m)` in [`Scaling::Log`] units. A
+    /// window of 14 new connections where the reference held 7 to 12 is then the jitter
+    /// of a count of 10, not a state never seen, while 2,000 (a scan) is still 20
+    /// floors out; a count of 0 to 2 (an ARP exchange) moves by one floor. Off by
+    /// default: [`Feature::min_spread`] alone.
+    pub counting: bool,
 }
 
 impl Feature {
@@ -43,6 +51,7 @@ impl Feature {
             scaling: Scaling::Linear,
             min_spread: 0.0,
             rising: false,
+            counting: false,
         }
     }
 
@@ -52,6 +61,7 @@ impl Feature {
             scaling: Scaling::Log,
             min_spread: 0.0,
             rising: false,
+            counting: false,
         }
     }
 
@@ -59,6 +69,27 @@ impl Feature {
     pub fn rising(mut self) -> Self {
         self.rising = true;
         self
+    }
+
+    /// The same feature, a count of events (see [`Feature::counting`]).
+    pub fn counting(mut self) -> Self {
+        self.counting = true;
+        self
+    }
+
+    /// The noise floor in transformed units against a reference whose median (in
+    /// transformed units) is `median`: [`Feature::min_spread`], or the counting noise of
+    /// a count at that median when [`Feature::counting`] is larger.
+    pub fn noise_floor(&self, median: f64) -> f64 {
+        if !self.counting || !median.is_finite() {
+            return self.min_spread;
+        }
+        let counting = match self.scaling {
+            // ln(1 + m) = |median|: sqrt(1 + m) / (1 + m).
+            Scaling::Log => (-0.5 * median.abs()).exp(),
+            Scaling::Linear => (1.0 + median.abs()).sqrt(),
+        };
+        self.min_spread.max(counting)
     }
 
     /// The same feature with a noise floor (see [`Feature::min_spread`]).
