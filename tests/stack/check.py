@@ -63,6 +63,12 @@ def compose_common(cfg, problems, exporters):
                       f"{name}: no-new-privileges is not set")
         hc = svc.get("healthcheck") or {}
         problems.need(hc.get("test") and not hc.get("disable"), f"{name}: no healthcheck")
+        # A secret the command or healthcheck reads must be one the service mounts (the
+        # site's board once checked with a password file it did not have: unhealthy).
+        mounted = {x["source"] if isinstance(x, dict) else x for x in svc.get("secrets") or []}
+        for arg in (svc.get("command") or []) + (hc.get("test") or []):
+            for secret in re.findall(r"/run/secrets/([A-Za-z0-9_.-]+)", str(arg)):
+                problems.need(secret in mounted, f"{name}: reads /run/secrets/{secret} but does not mount it")
         for dep, cond in (svc.get("depends_on") or {}).items():
             problems.need(cond.get("condition") == "service_healthy",
                           f"{name}: depends on {dep} without condition service_healthy")
