@@ -261,7 +261,7 @@ class Sites:
                     args.append("-remoteWrite.bearerTokenFile=/run/secrets/site_token")
                 cid = run(DOCKER, "run", "-d", "--label", "vigia.e2e=sites", "--network", NETWORK, "--read-only", "--tmpfs", "/tmp",
                           "-e", f"VIGIA_SITE=intruder-{name}", "-e", "HOST_NAME=intruder", "-e", "EXPORTER_LISTEN_ADDRESS=127.0.0.1",
-                          "-e", "BOARD_PORT=9471", "-e", "COMPOSE_PROFILES=",
+                          "-e", "PORTS_LISTEN_PORT=9470", "-e", "BOARD_PORT=9471", "-e", "COMPOSE_PROFILES=",
                           "-v", f"{bundle / 'agent'}:/etc/vigia/agent:ro",
                           "-v", f"{bundle / 'secrets/site_ca.crt'}:/run/secrets/site_ca:ro",
                           *extra, "victoriametrics/vmagent:v1.112.0", *args).stdout.strip()
