@@ -349,10 +349,21 @@ fn stress_ng_load_raises_the_score_and_calm_returns_root() {
         "at the crossing (score {:.3}): z-scores {:?}",
         crossing.score, crossing.zscores
     );
-    let (feature, z) = crossing.top_feature();
+    // Explained by the load: a feature it raises is far out (z >= 3) at the crossing.
+    // Not necessarily the furthest: disk and network are the whole machine's, and other
+    // work can move them in the same interval (seen in CI: disk reads at z 29 beside the
+    // CPU's 22 as the load started).
+    let (feature, z) = crossing
+        .zscores
+        .iter()
+        .filter(|(f, _)| LOAD_FEATURES.contains(&f.as_str()))
+        .max_by(|a, b| a.1.total_cmp(&b.1))
+        .cloned()
+        .unwrap_or_default();
     assert!(
-        LOAD_FEATURES.contains(&feature.as_str()) && z > 0.0,
-        "the crossing is explained by {feature} (z {z}), which the load does not raise: {crossing:?}"
+        z >= 3.0,
+        "the crossing is not explained by the load: its furthest feature is {feature} (z {z}), the top one {:?}: {crossing:?}",
+        crossing.top_feature()
     );
     // The process count is the namespace's; the run queue is the whole machine's, and the
     // load must stand out there too, against everything else that runs.
