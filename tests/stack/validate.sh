@@ -309,9 +309,27 @@ check "25 alerts in one site's message: email lists all 25, Telegram and Discord
     && render_template vigia.telegram DATA='$WORK/many.json' | grep -qF '(25 firing and 0 resolved in all; the email lists every one)' \
     && [[ \$(render_template vigia.subject DATA='$WORK/many.json') == '[CRITICAL] PingTargetDown (site sur)' ]] \
     || { render_template vigia.chat DATA='$WORK/many.json'; exit 1; }"
+python3 - "$WORK/stale.json" <<'EOF'
+import json, sys
+# The router's new alert in the group of a device resolved minutes before (Prometheus sends
+# a resolved alert again for 15 minutes, and Alertmanager keeps it in its group).
+alerts = [{"status": "firing", "labels": {"alertname": "PingUplinkDown", "severity": "critical", "target": "router-1", "site": "centro"},
+           "annotations": {"summary": "router-1 does not answer ping"}, "startsAt": "2026-11-22T05:02:00Z",
+           "endsAt": "0001-01-01T00:00:00Z", "fingerprint": "1"},
+          {"status": "resolved", "labels": {"alertname": "PingTargetDown", "severity": "critical", "target": "olt-1", "site": "centro"},
+           "annotations": {"summary": "olt-1 does not answer ping"}, "startsAt": "2026-11-22T04:50:00Z",
+           "endsAt": "2026-11-22T04:55:00Z", "fingerprint": "2"}]
+json.dump({"receiver": "vigia-ping-sites", "status": "firing", "alerts": alerts, "groupLabels": {"site": "centro"},
+           "commonLabels": {"severity": "critical", "site": "centro"}, "commonAnnotations": {},
+           "externalURL": "http://localhost:9093"}, open(sys.argv[1], "w"))
+EOF
+check "a new alert beside one resolved earlier in its group: the subject names the one that fires" \
+  bash -c "$(declare -f render_template); am_all='$am_all' AMTOOL='$AMTOOL' ROOT='$ROOT'; \
+    [[ \$(render_template vigia.subject DATA='$WORK/stale.json') == '[CRITICAL] PingUplinkDown router-1 and 1 resolved (site centro)' ]] \
+    || { render_template vigia.subject DATA='$WORK/stale.json'; exit 1; }"
 check "notification subject and Telegram text (HTML-escaped)" \
   bash -c "$(declare -f render_template); am_all='$am_all' AMTOOL='$AMTOOL' ROOT='$ROOT'; \
-    [[ \$(render_template vigia.subject) == '[CRITICAL] PingTargetDown' ]] \
+    [[ \$(render_template vigia.subject) == '[CRITICAL] PingTargetDown olt-norte and 1 resolved' ]] \
     && render_template vigia.telegram | grep -qF 'lab-r&amp;d &lt;switch&gt; (198.18.0.31)' \
     || { render_template vigia.subject; render_template vigia.telegram; exit 1; }"
 
