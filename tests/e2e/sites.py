@@ -39,6 +39,7 @@ INGRESS = "https://vmauth:8427"  # as the sites reach it, on the NOC's network
 SITES = {"e2e-a": ("site-a-host", True), "e2e-b": ("site-b-host", False)}
 CUT_SITE, CUT_S = "e2e-b", 180
 SITE_DEVICE = "olt-site-a"
+SITE_ROUTER, SITE_UPLINK = "router-site-a", "e2e-a-uplink"
 # agent/vmagent.yml: 15 s, vigia-ping 10 s.
 SCRAPE_S = {"vigia-ping": 10}
 DEFAULT_SCRAPE_S = 15
@@ -134,6 +135,10 @@ class Sites:
         sec.mkdir(parents=True)
         (self.centre_dir / "ping").mkdir()
         shutil.copy(ROOT / "ping/ping.yaml", self.centre_dir / "ping/ping.yaml")
+        # The NOC polls the main test's SNMP device itself (its snmp-exporter, the main
+        # test's targets/snmp-e2e.yml and credentials), as a NOC polls the devices it
+        # reaches: the SNMP dashboard has data to show from VictoriaMetrics.
+        shutil.copytree(e2e.WORK / "prometheus/targets", self.centre_dir / "prometheus/targets")
         (self.centre_dir / "ping/targets.txt").write_text("localhost 127.0.0.1\n")
         # board_password: the centre's vmagent scrapes vigia-ping with it, as Prometheus does.
         for name in ("grafana_admin_password", "influxdb_admin_password", "influxdb_token",
@@ -142,6 +147,8 @@ class Sites:
         (sec / "telegram_bot_token").write_text("123456:e2e-bot-token")
         (sec / "discord_webhook_url").write_text("http://receiver:8080/api/webhooks/42/e2e-webhook-token")
         (sec / "smtp_password").write_text("")
+        for name in ("snmp_community", "snmp_v3_auth_password", "snmp_v3_priv_password"):
+            shutil.copy(e2e.WORK / "secrets" / name, sec / name)
         for f in sec.iterdir():
             f.chmod(0o644)
         # The NOC's authority, ingress certificate and site tokens, as `make site` makes them.
@@ -160,6 +167,7 @@ class Sites:
             "TELEGRAM_CHAT_ID": "-1001234",
             "TELEGRAM_API_URL": "http://receiver:8080",
             "METRICS_LATENCY_OFFSET": "1s",
+            "SNMP_V3_USERNAME": e2e.SNMP_V3_USER,
             "E2E_WORK": self.centre_dir,
             "E2E_TOOLS_IMAGE": TOOLS_IMAGE,
             **self.ports,
@@ -168,7 +176,8 @@ class Sites:
 
     def up_centre(self):
         self.centre("up", "-d", "--no-build", "--wait", "--wait-timeout", "300",
-                    "vmauth", "vmalert", "vmagent", "alertmanager", "alertmanager-2", "influxdb", timeout=420)
+                    "vmauth", "vmalert", "vmagent", "alertmanager", "alertmanager-2", "influxdb", "snmp-exporter",
+                    timeout=420)
 
     def install_site(self, site):
         """As an operator: the bundle made at the NOC, unpacked on the site, ./run.sh."""
@@ -189,10 +198,15 @@ class Sites:
             if pings:
                 f.write("COMPOSE_PROFILES=ping\n")
         if pings:
+            # The main test's router and the devices behind it too, at a site of their own
+            # (a message of their own at the NOC): while the main test's uplink is down,
+            # the NOC board's "Devices cut off" panel has site e2e-a's to show.
             (bundle / "ping/targets.txt").write_text(
                 "# site e2e-a's own devices (tests/e2e/sites.py)\n"
                 "localhost 127.0.0.1 site=rack-a kind=self\n"
-                f"{SITE_DEVICE} {e2e.OLT_ADDR} kind=olt\n")
+                f"{SITE_DEVICE} {e2e.OLT_ADDR} kind=olt\n"
+                f"{SITE_ROUTER} {e2e.RTR_ADDR} site={SITE_UPLINK} kind=router\n"
+                + "".join(f"{n}-a {a} site={SITE_UPLINK} kind=cpe parent={SITE_ROUTER}\n" for n, a in e2e.CPES.items()))
         run("./run.sh", cwd=bundle, env=self.site_env(site), timeout=400)
 
     def down(self):
@@ -221,7 +235,9 @@ class Sites:
             # A device without a site of its own is the agent's; one with its own keeps it
             # (Prometheus' external_labels rule).
             sites = {r["metric"]["target"]: r["metric"].get("site") for r in self.vm_query('vigia_ping_up{host="site-a-host"}')}
-            require(sites == {SITE_DEVICE: "e2e-a", "localhost": "rack-a"}, f"site-a's ping targets and their sites: {sites}")
+            want = {SITE_DEVICE: "e2e-a", "localhost": "rack-a", SITE_ROUTER: SITE_UPLINK,
+                    **{f"{n}-a": SITE_UPLINK for n in e2e.CPES}}
+            require(sites == want, f"site-a's ping targets and their sites: {sites}, want {want}")
 
             def rows():
                 series = self.influx('SHOW TAG VALUES FROM "vigia_host_inventory" WITH KEY = "site"')
@@ -332,7 +348,28 @@ class Sites:
                     v = e2e.series_sum(m, name)
                     if v:
                         problems.append(f"site {site}: {name} = {v}")
+            if problems:
+                self.explain_gaps(vmagent, cut, back)
             require(not problems, "; ".join(problems))
+
+    def explain_gaps(self, vmagent, cut, back):
+        """What the cut site's agent said and counted around the cut, and which of its
+        series lack the same samples (one lost block, or one job's scrapes)."""
+        utc = lambda t: time.strftime("%H:%M:%S", time.gmtime(t))  # noqa: E731
+        log(f"site {CUT_SITE}: cut {utc(cut)} UTC, back {utc(back)} UTC; its vmagent's log then:")
+        p = run(DOCKER, "logs", "--timestamps", "--since", f"{cut - 60:.0f}", "--until", f"{back + 60:.0f}", vmagent,
+                check=False)
+        print("\n".join((p.stdout + p.stderr).splitlines()[-80:]), flush=True)
+        m = self.agent_metrics(CUT_SITE)
+        for name in ("vmagent_remotewrite_requests_total", "vmagent_remotewrite_retries_count_total",
+                     "vmagent_remotewrite_errors_total", "vm_promscrape_scrapes_total", "vm_promscrape_scrapes_failed_total",
+                     "vm_promscrape_scrapes_timed_out_total", "vmagent_remotewrite_block_size_rows_sum"):
+            log(f"  {name} = {e2e.series_sum(m, name)}")
+        for metric in ("up", "scrape_samples_scraped", "scrape_duration_seconds", "vmagent_remotewrite_pending_data_bytes"):
+            for r in self.vm_export(f'{metric}{{site="{CUT_SITE}"}}', cut - 60, back + 20):
+                ts = sorted(t / 1000 for t in r["timestamps"])
+                holes = [f"{utc(a)}+{b - a:.0f}s" for a, b in zip(ts, ts[1:]) if b - a > 20]
+                log(f"  {metric} {r['metric'].get('job')}: {len(ts)} samples {utc(ts[0])}..{utc(ts[-1])}, holes {holes}")
 
     def gaps(self, site, start, end):
         """Every `up` series of the site's jobs has a sample every scrape in [start, end]."""
@@ -386,7 +423,7 @@ class Sites:
 
             def mails():
                 m = [x for x in http_json(f"http://127.0.0.1:{self.ports['MAILPIT_PORT']}/messages")
-                     if x["subject"] == f"[CRITICAL] PingTargetDown {SITE_DEVICE}"]
+                     if x["subject"] == f"[CRITICAL] PingTargetDown {SITE_DEVICE} (site e2e-a)"]
                 return m
             first = wait_until("the NOC's email", mails, timeout=120, interval=3)
             # The second node would send after its peer timeout (15 s) if it had not heard.
