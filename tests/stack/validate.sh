@@ -121,6 +121,11 @@ render_with() { # render_with FILE NAME=VALUE...: compose.yaml's JSON with those
 render_with energy.json VIGIA_HOST__ENERGY__MODEL__IDLE_WATTS=35 VIGIA_HOST__ENERGY__MODEL__MAX_WATTS=95
 check "vigia-host's power model is off unless .env gives both watts (then they reach it)" \
   python3 tests/stack/check.py energy "$WORK/compose.json" "$WORK/energy.json" 35 95
+cp "$WORK/agent.env" "$WORK/agent-energy.env"
+printf 'VIGIA_HOST__ENERGY__MODEL__IDLE_WATTS=35\nVIGIA_HOST__ENERGY__MODEL__MAX_WATTS=95\n' >>"$WORK/agent-energy.env"
+compose "$WORK/agent-energy.env" compose.agent.yaml config --format json >"$WORK/agent-energy.json" 2>&1
+check "compose.agent.yaml: a site's vigia-host has no power model unless its .env gives both watts (then they reach it)" \
+  python3 tests/stack/check.py energy "$WORK/agent.json" "$WORK/agent-energy.json" 35 95
 render_with seed-port.json PROMETHEUS_PORT=8000
 render_with publish-port.json PROMETHEUS_PUBLISH_PORT=9091
 check "seed 000's PROMETHEUS_PORT no longer moves Prometheus; PROMETHEUS_PUBLISH_PORT does" \
