@@ -6,7 +6,10 @@
 # credential, sent by its vmagent and exporters as `Authorization: Bearer|Token <token>`.
 # A site may only write: /api/v1/write goes to the metrics store, /write and
 # /api/v2/write go to InfluxDB with the centre's own token put in their place (a site
-# never holds it). Anything else answers 400, and a missing or unknown token 401.
+# never holds it), into the centre's database and bucket whatever the request names:
+# vmauth puts url_prefix's arguments first and InfluxDB reads the first of each, so a
+# site's `db=other&db=vigia` still lands in vigia (vmauth's src_query_args would let it
+# through to `other`). Anything else answers 400, and a missing or unknown token 401.
 # vmauth has no token-file option, so the tokens are written into a file on a tmpfs.
 set -eu
 
@@ -16,12 +19,21 @@ run_dir=${VIGIA_VMAUTH_RUN_DIR:-/run/vigia}
 config=$run_dir/auth.yml
 write_url=${VIGIA_METRICS_WRITE_URL:-http://victoriametrics:8428}
 influxdb_url=${INFLUXDB_URL:-http://influxdb:8086}
+# compose.yaml's InfluxDB 2 setup (DOCKER_INFLUXDB_INIT_ORG, _BUCKET); the 1.x /write
+# path maps the bucket's name as its database.
+influxdb_org=${INFLUXDB_ORG:-vigia}
+influxdb_bucket=${INFLUXDB_BUCKET:-vigia}
 
 fail() {
   echo "vmauth config: $*" >&2
   exit 2
 }
 
+for name in "$influxdb_org" "$influxdb_bucket"; do
+  case $name in
+    '' | *[!A-Za-z0-9_-]*) fail "INFLUXDB_ORG and INFLUXDB_BUCKET are letters, digits, '-' and '_' ('$name')" ;;
+  esac
+done
 [ -r "$secrets/influxdb_token" ] || fail "$secrets/influxdb_token is missing or unreadable"
 influx_token=$(tr -d ' \r\n' <"$secrets/influxdb_token")
 [ -n "$influx_token" ] || fail "secrets/influxdb_token is empty"
@@ -54,8 +66,11 @@ seen=" "
     url_map:
       - src_paths: ["/api/v1/write"]
         url_prefix: "$write_url"
-      - src_paths: ["/write", "/api/v2/write"]
-        url_prefix: "$influxdb_url"
+      - src_paths: ["/write"]
+        url_prefix: "${influxdb_url%/}/?db=$influxdb_bucket"
+        headers: ["Authorization: Token $influx_token"]
+      - src_paths: ["/api/v2/write"]
+        url_prefix: "${influxdb_url%/}/?org=$influxdb_org&bucket=$influxdb_bucket"
         headers: ["Authorization: Token $influx_token"]
 YAML
   done

@@ -280,9 +280,13 @@ def vmauth_config(path):
     for name, u in users.items():
         paths = sorted(p for m in u["url_map"] for p in m["src_paths"])
         problems.need(paths == ["/api/v1/write", "/api/v2/write", "/write"], f"{name}: paths {paths}")
-        influx = [m for m in u["url_map"] if "/write" in m["src_paths"]]
-        problems.need(influx and influx[0].get("headers") == ["Authorization: Token central-influx-token"],
-                      f"{name}: InfluxDB route {influx}")
+        influx = {p: m for m in u["url_map"] for p in m["src_paths"] if p != "/api/v1/write"}
+        problems.need(all(m.get("headers") == ["Authorization: Token central-influx-token"] for m in influx.values()),
+                      f"{name}: InfluxDB routes without the centre's token: {influx}")
+        # The centre's database and bucket, first in the query (InfluxDB reads the first).
+        problems.need(influx.get("/write", {}).get("url_prefix", "").endswith("/?db=vigia")
+                      and influx.get("/api/v2/write", {}).get("url_prefix", "").endswith("/?org=vigia&bucket=vigia"),
+                      f"{name}: InfluxDB routes not pinned to the centre's database and bucket: {influx}")
     return problems.finish()
 
 

@@ -185,6 +185,12 @@ printf 'x' >"$vma/sites/Bad_Name.token"
 expect_fail "vmauth refuses a site name that is not lower-case letters, digits and '-' (exit 2)" 2 \
   bash -c "$(declare -f render_vmauth); render_vmauth '$vma'"
 rm "$vma/sites/Bad_Name.token"
+if command -v influxd >/dev/null; then
+  check "a site's InfluxDB writes through the real vmauth land in the centre's database, whatever db= it names (real influxd 1.6)" \
+    python3 tests/stack/vmauth_influx.py "$BIN/vmauth"
+else
+  echo "NOT RUN vmauth in front of a real InfluxDB (needs influxd: Debian package influxdb)"
+fi
 
 # --- Alertmanager -------------------------------------------------------------------
 render_am() { # render_am DIR [ENV...]: alertmanager/render.sh with secrets from DIR/secrets
