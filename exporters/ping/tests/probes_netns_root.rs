@@ -563,6 +563,85 @@ fn root_dns_answer_changes_and_rcodes_are_judged() {
 /// A firing alert: (alertname, target, severity).
 type Alert = (String, String, String);
 
+/// Seed 001's alert for every probe kind: a tcp service, a web portal and a resolver that
+/// answer nothing are PingTargetDown in a real Prometheus running the shipped rules (their
+/// `for` shortened to 5 s), and the alerts resolve once real servers answer.
+#[test]
+fn root_prometheus_fires_and_resolves_target_down_for_tcp_http_and_dns() {
+    require_root();
+    let host = NetnsHost::new();
+    let a = host.addr;
+    let e = Exporter::start(&format!(
+        "defaults: {{interval: 1s, count: 1, timeout: 900ms, down_after: 2}}\n\
+         targets:\n\
+         \x20 - {{name: radius-tcp, address: \"{a}:2224\", probe: tcp}}\n\
+         \x20 - {{name: portal, address: \"http://{a}:8080/\", probe: http}}\n\
+         \x20 - {{name: resolver, address: \"{a}\", probe: dns, query_name: www.vigia.test}}\n"
+    ));
+    let prometheus = Prometheus::start_with_down_for(e.addr, "5s");
+    let kinds = ["radius-tcp", "portal", "resolver"];
+    let down = |f: &[Alert]| -> Vec<String> {
+        f.iter()
+            .filter(|(name, _, _)| name == "PingTargetDown")
+            .map(|(_, t, _)| t.clone())
+            .collect()
+    };
+    let wait = |what: &str, cond: &dyn Fn(&[String]) -> bool| {
+        let deadline = Instant::now() + Duration::from_secs(40);
+        loop {
+            let firing = down(&prometheus.firing());
+            if cond(&firing) {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "timed out waiting for {what}; PingTargetDown firing for {firing:?}\n{}",
+                prometheus.log()
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    };
+    // Nothing listens yet: each is down, and its alert fires after the `for`, not before.
+    let started = Instant::now();
+    wait("PingTargetDown for the three", &|f| {
+        kinds.iter().all(|k| f.iter().any(|t| t == k))
+    });
+    assert!(
+        started.elapsed() >= Duration::from_secs(5),
+        "fired {:?} after the start, before its `for`",
+        started.elapsed()
+    );
+    let body = e.metrics();
+    for (k, kind) in kinds.into_iter().zip(["tcp", "http", "dns"]) {
+        assert_eq!(
+            metric(
+                &body,
+                "vigia_ping_status",
+                &[("target", k), ("probe", kind), ("status", "down")]
+            ),
+            Some(1.0),
+            "{k}: not down as a {kind} probe\n{body}"
+        );
+    }
+
+    // Real servers answer: every alert resolves.
+    let _servers = ProbeServers::start(
+        &host.ns,
+        &[
+            "--banner".into(),
+            format!("{a}:2224:RADIUS-accounting-test"),
+            "--http".into(),
+            format!("{a}:8080"),
+        ],
+    );
+    let _dns = Dnsmasq::start(&host.ns, a, "198.18.9.5 www.vigia.test\n");
+    wait("every PingTargetDown resolved", &|f| f.is_empty());
+    let body = e.metrics();
+    for k in kinds {
+        assert_eq!(status_of(&body, k), Some("ok"), "{k}\n{body}");
+    }
+}
+
 #[test]
 fn root_prometheus_fires_and_resolves_the_certificate_alerts() {
     require_root();

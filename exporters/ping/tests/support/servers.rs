@@ -303,9 +303,37 @@ pub struct Prometheus {
 
 impl Prometheus {
     pub fn start(scrape: SocketAddr) -> Self {
-        let bin = prometheus_binary();
+        Self::start_rules(
+            scrape,
+            repo_root().join("prometheus/rules"),
+            tempfile::tempdir().unwrap(),
+        )
+    }
+
+    /// As `start`, with the repository's rules copied and every `for: 2m` (the down
+    /// alerts' wait) made `for_`: the shipped expressions, a test's patience.
+    pub fn start_with_down_for(scrape: SocketAddr, for_: &str) -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let rules = repo_root().join("prometheus/rules");
+        let rules = dir.path().join("rules");
+        std::fs::create_dir(&rules).unwrap();
+        for name in ["recording.yml", "alerts.yml"] {
+            let text =
+                std::fs::read_to_string(repo_root().join("prometheus/rules").join(name)).unwrap();
+            assert!(
+                name != "alerts.yml" || text.contains("for: 2m"),
+                "alerts.yml has no `for: 2m` left"
+            );
+            std::fs::write(
+                rules.join(name),
+                text.replace("for: 2m", &format!("for: {for_}")),
+            )
+            .unwrap();
+        }
+        Self::start_rules(scrape, rules, dir)
+    }
+
+    fn start_rules(scrape: SocketAddr, rules: std::path::PathBuf, dir: tempfile::TempDir) -> Self {
+        let bin = prometheus_binary();
         let config = format!(
             "global: {{scrape_interval: 1s, evaluation_interval: 1s}}\n\
              rule_files: [\"{rules}/recording.yml\", \"{rules}/alerts.yml\"]\n\
