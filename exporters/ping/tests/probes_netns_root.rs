@@ -587,19 +587,7 @@ fn root_prometheus_fires_and_resolves_target_down_for_tcp_http_and_dns() {
             .collect()
     };
     let wait = |what: &str, cond: &dyn Fn(&[String]) -> bool| {
-        let deadline = Instant::now() + Duration::from_secs(40);
-        loop {
-            let firing = down(&prometheus.firing());
-            if cond(&firing) {
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "timed out waiting for {what}; PingTargetDown firing for {firing:?}\n{}",
-                prometheus.log()
-            );
-            std::thread::sleep(Duration::from_millis(200));
-        }
+        prometheus.wait_firing(what, Duration::from_secs(40), &|f| cond(&down(f)));
     };
     // Nothing listens yet: each is down, and its alert fires after the `for`, not before.
     let started = Instant::now();
@@ -684,19 +672,7 @@ fn root_prometheus_fires_and_resolves_the_certificate_alerts() {
         )
     };
     let wait = |what: &str, cond: &dyn Fn(&[Alert]) -> bool| {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            let firing = prometheus.firing();
-            if cond(&firing) {
-                return firing;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "timed out waiting for {what}; firing: {firing:?}\n{}",
-                prometheus.log()
-            );
-            std::thread::sleep(Duration::from_millis(200));
-        }
+        prometheus.wait_firing(what, Duration::from_secs(30), cond)
     };
     // The 2-day certificate: critical (and warning); the chain whose intermediate has 10
     // days left: warning only.

@@ -389,6 +389,29 @@ impl Prometheus {
             .collect()
     }
 
+    /// Polls the firing alerts until `cond` holds, failing with `what` and Prometheus' log
+    /// after `timeout`; returns the alerts that satisfied it.
+    pub fn wait_firing(
+        &self,
+        what: &str,
+        timeout: Duration,
+        cond: &dyn Fn(&[(String, String, String)]) -> bool,
+    ) -> Vec<(String, String, String)> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let firing = self.firing();
+            if cond(&firing) {
+                return firing;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "timed out waiting for {what}; firing: {firing:?}\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
     /// The value of a PromQL expression's first sample, if any.
     pub fn query(&self, expr: &str) -> Option<f64> {
         let (_, body) = http_get(
