@@ -293,6 +293,9 @@ pub fn prometheus_binary() -> PathBuf {
     bin
 }
 
+/// A firing alert as (alertname, target, severity).
+pub type FiringAlert = (String, String, String);
+
 /// A private Prometheus scraping `scrape` every second, evaluating the repository's
 /// rules every second; killed on drop.
 pub struct Prometheus {
@@ -395,8 +398,8 @@ impl Prometheus {
         &self,
         what: &str,
         timeout: Duration,
-        cond: &dyn Fn(&[(String, String, String)]) -> bool,
-    ) -> Vec<(String, String, String)> {
+        cond: &dyn Fn(&[FiringAlert]) -> bool,
+    ) -> Vec<FiringAlert> {
         let deadline = Instant::now() + timeout;
         loop {
             let firing = self.firing();
